@@ -1,0 +1,76 @@
+"""generate(): prefill -> [draft -> verify -> accept -> policy update]*. AR is the same loop with no drafter."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from svbench.decoding.target import TargetCache
+from svbench.decoding.tree import DraftTree
+from svbench.decoding.verify import Sampling, verify
+
+
+@dataclass
+class Round:
+    drafted: int        # draft tokens proposed (tree nodes without the root)
+    accepted: int       # draft tokens accepted (the emitted target token is not counted)
+    draft_s: float
+    verify_s: float
+    draft_entropy: list[float]
+
+
+@dataclass
+class Generation:
+    ids: list[int]      # new token ids, EOS included when hit
+    rounds: list[Round] = field(default_factory=list)
+    wall_time: float = 0.0
+    hit_eos: bool = False
+
+
+def clock(device: torch.device) -> float:
+    """A timestamp after all queued device work finished (device-synchronised timing)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+@torch.inference_mode()
+def generate(target_model, prompt_ids: list[int], max_new_tokens: int, drafter=None, policy=None,
+             sampling: Sampling = Sampling(), eos_ids=(), ignore_eos: bool = False, generator=None) -> Generation:
+    device = target_model.device
+    eos = set() if ignore_eos else set(eos_ids)
+    start = clock(device)
+    target = TargetCache(target_model)
+    target.prefill(prompt_ids[:-1])  # the last prompt token is the first round's root
+    if drafter is not None:
+        drafter.reset()
+        policy.reset()
+    ids, out = list(prompt_ids), Generation(ids=[])
+    while len(out.ids) < max_new_tokens:
+        budget = max_new_tokens - len(out.ids)  # a round emits at most drafted + 1 tokens
+        t0 = clock(device)
+        if drafter is None:
+            tree = DraftTree.chain(ids[-1], [])
+        else:
+            tree = drafter.get_candidates(ids, policy, min(policy.max_len, budget - 1), sampling, generator)
+        t1 = clock(device)
+        target_logits = target.forward_tree(tree)                             # (n, V), one forward
+        path, next_token = verify(tree, target_logits, sampling, generator)  # accepted nodes + 1 target token
+        target.keep_path(tree, path)                                         # cache: prefix + root + path
+        emitted = [tree.tokens[i] for i in path] + [next_token]
+        t2 = clock(device)
+        if drafter is not None:
+            drafter.update_candidate_strategy(tree, path)
+            policy.update(tree.num_drafted, len(path))
+        out.rounds.append(Round(tree.num_drafted, len(path), t1 - t0, t2 - t1, tree.draft_entropy))
+        for token in emitted[:budget]:
+            out.ids.append(token)
+            if token in eos:
+                out.hit_eos = True
+                break
+        if out.hit_eos:
+            break
+        ids.extend(emitted)
+    out.wall_time = clock(device) - start
+    return out

@@ -1,0 +1,112 @@
+"""Draft-length policies (ALGORITHMS.md §6). One interface for all:
+
+    should_stop(drafted_len, token_prob, draft_entropy) -> bool   asked after every drafted token
+    update(drafted_len, accepted_len)                             told each round's outcome
+    reset()                                                       a new sequence starts
+
+``max_len`` is the policy's hard cap per round; the engine also caps a round at the remaining budget.
+Policies know nothing of drafters. Parameters are checked at construction: a bad value raises
+SvbenchError naming the key.
+"""
+from __future__ import annotations
+
+import math
+
+from svbench.errors import SvbenchError
+
+HARD_CAP = 40  # SVIP's hard cap per round; the heuristic schedule's cap too
+
+
+def _check_int(name: str, value, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise SvbenchError(f"policy.{name}={value!r} must be an integer in [{low}, {high}]")
+    return value
+
+
+def _check_float(name: str, value, low: float, high: float, low_open=False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise SvbenchError(f"policy.{name}={value!r} must be a number")
+    if value > high or value < low or (low_open and value == low):
+        raise SvbenchError(f"policy.{name}={value!r} must be in {'(' if low_open else '['}{low}, {high}]")
+    return float(value)
+
+
+class LengthPolicy:
+    name = "base"
+    max_len = HARD_CAP
+
+    def reset(self) -> None:
+        pass
+
+    def should_stop(self, drafted_len: int, token_prob: float, draft_entropy: float) -> bool:
+        raise NotImplementedError
+
+    def update(self, drafted_len: int, accepted_len: int) -> None:
+        pass
+
+
+class FixedPolicy(LengthPolicy):
+    """The papers' "Const": draft exactly gamma tokens."""
+    name = "fixed"
+
+    def __init__(self, gamma: int = 5):
+        self.gamma = self.max_len = _check_int("gamma", gamma, 1, 256)
+
+    def should_stop(self, drafted_len, token_prob, draft_entropy):
+        return drafted_len >= self.gamma
+
+
+class HeuristicPolicy(LengthPolicy):
+    """transformers' schedule: start at `initial`; +increase after a fully accepted round, else -decrease."""
+    name = "heuristic"
+
+    def __init__(self, initial: int = 5, increase: int = 2, decrease: int = 1, min_len: int = 1,
+                 max_len: int = HARD_CAP):
+        self.min_len = _check_int("min_len", min_len, 1, 256)
+        self.max_len = _check_int("max_len", max_len, self.min_len, 256)
+        self.initial = _check_int("initial", initial, self.min_len, self.max_len)
+        self.increase = _check_int("increase", increase, 0, 256)
+        self.decrease = _check_int("decrease", decrease, 0, 256)
+        self.current = self.initial
+
+    def reset(self):
+        self.current = self.initial
+
+    def should_stop(self, drafted_len, token_prob, draft_entropy):
+        return drafted_len >= self.current
+
+    def update(self, drafted_len, accepted_len):
+        if drafted_len == 0:
+            return
+        if accepted_len == drafted_len:
+            self.current = min(self.current + self.increase, self.max_len)
+        else:
+            self.current = max(self.current - self.decrease, self.min_len)
+
+
+class ConfidencePolicy(LengthPolicy):
+    """transformers' assistant_confidence_threshold: stop once the drafted token's draft probability
+    (softmax of the raw draft logits) falls below `threshold`. The low-confidence token is still verified."""
+    name = "confidence"
+
+    def __init__(self, threshold: float = 0.4, max_len: int = HARD_CAP):
+        self.threshold = _check_float("threshold", threshold, 0.0, 1.0)
+        self.max_len = _check_int("max_len", max_len, 1, 256)
+
+    def should_stop(self, drafted_len, token_prob, draft_entropy):
+        return token_prob < self.threshold
+
+
+class SVIPPolicy(LengthPolicy):
+    """SVIP: stop when sqrt(c * H_t) > h, H_t the draft entropy (nats, T=1) of the token just drafted,
+    i.e. when the acceptance lower bound 1 - sqrt(c * H_t) drops below 1 - h. c=0.15, h=0.3 (official):
+    stops when H_t > 0.6 nats. The check runs after the token is appended; no minimum length."""
+    name = "svip"
+
+    def __init__(self, c: float = 0.15, h: float = 0.3, max_len: int = HARD_CAP):
+        self.c = _check_float("c", c, 0.0, 1e6, low_open=True)
+        self.h = _check_float("h", h, 0.0, 1.0, low_open=True)
+        self.max_len = _check_int("max_len", max_len, 1, 256)
+
+    def should_stop(self, drafted_len, token_prob, draft_entropy):
+        return math.sqrt(self.c * max(draft_entropy, 0.0)) > self.h

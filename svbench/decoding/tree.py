@@ -1,0 +1,72 @@
+"""DraftTree: every method's proposal. A chain (vanilla SD, GliDe) is a tree whose node i has parent i-1.
+
+Node 0 is the root: the last emitted token, which is not yet in the target's KV cache. Nodes are in
+topological order (parent index < node index), so the target scores them in one forward pass and row i
+of its logits is the distribution of node i's next token.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class DraftTree:
+    tokens: list[int]                 # (n,) node 0 = root
+    parents: list[int]                # (n,) parents[0] = -1
+    depths: list[int]                 # (n,) depths[0] = 0
+    draft_probs: torch.Tensor | None = None  # (n, V): row i = q node i was SAMPLED from; None = deterministic
+    draft_entropy: list[float] = field(default_factory=list)  # per drafted step, nats, raw logits (T=1)
+    is_chain: bool = True
+
+    @classmethod
+    def chain(cls, root: int, drafted: list[int], draft_probs=None, draft_entropy=None) -> "DraftTree":
+        n = len(drafted) + 1
+        return cls([root] + list(drafted), list(range(-1, n - 1)), list(range(n)), draft_probs,
+                   list(draft_entropy or []), True)
+
+    @classmethod
+    def from_parents(cls, tokens: list[int], parents: list[int], draft_entropy=None) -> "DraftTree":
+        """A general tree of deterministic candidates (CaPE, EAGLE-2). parents[0] must be -1."""
+        assert parents[0] == -1 and all(0 <= p < i for i, p in enumerate(parents) if i > 0), "not topological"
+        depths = [0] * len(tokens)
+        for i in range(1, len(tokens)):
+            depths[i] = depths[parents[i]] + 1
+        is_chain = parents == list(range(-1, len(tokens) - 1))
+        return cls(list(tokens), list(parents), depths, None, list(draft_entropy or []), is_chain)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def num_drafted(self) -> int:
+        return len(self.tokens) - 1
+
+    def children(self) -> list[list[int]]:
+        kids: list[list[int]] = [[] for _ in self.tokens]
+        for i in range(1, len(self.tokens)):
+            kids[self.parents[i]].append(i)
+        return kids
+
+    def ancestor_matrix(self) -> torch.Tensor:
+        """(n, n) bool: [i, j] is True when node j is node i or one of its ancestors."""
+        n = len(self.tokens)
+        visible = torch.zeros(n, n, dtype=torch.bool)
+        for i in range(n):
+            if i > 0:
+                visible[i] = visible[self.parents[i]]
+            visible[i, i] = True
+        return visible
+
+    def attention_mask(self, prefix_len: int, dtype: torch.dtype, device=None) -> torch.Tensor:
+        """Additive 4-D mask (1, 1, n, prefix_len + n): 0 where a node may look (the cached prefix, its
+        ancestors, itself), dtype-min elsewhere."""
+        n = len(self.tokens)
+        allowed = torch.cat([torch.ones(n, prefix_len, dtype=torch.bool), self.ancestor_matrix()], dim=1)
+        mask = torch.zeros(n, prefix_len + n, dtype=dtype)
+        mask.masked_fill_(~allowed, torch.finfo(dtype).min)
+        return mask[None, None].to(device)  # (1, 1, n, prefix + n)
+
+    def position_ids(self, prefix_len: int, device=None) -> torch.Tensor:
+        return (prefix_len + torch.tensor(self.depths, dtype=torch.long, device=device))[None]  # (1, n)

