@@ -13,6 +13,10 @@ class DraftModelDrafter:
         self.model = draft_model
         self.reset()
 
+    @classmethod
+    def from_pair(cls, pair) -> "DraftModelDrafter":
+        return cls(pair.draft)
+
     def reset(self) -> None:
         self.cache = DynamicCache(config=self.model.config)
         self.cached_ids: list[int] = []  # the tokens whose K/V the draft cache holds, in order

@@ -1,0 +1,118 @@
+"""Check a composed config before anything heavy runs, and derive the hashes that identify results."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+
+from hydra.utils import get_class, get_method
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from svbench.benchmarks import PROMPT_TEMPLATES
+from svbench.errors import SvbenchError
+from svbench.models import DTYPES, resolve_device
+
+
+def to_container(cfg) -> dict:
+    try:
+        return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    except OmegaConfBaseException as exc:
+        raise SvbenchError(f"config: {str(exc).splitlines()[0]}") from None
+
+
+def _int(cfg: dict, key: str, low: int, allow_none=False):
+    value = cfg.get(key)
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise SvbenchError(f"{key}={value!r} must be an integer >= {low}" + (" or null" if allow_none else ""))
+
+
+def _number(cfg: dict, key: str, low: float, high: float, low_open=False):
+    value = cfg.get(key)
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and not math.isnan(value)
+    if not ok or value < low or value > high or (low_open and value == low):
+        raise SvbenchError(f"{key}={value!r} must be a number in {'(' if low_open else '['}{low}, {high}]")
+
+
+def validate(cfg) -> dict:
+    """Return the config as a plain dict, or raise SvbenchError naming the first bad key."""
+    c = to_container(cfg)
+    _int(c, "max_new_tokens", 1)
+    _number(c, "temperature", 0.0, 100.0)
+    _int(c, "top_k", 0)
+    _number(c, "top_p", 0.0, 1.0, low_open=True)
+    _int(c, "seed", 0)
+    _int(c, "runs", 1)
+    _int(c, "warmup", 0)
+    _int(c, "warmup_tokens", 1)
+    _int(c, "threads", 1, allow_none=True)
+    if c["dtype"] not in DTYPES:
+        raise SvbenchError(f"dtype={c['dtype']!r} is not one of {sorted(DTYPES)}")
+    resolve_device(str(c["device"]))
+    if c["prompt_template"] not in PROMPT_TEMPLATES:
+        raise SvbenchError(f"prompt_template={c['prompt_template']!r} is not one of {list(PROMPT_TEMPLATES)}")
+    if c["benchmark"].get("turns", "all") not in ("all", "first"):
+        raise SvbenchError(f"benchmark.turns={c['benchmark']['turns']!r} must be 'all' or 'first'")
+    if not isinstance(c["benchmark"].get("ignore_eos"), bool):
+        raise SvbenchError(f"benchmark.ignore_eos={c['benchmark'].get('ignore_eos')!r} must be true or false")
+    if isinstance(c.get("baseline_records"), str):
+        c["baseline_records"] = [c["baseline_records"]]
+    build_policy(c)  # checks the policy's parameters
+    drafter = c["method"].get("drafter")
+    if drafter:
+        _locate(drafter.get("_target_"), "method.drafter._target_", get_method)
+    return c
+
+
+def _locate(path, key, getter):
+    try:
+        return getter(path)
+    except Exception:  # hydra raises ImportError/ValueError variants here
+        raise SvbenchError(f"{key}={path!r} cannot be imported") from None
+
+
+def build_policy(c: dict):
+    """The policy object of a validated config (None for the AR baseline)."""
+    if c["method"]["name"] == "ar":
+        return None
+    params = {k: v for k, v in c["policy"].items() if k not in ("name", "_target_")}
+    cls = _locate(c["policy"].get("_target_"), "policy._target_", get_class)
+    try:
+        return cls(**params)
+    except TypeError as exc:
+        raise SvbenchError(f"policy={c['policy'].get('name')}: {exc}") from None
+
+
+def build_drafter(c: dict, pair):
+    spec = c["method"].get("drafter")
+    if not spec:
+        return None
+    factory = _locate(spec["_target_"], "method.drafter._target_", get_method)
+    try:
+        return factory(pair, **{k: v for k, v in spec.items() if k != "_target_"})
+    except TypeError as exc:
+        raise SvbenchError(f"method={c['method']['name']}: {exc}") from None
+
+
+def config_hash(*parts) -> str:
+    blob = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def generation_settings(c: dict) -> dict:
+    """Everything that changes the AR baseline's output or speed (the draft does not)."""
+    bench = c["benchmark"]
+    return {
+        "target": c["pair"]["target"], "dtype": c["dtype"], "device": c["device"],
+        "temperature": c["temperature"], "top_k": c["top_k"], "top_p": c["top_p"],
+        "max_new_tokens": c["max_new_tokens"], "prompt_template": c["prompt_template"],
+        "ignore_eos": bench["ignore_eos"], "benchmark_file": [bench.get("path"), bench.get("file")],
+    }
+
+
+def method_settings(c: dict) -> dict:
+    if c["method"]["name"] == "ar":
+        return {}
+    return {"draft": c["pair"].get("draft"), "method": c["method"], "policy": c["policy"]}
