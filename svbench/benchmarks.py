@@ -53,7 +53,7 @@ def read_questions(path: Path, category_map=None) -> list[Question]:
         for line_no, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
-            where = f"{path}:{line_no}"
+            where = f"{path}, line {line_no}"
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:

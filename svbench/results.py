@@ -41,13 +41,13 @@ def read_records(path: Path, repair: bool = False) -> list[dict]:
                 raise ValueError("no trailing newline")
         except ValueError as exc:
             if is_last:
-                print(f"svbench: warning: {path}:{line_no}: dropping a torn last record ({exc}); "
+                print(f"svbench: warning: {path}, line {line_no}: dropping a torn last record ({exc}); "
                       f"it will be re-run", file=sys.stderr)
                 if repair:
                     with open(path, "r+b") as fh:
                         fh.truncate(good_bytes)
                 break
-            raise SvbenchError(f"{path}:{line_no}: corrupt record ({exc}); fix or remove that line") from None
+            raise SvbenchError(f"{path}, line {line_no}: corrupt record ({exc}); fix or remove that line") from None
         records.append(record)
         good_bytes += len(line) + 1
     return records

@@ -1,0 +1,99 @@
+"""`python -m svbench` end to end on pair=tiny: records, summary, resume, torn records, bad input."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def svbench(run_dir, *overrides, env=None):
+    cmd = [sys.executable, "-m", "svbench", "pair=tiny", "progress=false", f"hydra.run.dir={run_dir}", *overrides]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})})
+
+
+def records(run_dir):
+    return [json.loads(line) for line in (Path(run_dir) / "records.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def svip_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("svip")
+    result = svbench(run_dir, "policy=svip")
+    assert result.returncode == 0, result.stderr
+    return run_dir, result
+
+
+def test_end_to_end_records_and_summary(svip_run):
+    run_dir, result = svip_run
+    recs = records(run_dir)
+    ar = [r for r in recs if r["method"] == "ar"]
+    sd = [r for r in recs if r["method"] == "vanilla_sd"]
+    assert len(ar) == len(sd) == 7  # 6 smoke questions, one with two turns
+    for r in sd:
+        assert r["policy"] == "svip" and r["lossless"] is True and r["new_tokens"] == len(r["ids"])
+        assert r["speedup"] > 0 and len(r["rounds"]["drafted"]) == len(r["draft_entropy"])
+        assert {"cpu", "torch", "transformers", "git_sha"} <= set(r["env"])
+    summary = json.loads((run_dir / "summary.json").read_text())["summary"]
+    assert summary["overall"]["n"] == 7 and summary["overall"]["lossless"] == 7
+    assert {"speedup", "tau", "acceptance_rate", "mean_draft_len", "tokens_per_s"} <= set(summary["overall"])
+    assert "overall" in result.stdout and "speedup" in result.stdout
+
+
+def test_rerun_resumes_without_duplicates(svip_run):
+    run_dir, _ = svip_run
+    before = (run_dir / "records.jsonl").read_text()
+    summary_before = json.loads((run_dir / "summary.json").read_text())["summary"]
+    result = svbench(run_dir, "policy=svip")
+    assert result.returncode == 0, result.stderr
+    assert (run_dir / "records.jsonl").read_text() == before
+    assert json.loads((run_dir / "summary.json").read_text())["summary"] == summary_before
+
+
+def test_torn_last_record_is_dropped_and_rerun(tmp_path):
+    assert svbench(tmp_path, "method=ar").returncode == 0
+    path = tmp_path / "records.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])  # killed mid-write
+    result = svbench(tmp_path, "method=ar")
+    assert result.returncode == 0, result.stderr
+    assert "torn last record" in result.stderr
+    assert [r["question_id"] for r in records(tmp_path)] == [json.loads(x)["question_id"] for x in lines]
+
+
+def test_ar_baseline_is_reused_from_another_run(svip_run, tmp_path):
+    run_dir, _ = svip_run
+    result = svbench(tmp_path, "policy=fixed", f"baseline_records=[{run_dir}/records.jsonl]")
+    assert result.returncode == 0, result.stderr
+    assert {r["method"] for r in records(tmp_path)} == {"vanilla_sd"}
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["method=nope"], "method/nope"),
+    (["policy=nope"], "policy/nope"),
+    (["pair=nope"], "pair/nope"),
+    (["max_new_tokens=0"], "max_new_tokens=0"),
+    (["policy=svip", "policy.h=5"], "policy.h=5"),
+    (["benchmark.path=/nonexistent.jsonl"], "does not exist"),
+])
+def test_bad_input_is_one_clear_error_and_keeps_records(svip_run, overrides, message):
+    run_dir, _ = svip_run
+    before = (run_dir / "records.jsonl").read_text()
+    result = svbench(run_dir, *overrides)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr and message in result.stderr
+    assert (run_dir / "records.jsonl").read_text() == before
+
+
+def test_malformed_question_file_reports_the_line(tmp_path):
+    bad = tmp_path / "q.jsonl"
+    bad.write_text('{"question_id": 1, "category": "qa", "turns": ["hi"]}\n{"question_id": 2,\n')
+    result = svbench(tmp_path / "run", f"benchmark.path={bad}")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("svbench: error:")
+    assert "line 2: not valid JSON" in result.stderr

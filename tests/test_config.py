@@ -1,0 +1,92 @@
+"""Every member of every config group composes and validates; bad values get one clear SvbenchError."""
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from svbench.config import validate
+from svbench.errors import SvbenchError
+from svbench.runner import run
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+GROUPS = {g.name: sorted(p.stem for p in g.glob("*.yaml")) for g in CONF.iterdir() if g.is_dir()}
+
+
+def cfg_with(*overrides):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+@pytest.mark.parametrize("group, member", [(g, m) for g, ms in GROUPS.items() for m in ms])
+def test_every_group_member_composes_and_validates(group, member):
+    cfg = cfg_with(f"{group}={member}")
+    plain = validate(cfg)
+    assert plain[group]["name"] == member
+
+
+def test_groups_are_complete():
+    assert set(GROUPS["method"]) >= {"ar", "vanilla_sd"}
+    assert set(GROUPS["policy"]) == {"fixed", "heuristic", "confidence", "svip"}
+    assert set(GROUPS["benchmark"]) >= {"smoke", "spec_bench", "mt_bench_long"}
+    assert set(GROUPS["pair"]) >= {"tiny", "smollm2_layercut", "pythia_6.9b_160m", "qwen2.5_14b_0.5b",
+                                   "llama3_70b_8b", "vicuna_7b_68m"}
+
+
+def test_defaults_follow_the_spec():
+    cfg = validate(cfg_with())
+    assert cfg["benchmark"]["name"] == "smoke" and cfg["method"]["name"] == "vanilla_sd"
+    svip = validate(cfg_with("policy=svip"))["policy"]
+    assert (svip["c"], svip["h"], svip["max_len"]) == (0.15, 0.3, 40)
+    spec = validate(cfg_with("benchmark=spec_bench"))
+    assert spec["max_new_tokens"] == 1024 and spec["temperature"] == 0.0 and spec["warmup"] == 3
+    long = validate(cfg_with("benchmark=mt_bench_long"))
+    assert long["temperature"] == 1.0 and long["benchmark"]["ignore_eos"] is True
+    assert validate(cfg_with("benchmark=spec_bench", "max_new_tokens=128"))["max_new_tokens"] == 128
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["max_new_tokens=0"], "max_new_tokens=0 must be an integer >= 1"),
+    (["max_new_tokens=abc"], "max_new_tokens='abc'"),
+    (["temperature=-1"], "temperature=-1"),
+    (["top_p=0"], "top_p=0"),
+    (["top_k=-3"], "top_k=-3"),
+    (["dtype=float8"], "dtype='float8'"),
+    (["device=tpu"], "device='tpu'"),
+    (["seed=-1"], "seed=-1"),
+    (["runs=0"], "runs=0"),
+    (["prompt_template=alpaca"], "prompt_template='alpaca'"),
+    (["policy=svip", "policy.h=2"], "policy.h=2"),
+    (["policy=svip", "policy.c=0"], "policy.c=0"),
+    (["policy=fixed", "policy.gamma=0"], "policy.gamma=0"),
+    (["policy=confidence", "policy.threshold=1.5"], "policy.threshold=1.5"),
+    (["policy=heuristic", "policy.initial=99"], "policy.initial=99"),
+    (["benchmark.turns=second"], "benchmark.turns"),
+    (["+policy.bogus=1"], "unexpected keyword argument 'bogus'"),
+])
+def test_bad_values_are_refused_with_the_key_named(overrides, message):
+    with pytest.raises(SvbenchError, match=message.replace("(", "\\(").replace("[", "\\[")):
+        validate(cfg_with(*overrides))
+
+
+def test_cuda_requested_without_cuda():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(SvbenchError, match="CUDA is not available"):
+        validate(cfg_with("device=cuda"))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["benchmark.path=/nonexistent/q.jsonl"], "does not exist"),
+    (["benchmark=spec_bench", "benchmark.categories=[poetry]"], "unknown \\['poetry'\\]"),
+    (["benchmark.limit=0"], "benchmark.limit=0"),
+    (["pair=vicuna_7b_68m"], "cannot load target 'lmsys/vicuna-7b-v1.3'.*pair.target.path=DIR"),
+    (["pair.target.source=local", "+pair.target.path=/nonexistent"], "pair.target.path='/nonexistent' does not exist"),
+    (["pair.draft.num_layers=99"], "pair.draft.num_layers=99"),
+    (["max_new_tokens=5000"], "max_position_embeddings"),
+    (["baseline_records=/nonexistent/*.jsonl"], "no file matches"),
+])
+def test_bad_inputs_at_run_time(tmp_path, overrides, message):
+    with pytest.raises(SvbenchError, match=message):
+        run(cfg_with("pair=tiny", "progress=false", *overrides), tmp_path)

