@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from svbench.errors import SvbenchError
-from svbench.models import gguf_cached_dir, gguf_in_package, layercut, load_pair, tiny_llama
+from svbench.models import gguf_cached_dir, gguf_in_package, layercut, load_pair, tiny_llama, tiny_tokenizer
 
 
 def test_tiny_pair_is_seeded_and_shares_the_vocab():
@@ -21,6 +21,7 @@ def test_tiny_pair_is_seeded_and_shares_the_vocab():
 def test_local_directory_roundtrip(tmp_path):
     model = tiny_llama(seed=2)
     model.save_pretrained(tmp_path / "m")
+    tiny_tokenizer().save_pretrained(tmp_path / "m")
     pair = load_pair({"name": "local", "target": {"source": "tiny"},
                       "draft": {"source": "local", "path": str(tmp_path / "m")}})
     ids = torch.tensor([[1, 2, 3]])
