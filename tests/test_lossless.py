@@ -80,3 +80,11 @@ def test_drafter_reuse_across_sequences(target, drafts):
     drafter = DraftModelDrafter(drafts["close"])
     for prompt in ([1, 2, 3], [9, 9], [4, 3, 2, 1]):
         assert generate(target, prompt, 20, drafter, FixedPolicy(3)).ids == generate(target, prompt, 20).ids
+
+
+def test_ar_equals_transformers_generate(target):
+    prompt = [3, 1, 4, 1, 5]
+    with torch.inference_mode():
+        reference = target.generate(torch.tensor([prompt]), max_new_tokens=40, do_sample=False, eos_token_id=None,
+                                    pad_token_id=0)
+    assert generate(target, prompt, 40).ids == reference[0, len(prompt):].tolist()
