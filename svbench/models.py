@@ -8,6 +8,8 @@ Sources (``pair.target.source`` / ``pair.draft.source``):
                 (``$SVBENCH_CACHE`` or ``~/.cache/svbench``), later loads take about a second
   tiny          a seeded random-weight Llama built in-process (tests; no files at all)
   layercut      (draft only) the target's first ``num_layers`` decoder layers + its norm and lm_head
+  trained       (draft only) ``path``: a draft folder written by svbench.train (svbench/draft_lm.py);
+                relative paths are resolved against the repository
 """
 from __future__ import annotations
 
@@ -24,7 +26,8 @@ from svbench.errors import SvbenchError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 TARGET_SOURCES = ("hub", "local", "gguf_package", "tiny")
-DRAFT_SOURCES = TARGET_SOURCES + ("layercut",)
+DRAFT_SOURCES = TARGET_SOURCES + ("layercut", "trained")
+REPO = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -34,6 +37,7 @@ class ModelPair:
     draft: torch.nn.Module | None
     tokenizer: object
     eos_token_ids: tuple[int, ...]
+    draft_vocab_subset: list[int] | None = None  # a reduced drafting vocabulary shipped with a trained draft
 
 
 def cache_root() -> Path:
@@ -213,13 +217,18 @@ def load_pair(pair_cfg, dtype: str = "float32", device: str = "cpu", need_draft:
     torch_dtype, torch_device = resolve_dtype(dtype), resolve_device(device)
     target, tok_source = load_model(pair_cfg["target"], "target")
     tokenizer = tiny_tokenizer(target.config.vocab_size) if tok_source == "tiny" else _load_tokenizer(tok_source)
-    draft = None
+    draft, vocab_subset = None, None
     draft_spec = pair_cfg.get("draft")
     if need_draft:
         if not draft_spec:
             raise SvbenchError(f"pair={pair_cfg.get('name')!r} has no draft model; this method needs one")
         if draft_spec.get("source") == "layercut":
             draft = layercut(target, int(draft_spec["num_layers"]))
+        elif draft_spec.get("source") == "trained":
+            from svbench.draft_lm import load_draft, load_vocab_subset
+
+            folder = _trained_draft_folder(draft_spec.get("path"))
+            draft, vocab_subset = load_draft(folder, target), load_vocab_subset(folder)
         else:
             draft, _ = load_model(draft_spec, "draft")
         if draft.config.vocab_size != target.config.vocab_size:
@@ -229,4 +238,15 @@ def load_pair(pair_cfg, dtype: str = "float32", device: str = "cpu", need_draft:
     target = target.to(device=torch_device, dtype=torch_dtype)
     if draft is not None:
         draft = draft.to(device=torch_device, dtype=torch_dtype)
-    return ModelPair(pair_cfg.get("name", "?"), target, draft, tokenizer, eos_ids_of(target, tokenizer))
+    return ModelPair(pair_cfg.get("name", "?"), target, draft, tokenizer, eos_ids_of(target, tokenizer), vocab_subset)
+
+
+def _trained_draft_folder(path) -> Path:
+    if not path:
+        raise SvbenchError("pair.draft.path is required for source: trained")
+    folder = Path(path).expanduser()
+    if not folder.is_absolute() and not folder.exists():
+        folder = REPO / folder
+    if not folder.is_dir():
+        raise SvbenchError(f"pair.draft.path={str(path)!r}: no such draft folder")
+    return folder

@@ -88,3 +88,12 @@ def test_ar_equals_transformers_generate(target):
         reference = target.generate(torch.tensor([prompt]), max_new_tokens=40, do_sample=False, eos_token_id=None,
                                     pad_token_id=0)
     assert generate(target, prompt, 40).ids == reference[0, len(prompt):].tolist()
+
+
+@pytest.mark.parametrize("policy", ["fixed3", "svip"])
+def test_reduced_vocabulary_draft_is_lossless(target, drafts, policy):
+    subset = list(range(0, 512, 2))  # the draft can only propose even ids
+    drafter = DraftModelDrafter(drafts["close"], vocab_ids=subset)
+    sd = generate(target, [2, 7, 1], 48, drafter, POLICIES[policy]())
+    assert sd.ids == generate(target, [2, 7, 1], 48).ids
+    assert sum(r.accepted for r in sd.rounds) > 0

@@ -77,3 +77,10 @@ def test_sd_sampling_with_top_k_and_svip(target):
     joint = exact_joint(target, sampling)
     counts = sampled_counts(target, DraftModelDrafter(noisy_copy(target, 0.05)), SVIPPolicy(h=0.6), sampling, n=2000)
     assert pooled_pvalue(counts, joint) > 1e-3
+
+
+def test_reduced_vocabulary_sampling_is_exact(target):
+    joint = exact_joint(target, SAMPLING)
+    drafter = DraftModelDrafter(noisy_copy(target, 0.05), vocab_ids=[0, 2, 3, 5])  # q = 0 on tokens 1 and 4
+    counts = sampled_counts(target, drafter, FixedPolicy(2), SAMPLING, n=2000)
+    assert pooled_pvalue(counts, joint) > 1e-3

@@ -1,4 +1,8 @@
-"""Vanilla SD: a separate, smaller causal LM drafts a chain token by token (ALGORITHMS.md §2)."""
+"""Vanilla SD: a separate, smaller causal LM drafts a chain token by token (ALGORITHMS.md §2).
+
+Reduced vocabulary (optional, ``vocab_ids``): the draft's head is evaluated only on those rows, so it
+never proposes another token; under sampling q is 0 outside the subset, which keeps verification exact.
+"""
 from __future__ import annotations
 
 import torch
@@ -9,13 +13,17 @@ from svbench.decoding.verify import Sampling, warp
 
 
 class DraftModelDrafter:
-    def __init__(self, draft_model):
+    def __init__(self, draft_model, vocab_ids: list[int] | None = None):
         self.model = draft_model
+        self.vocab_ids = None
+        if vocab_ids is not None:  # (N,) token ids and the matching rows of the head
+            self.vocab_ids = torch.tensor(vocab_ids, dtype=torch.long, device=draft_model.device)
+            self.head = draft_model.lm_head.weight[self.vocab_ids].detach().contiguous()  # (N, d)
         self.reset()
 
     @classmethod
-    def from_pair(cls, pair) -> "DraftModelDrafter":
-        return cls(pair.draft)
+    def from_pair(cls, pair, reduced_vocab: bool = True) -> "DraftModelDrafter":
+        return cls(pair.draft, pair.draft_vocab_subset if reduced_vocab else None)
 
     def reset(self) -> None:
         self.cache = DynamicCache(config=self.model.config)
@@ -23,10 +31,13 @@ class DraftModelDrafter:
         self._round_start = 0  # len(ids) at the previous round: ids[:that] is known to be in the cache
 
     def _forward(self, new_ids: list[int]) -> torch.Tensor:
+        """Feed new_ids; return the next-token logits over the drafting vocabulary: (V,) or (N,)."""
         input_ids = torch.tensor([new_ids], device=self.model.device)  # (1, t)
-        out = self.model(input_ids=input_ids, cache=self.cache, use_cache=True, logits_to_keep=1)
         self.cached_ids.extend(new_ids)
-        return out.logits[0, -1]  # (V,)
+        if self.vocab_ids is None:
+            return self.model(input_ids=input_ids, cache=self.cache, use_cache=True, logits_to_keep=1).logits[0, -1]
+        hidden = self.model.model(input_ids=input_ids, cache=self.cache, use_cache=True).last_hidden_state
+        return hidden[0, -1] @ self.head.T  # (N,)
 
     def _catch_up(self, ids: list[int]) -> torch.Tensor:
         """Roll the draft cache back to its longest prefix shared with ids, feed the rest, return the
@@ -51,20 +62,28 @@ class DraftModelDrafter:
             log_q = torch.log_softmax(logits.float(), dim=-1)  # raw draft distribution, T = 1
             entropy = float(-(log_q.exp() * log_q).sum())  # H_t = -sum_v q(v) ln q(v)
             if sampling.greedy:
-                token = int(log_q.argmax())
+                index = int(log_q.argmax())
             else:
                 q = warp(logits, sampling)  # same warping as the target's p
-                token = int(torch.multinomial(q, 1, generator=generator))
+                index = int(torch.multinomial(q, 1, generator=generator))
                 draft_probs.append(q)
+            token = index if self.vocab_ids is None else int(self.vocab_ids[index])
             drafted.append(token)
             draft_entropy.append(entropy)
-            if len(drafted) >= max_len or policy.should_stop(len(drafted), float(log_q[token].exp()), entropy):
+            if len(drafted) >= max_len or policy.should_stop(len(drafted), float(log_q[index].exp()), entropy):
                 break
             logits = self._forward([token])
-        probs = None
-        if draft_probs:  # row 0 (the root) is never a sampled node
-            probs = torch.cat([torch.zeros_like(draft_probs[0])[None], torch.stack(draft_probs)])  # (n, V)
-        return DraftTree.chain(ids[-1], drafted, probs, draft_entropy)
+        return DraftTree.chain(ids[-1], drafted, self._full_vocab(draft_probs), draft_entropy)
+
+    def _full_vocab(self, draft_probs: list[torch.Tensor]) -> torch.Tensor | None:
+        """(n, V) rows of q over the full vocabulary; row 0 (the root) is never a sampled node."""
+        if not draft_probs:
+            return None
+        q = torch.stack(draft_probs)  # (k, V) or (k, N)
+        if self.vocab_ids is not None:
+            full = torch.zeros(q.shape[0], self.model.config.vocab_size, dtype=q.dtype, device=q.device)
+            q = full.index_copy_(1, self.vocab_ids, q)  # q = 0 outside the subset
+        return torch.cat([torch.zeros_like(q[:1]), q])
 
     def update_candidate_strategy(self, tree: DraftTree, accepted_path: list[int]) -> None:
         pass  # the cache is rolled back lazily by _catch_up at the next round

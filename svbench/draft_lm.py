@@ -1,0 +1,79 @@
+"""DraftLM: the small draft LM for vanilla SD that svbench trains (svbench.train), stored without the
+target's embedding.
+
+A draft folder holds ``config.json`` (a LlamaConfig with few layers at the target's width),
+``model.safetensors`` (its decoder layers and final norm only, bf16), optionally ``vocab_subset.json``
+(the token ids of a reduced drafting vocabulary) and ``README.md`` (the model card). At load time the
+embedding and lm_head are taken from the target (tied, frozen), so a 2-layer draft for SmolLM2-135M
+is ~14 MB on disk instead of ~70 MB.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from svbench.errors import SvbenchError
+
+SHARED_WITH_TARGET = ("model.embed_tokens.weight", "lm_head.weight")
+
+
+def draft_from_target(target, num_layers: int, init_layers: list[int] | None = None) -> LlamaForCausalLM:
+    """A num_layers Llama at the target's width; layers copied from target layers init_layers (default the
+    first ones), embedding/lm_head/final norm copied from the target."""
+    config = LlamaConfig(**{**target.config.to_dict(), "num_hidden_layers": num_layers, "layer_types": None})
+    config.tie_word_embeddings = False  # the head is a (frozen) copy, so a reduced head can be sliced
+    draft = LlamaForCausalLM(config).to(target.dtype)
+    init_layers = list(init_layers) if init_layers else list(range(num_layers))
+    if len(init_layers) != num_layers or not all(0 <= i < target.config.num_hidden_layers for i in init_layers):
+        raise SvbenchError(f"init_layers={init_layers} must name {num_layers} target layers")
+    with torch.no_grad():
+        for mine, source in zip(draft.model.layers, init_layers):
+            mine.load_state_dict(target.model.layers[source].state_dict())
+        draft.model.norm.load_state_dict(target.model.norm.state_dict())
+        attach_target_embeddings(draft, target)
+    return draft.eval()
+
+
+def attach_target_embeddings(draft, target) -> None:
+    with torch.no_grad():
+        draft.model.embed_tokens.weight = torch.nn.Parameter(target.model.embed_tokens.weight.detach().clone(),
+                                                             requires_grad=False)
+        draft.lm_head.weight = torch.nn.Parameter(target.lm_head.weight.detach().clone(), requires_grad=False)
+
+
+def save_draft(draft, folder: Path, vocab_subset: list[int] | None = None, card: str | None = None) -> None:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    draft.config.to_json_file(folder / "config.json")
+    state = {k: v.detach().to(torch.bfloat16).contiguous() for k, v in draft.state_dict().items()
+             if k not in SHARED_WITH_TARGET}
+    save_file(state, folder / "model.safetensors", metadata={"format": "svbench-draft-lm"})
+    if vocab_subset is not None:
+        (folder / "vocab_subset.json").write_text(json.dumps(vocab_subset))
+    if card:
+        (folder / "README.md").write_text(card)
+
+
+def load_draft(folder: Path, target) -> LlamaForCausalLM:
+    folder = Path(folder)
+    if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
+        raise SvbenchError(f"{folder} is not a svbench draft folder (config.json + model.safetensors)")
+    config = LlamaConfig.from_json_file(folder / "config.json")
+    if config.hidden_size != target.config.hidden_size or config.vocab_size != target.config.vocab_size:
+        raise SvbenchError(f"draft {folder} does not fit this target (hidden/vocab size differ)")
+    draft = LlamaForCausalLM(config)
+    state = load_file(folder / "model.safetensors")
+    missing, unexpected = draft.load_state_dict(state, strict=False)
+    if unexpected or set(missing) - set(SHARED_WITH_TARGET):
+        raise SvbenchError(f"draft {folder}: unexpected tensors {unexpected[:3]}, missing {missing[:3]}")
+    attach_target_embeddings(draft, target)
+    return draft.float().eval()
+
+
+def load_vocab_subset(folder: Path) -> list[int] | None:
+    path = Path(folder) / "vocab_subset.json"
+    return json.loads(path.read_text()) if path.is_file() else None

@@ -1,0 +1,139 @@
+"""Training prompts from shared/data/train_prompts (see its NOTICE.md): only the prompt fields are read.
+
+Each reader turns one file schema into plain prompt strings; the German sentences become
+"Translate German to English: ...", the SciTLDR abstracts "Summarize: ...".
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from svbench.errors import SvbenchError
+
+
+@dataclass(frozen=True)
+class TrainPrompt:
+    source: str  # file path relative to train_prompts/
+    text: str
+
+
+def _jsonl(path: Path):
+    with open(path, encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, start=1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise SvbenchError(f"{path}, line {line_no}: not valid JSON ({exc.msg})") from None
+
+
+def _with_input(instruction: str, extra: str | None) -> str:
+    return f"{instruction.strip()}\n\n{extra.strip()}" if extra and extra.strip() else instruction.strip()
+
+
+def _gsm8k(path):
+    return [row["question"] for row in _jsonl(path)]
+
+
+def _gpteacher(path):
+    return [_with_input(row["instruction"], row.get("input")) for row in json.loads(path.read_text())]
+
+
+def _self_instruct(path):
+    out = []
+    for row in _jsonl(path):
+        instances = row.get("instances") or [{}]
+        out.append(_with_input(row["instruction"], instances[0].get("input")))
+    return out
+
+
+def _t0(path):
+    return [row["prompt"].strip() for row in _jsonl(path)]
+
+
+def _oasst(path):
+    return [row for row in _jsonl(path) if isinstance(row, str)]
+
+
+def _arena_hard(path):
+    return [row["turns"][0]["content"] for row in _jsonl(path)]
+
+
+def _nq(path):
+    return [row["question"].strip().capitalize() + "?" for row in _jsonl(path)]
+
+
+def _scitldr(path):
+    return ["Summarize: " + " ".join(row["source"]) for row in _jsonl(path)]
+
+
+def _conllu(path):
+    texts = re.findall(r"^# text = (.+)$", path.read_text(encoding="utf-8"), flags=re.M)
+    return ["Translate German to English: " + t.strip() for t in texts]
+
+
+READERS = {  # folder -> reader for every file in it
+    "gsm8k": _gsm8k, "gpteacher": _gpteacher, "self_instruct": _self_instruct, "self_instruct_t0": _t0,
+    "oasst": _oasst, "arena_hard": _arena_hard, "nq_open": _nq, "scitldr": _scitldr, "ud_german": _conllu,
+}
+
+
+def train_prompt_dir(path: str | None = None) -> Path:
+    if path:
+        folder = Path(path).expanduser()
+    else:
+        data = os.environ.get("SVBENCH_DATA")
+        if not data:
+            raise SvbenchError("training prompts: set SVBENCH_DATA to the data folder (one holding train_prompts/) "
+                               "or pass prompts_dir=DIR")
+        folder = Path(data).expanduser() / "train_prompts"
+    if not folder.is_dir():
+        raise SvbenchError(f"training prompt folder {str(folder)!r} does not exist")
+    return folder
+
+
+def load_train_prompts(folder: Path) -> list[TrainPrompt]:
+    """All prompts, in a fixed order (folders and files sorted), exact duplicates removed."""
+    prompts, seen = [], set()
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+        reader = READERS.get(sub.name)
+        if reader is None:
+            continue
+        for file in sorted(f for f in sub.iterdir() if f.suffix in (".json", ".jsonl", ".conllu")):
+            for text in reader(file):
+                if text and text not in seen:
+                    seen.add(text)
+                    prompts.append(TrainPrompt(f"{sub.name}/{file.name}", text))
+    if not prompts:
+        raise SvbenchError(f"no training prompts found under {folder}")
+    return prompts
+
+
+def normalise(text: str) -> str:
+    """Lower case, letters and digits only: the key for exact-match overlap checks."""
+    return re.sub(r"[^0-9a-z]+", "", text.lower())
+
+
+EVAL_PREFIXES = ("Translate German to English: ", "Summarize: ")
+
+
+def evaluation_turns(data_dir: Path) -> set[str]:
+    """Normalised text of every evaluation prompt (Spec-Bench, MT-Bench, EAGLE sets, SVIP's Spec-Bench)."""
+    keys = set()
+    files = [data_dir / "spec_bench/question.jsonl", data_dir / "mt_bench/question.jsonl",
+             *sorted((data_dir / "eagle_bench").glob("*/question.jsonl"))]
+    for file in files:
+        for row in _jsonl(file):
+            for turn in row["turns"]:
+                keys.add(normalise(turn))
+                for prefix in EVAL_PREFIXES:
+                    if turn.startswith(prefix):
+                        keys.add(normalise(turn[len(prefix):]))
+    svip = data_dir / "svip_spec_bench/spec-bench.jsonl"
+    if svip.is_file():
+        keys.update(normalise(row["prompt"]) for row in _jsonl(svip))
+    keys.discard("")
+    return keys
