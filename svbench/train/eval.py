@@ -1,0 +1,147 @@
+"""Held-out evaluation of a draft: per-position acceptance, tau at gamma = 1..8, draft/target cost ratio.
+
+    python -m svbench.train.eval --draft drafts/smollm2-draft-lm --data train_data/smollm2 [--spec-bench 24]
+
+Greedy acceptance is measured against greedy target text: the held-out greedy answers of the
+generated data (the target's own argmax continuations) and, with --spec-bench N, target greedy answers
+to N Spec-Bench first turns generated here. From sampled start positions in those answers the draft
+proposes 8 tokens greedily; accepted length L = the longest prefix equal to the target's continuation.
+tau(gamma) = 1 + E[min(L, gamma)] (the expected tokens per round of fixed-gamma SD, greedy).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from tqdm import tqdm
+from transformers import DynamicCache
+
+from svbench.benchmarks import build_prompt, load_benchmark
+from svbench.decoding.drafters.draft_model import DraftModelDrafter
+from svbench.decoding.policies import FixedPolicy
+from svbench.decoding.verify import Sampling
+from svbench.errors import SvbenchError
+from svbench.models import load_pair
+from svbench.train.data import generate_batch, read_shards
+
+REPO = Path(__file__).resolve().parents[2]
+GAMMA_MAX = 8
+
+
+@torch.inference_mode()
+def accepted_lengths(drafter: DraftModelDrafter, sequences: list[tuple[list[int], int]], starts_per_seq: int,
+                     rng: random.Random) -> list[int]:
+    """For (ids, answer_start) pairs: greedy draft chains of GAMMA_MAX from random answer positions."""
+    lengths = []
+    for ids, answer_start in tqdm(sequences, desc="drafting", unit="seq", file=sys.stderr, leave=False):
+        positions = list(range(answer_start, len(ids) - GAMMA_MAX))
+        for t in sorted(rng.sample(positions, min(starts_per_seq, len(positions)))):
+            drafter.reset()
+            tree = drafter.get_candidates(ids[: t + 1], FixedPolicy(GAMMA_MAX), GAMMA_MAX, Sampling())
+            reference = ids[t + 1: t + 1 + GAMMA_MAX]
+            accepted = 0
+            while accepted < GAMMA_MAX and tree.tokens[accepted + 1] == reference[accepted]:
+                accepted += 1
+            lengths.append(accepted)
+    return lengths
+
+
+def acceptance_stats(lengths: list[int]) -> dict:
+    per_position = []
+    for i in range(GAMMA_MAX):  # P(position i+1 accepted | positions 1..i accepted)
+        reached = sum(1 for n in lengths if n >= i)
+        per_position.append(sum(1 for n in lengths if n >= i + 1) / reached if reached else None)
+    tau = {g: 1 + statistics.fmean(min(n, g) for n in lengths) for g in range(1, GAMMA_MAX + 1)}
+    return {"n_starts": len(lengths), "per_position_acceptance": per_position, "tau": tau}
+
+
+@torch.inference_mode()
+def forward_ms(model, n_tokens: int = 1, context: int = 200, reps: int = 20, vocab_ids=None) -> float:
+    """Median time of one cached forward of n_tokens (with the head the drafter uses)."""
+    cache = DynamicCache(config=model.config)
+    vocab_size = model.config.vocab_size
+    model(input_ids=torch.randint(0, vocab_size, (1, context)), cache=cache, use_cache=True, logits_to_keep=1)
+    drafter = DraftModelDrafter(model, vocab_ids) if vocab_ids is not None else None
+    times = []
+    for _ in range(reps):
+        ids = torch.randint(0, vocab_size, (1, n_tokens))
+        start = time.perf_counter()
+        if drafter is None:
+            model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
+        else:
+            hidden = model.model(input_ids=ids, cache=cache, use_cache=True).last_hidden_state
+            hidden[0, -1] @ drafter.head.T
+        times.append(time.perf_counter() - start)
+        cache.crop(-n_tokens)
+    return statistics.median(times) * 1000
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description="Held-out acceptance and cost of a draft.")
+    ap.add_argument("--pair", default="smollm2", help="conf/pair/<name>.yaml (target + the draft to evaluate)")
+    ap.add_argument("--draft", default=None, help="a draft folder (overrides the pair's draft)")
+    ap.add_argument("--layercut", type=int, default=None, help="evaluate a layer-cut draft instead")
+    ap.add_argument("--data", default="train_data/smollm2", help="generated data with a held-out split")
+    ap.add_argument("--heldout-seqs", type=int, default=60)
+    ap.add_argument("--spec-bench", type=int, default=0, help="also N Spec-Bench first turns (needs SVBENCH_DATA)")
+    ap.add_argument("--starts-per-seq", type=int, default=8)
+    ap.add_argument("--full-vocab", action="store_true", help="ignore the draft's reduced vocabulary")
+    ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--out", default=None, help="write the results JSON here (default: <draft>/eval.json)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    try:
+        run(args)
+    except SvbenchError as exc:
+        print(f"svbench: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+def run(args) -> dict:
+    pair_cfg = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "pair" / f"{args.pair}.yaml"))
+    if args.draft:
+        pair_cfg["draft"] = {"source": "trained", "path": args.draft}
+    if args.layercut:
+        pair_cfg["draft"] = {"source": "layercut", "num_layers": args.layercut}
+    pair = load_pair(pair_cfg, args.dtype, "cpu")
+    vocab = None if args.full_vocab else pair.draft_vocab_subset
+    drafter = DraftModelDrafter(pair.draft, vocab)
+    rng = random.Random(args.seed)
+    results = {"draft": args.draft or pair_cfg["draft"], "dtype": args.dtype,
+               "vocab": len(vocab) if vocab else pair.draft.config.vocab_size}
+    heldout = [r for r in read_shards(Path(args.data), split="heldout") if r["temperature"] == 0.0]
+    heldout = heldout[: args.heldout_seqs]
+    results["heldout"] = acceptance_stats(accepted_lengths(drafter, [(r["ids"], r["prompt_len"]) for r in heldout],
+                                                           args.starts_per_seq, rng))
+    results["heldout"]["n_seqs"] = len(heldout)
+    if args.spec_bench:
+        spec = OmegaConf.to_container(OmegaConf.load(REPO / "conf/benchmark/spec_bench.yaml"))
+        per_category = max(1, args.spec_bench // 6)
+        questions = load_benchmark({**spec, "limit": per_category, "turns": "first"})
+        prompts = [build_prompt(pair.tokenizer, "chat", [q.turns[0]], []) for q in questions]
+        answers = []
+        for b in range(0, len(prompts), 8):
+            answers += generate_batch(pair.target, pair.tokenizer, prompts[b:b + 8], 128, 0.0, pair.eos_token_ids)
+        seqs = [(p + a, len(p)) for p, a in zip(prompts, answers)]
+        results["spec_bench"] = acceptance_stats(accepted_lengths(drafter, seqs, args.starts_per_seq, rng))
+        results["spec_bench"]["n_seqs"] = len(seqs)
+    target_ms = forward_ms(pair.target)
+    draft_ms = forward_ms(pair.draft, vocab_ids=vocab)
+    results["cost"] = {"target_forward_ms": target_ms, "draft_forward_ms": draft_ms, "ratio": draft_ms / target_ms,
+                       "threads": torch.get_num_threads()}
+    out = Path(args.out) if args.out else (Path(args.draft) / "eval.json" if args.draft else None)
+    if out:
+        out.write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""The distillation pipeline end to end on pair=tiny, in seconds: data (resumable), training (resumable),
+export, loading as a pair, held-out evaluation; and the train/eval prompt separation."""
+import json
+import subprocess
+import sys
+from argparse import Namespace
+from pathlib import Path
+
+import pytest
+
+from svbench.benchmarks import build_prompt
+from svbench.decoding.drafters.draft_model import DraftModelDrafter
+from svbench.decoding.loop import generate
+from svbench.decoding.policies import FixedPolicy
+from svbench.models import load_pair
+from svbench.train import data as train_data
+from svbench.train import eval as train_eval
+from svbench.train.prompts import evaluation_turns, load_train_prompts, normalise
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_training_prompts_are_disjoint_from_every_evaluation_set(data_dir):
+    prompts = load_train_prompts(data_dir / "train_prompts")
+    assert len(prompts) > 25000
+    assert {p.source.split("/")[0] for p in prompts} >= {"gsm8k", "gpteacher", "ud_german", "scitldr", "oasst"}
+    evaluation = evaluation_turns(data_dir)
+    assert len(evaluation) > 900
+    overlap = [p.text for p in prompts if normalise(p.text) in evaluation]
+    assert overlap == []
+    # the check can fail: a Spec-Bench turn is found
+    spec_turn = json.loads((data_dir / "spec_bench/question.jsonl").read_text().splitlines()[0])["turns"][0]
+    assert normalise(spec_turn) in evaluation
+
+
+def data_args(out, **kw):
+    args = dict(out=str(out), pair="tiny", prompts_dir=None, num_prompts=12, shard_size=4, batch_size=4,
+                max_new_tokens=12, max_prompt_tokens=3000, temperatures="0,1.0", heldout_permille=400, dtype="float32",
+                seed=0, threads=None)
+    args.update(kw)
+    return Namespace(**args)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory, data_dir):
+    out = tmp_path_factory.mktemp("data")
+    train_data.run(data_args(out))
+    return out
+
+
+def test_data_generation_shards_manifest_and_resume(tiny_data):
+    manifest = json.loads((tiny_data / "manifest.json").read_text())
+    assert [s["rows"] for s in manifest["shards"]] == [4, 4, 4]
+    rows = train_data.read_shards(tiny_data)
+    assert {r["split"] for r in rows} == {"train", "heldout"}
+    assert {r["temperature"] for r in rows} == {0.0, 1.0}
+    greedy = [r for r in rows if r["temperature"] == 0.0]
+    pair = load_pair({"name": "tiny", "target": {"source": "tiny", "seed": 0, "vocab_size": 512, "hidden_size": 64,
+                                                  "num_layers": 3, "num_heads": 4, "num_kv_heads": 2}},
+                     need_draft=False)
+    for r in greedy[:2]:  # a greedy answer is the target's own greedy continuation
+        prompt = r["ids"][: r["prompt_len"]]
+        assert r["ids"][r["prompt_len"]:] == generate(pair.target, prompt, len(r["ids"]) - r["prompt_len"]).ids
+    before = (tiny_data / "shard-00001.jsonl").read_text()
+    (tiny_data / "shard-00001.jsonl").unlink()  # an interrupted run: the missing shard is regenerated
+    train_data.run(data_args(tiny_data))
+    assert (tiny_data / "shard-00001.jsonl").read_text() == before
+    with pytest.raises(Exception, match="other settings"):
+        train_data.run(data_args(tiny_data, max_new_tokens=5))
+
+
+def test_train_export_load_and_eval(tiny_data, tmp_path):
+    out, export = tmp_path / "ckpt", tmp_path / "draft"
+    cmd = [sys.executable, "-m", "svbench.train", "pair=tiny", f"data={tiny_data}", f"out={out}", "batch_size=2",
+           "num_layers=1", "init_layers=[0]", "reduced_vocab=128", "save_every=2", "seq_len=64", "warmup_steps=1"]
+    first = subprocess.run(cmd + ["steps=2"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    second = subprocess.run(cmd + ["steps=4", f"export={export}"], cwd=REPO, capture_output=True, text=True,
+                            timeout=300)
+    assert second.returncode == 0, second.stderr
+    assert "resumed from" in second.stderr and "at step 2" in second.stderr
+    assert {p.name for p in export.iterdir()} >= {"config.json", "model.safetensors", "vocab_subset.json",
+                                                   "train_meta.json"}
+    meta = json.loads((export / "train_meta.json").read_text())
+    subset = json.loads((export / "vocab_subset.json").read_text())
+    assert meta["steps"] == 4 and meta["vocab_size"] == len(subset) <= 128  # tiny data has < 128 distinct tokens
+    pair = load_pair({"name": "t", "target": {"source": "tiny", "seed": 0, "vocab_size": 512, "hidden_size": 64,
+                                               "num_layers": 3, "num_heads": 4, "num_kv_heads": 2},
+                      "draft": {"source": "trained", "path": str(export)}})
+    assert pair.draft_vocab_subset == subset and pair.draft.config.num_hidden_layers == 1
+    prompt = build_prompt(pair.tokenizer, "chat", ["hello"], [])
+    sd = generate(pair.target, prompt, 20, DraftModelDrafter.from_pair(pair), FixedPolicy(3))
+    assert sd.ids == generate(pair.target, prompt, 20).ids  # lossless with the trained reduced-vocab draft
+    results = train_eval.run(Namespace(pair="tiny", draft=str(export), layercut=None, data=str(tiny_data),
+                                       heldout_seqs=10, spec_bench=0, starts_per_seq=2, full_vocab=False,
+                                       dtype="float32", out=str(tmp_path / "eval.json"), seed=0))
+    assert results["heldout"]["n_starts"] > 0
+    assert set(results["heldout"]["tau"]) == set(range(1, 9))
+    assert results["cost"]["ratio"] > 0
