@@ -1,13 +1,12 @@
 """python -m svbench method=... policy=... pair=... benchmark=... [key=value ...]  (Hydra; --multirun sweeps)"""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 
-from svbench.errors import SvbenchError
+from svbench.errors import report_user_errors
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -16,11 +15,7 @@ CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 def main(cfg) -> None:
     from svbench.runner import run
 
-    try:
-        run(cfg, Path(HydraConfig.get().runtime.output_dir))
-    except SvbenchError as exc:
-        print(f"svbench: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    report_user_errors(run, cfg, Path(HydraConfig.get().runtime.output_dir))
 
 
 if __name__ == "__main__":

@@ -37,12 +37,17 @@ def _chain_logits(model, ids):
         return model(input_ids=torch.tensor([ids])).logits[0]
 
 
-def test_tree_forward_equals_chain_forward_on_every_path():
-    model = tiny_llama(seed=3)
-    prefix = [5, 9, 2, 7]
-    target = TargetCache(model)
+def _tree_after_prefix(seed, prefix):
+    """A target whose cache holds prefix[:-1], and the test tree rooted at prefix[-1]."""
+    target = TargetCache(tiny_llama(seed=seed))
     target.prefill(prefix[:-1])
-    tree = DraftTree.from_parents([prefix[-1]] + TOKENS[1:], PARENTS)
+    return target, DraftTree.from_parents([prefix[-1]] + TOKENS[1:], PARENTS)
+
+
+def test_tree_forward_equals_chain_forward_on_every_path():
+    prefix = [5, 9, 2, 7]
+    target, tree = _tree_after_prefix(3, prefix)
+    model = target.model
     with torch.no_grad():
         tree_logits = target.forward_tree(tree)
     for node in range(len(tree)):
@@ -55,11 +60,9 @@ def test_tree_forward_equals_chain_forward_on_every_path():
 
 
 def test_cache_compaction_after_a_non_trivial_path():
-    model = tiny_llama(seed=4)
     prefix = [5, 9, 2, 7]
-    target = TargetCache(model)
-    target.prefill(prefix[:-1])
-    tree = DraftTree.from_parents([prefix[-1]] + TOKENS[1:], PARENTS)
+    target, tree = _tree_after_prefix(4, prefix)
+    model = target.model
     with torch.no_grad():
         target.forward_tree(tree)
         target.keep_path(tree, [1, 3, 5])  # skips node 2 and 4: needs a gather, not a crop

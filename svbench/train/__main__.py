@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from svbench.draft_lm import draft_from_target, save_draft
-from svbench.errors import SvbenchError
+from svbench.errors import SvbenchError, report_user_errors
 from svbench.models import load_pair
 from svbench.train.data import read_shards
 
@@ -147,15 +147,16 @@ def train_draft_lm(cfg) -> None:
         print(f"draft written to {export}", file=sys.stderr)
 
 
+RECIPES = {"draft_lm": train_draft_lm}  # the GliDe draft and the EAGLE head add theirs
+
+
 @hydra.main(version_base="1.3", config_path=str(REPO / "conf" / "train"), config_name="draft_lm")
 def main(cfg) -> None:
-    try:
-        if cfg.recipe != "draft_lm":
-            raise SvbenchError(f"recipe={cfg.recipe!r}: only draft_lm exists so far")
-        train_draft_lm(cfg)
-    except SvbenchError as exc:
-        print(f"svbench: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    report_user_errors(RECIPES.get(cfg.recipe, unknown_recipe), cfg)
+
+
+def unknown_recipe(cfg) -> None:
+    raise SvbenchError(f"recipe={cfg.recipe!r} is not one of {sorted(RECIPES)}")
 
 
 if __name__ == "__main__":

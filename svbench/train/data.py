@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from svbench.benchmarks import build_prompt
-from svbench.errors import SvbenchError
+from svbench.errors import SvbenchError, report_user_errors
 from svbench.models import load_pair
 from svbench.train.prompts import TrainPrompt, load_train_prompts, train_prompt_dir
 
@@ -85,12 +85,7 @@ def main(argv=None) -> None:
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None)
-    args = ap.parse_args(argv)
-    try:
-        run(args)
-    except SvbenchError as exc:
-        print(f"svbench: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    report_user_errors(run, ap.parse_args(argv))
 
 
 def run(args) -> None:

@@ -27,7 +27,7 @@ from svbench.benchmarks import build_prompt, load_benchmark
 from svbench.decoding.drafters.draft_model import DraftModelDrafter
 from svbench.decoding.policies import FixedPolicy
 from svbench.decoding.verify import Sampling
-from svbench.errors import SvbenchError
+from svbench.errors import SvbenchError, report_user_errors
 from svbench.models import load_pair
 from svbench.train.data import generate_batch, read_shards
 
@@ -96,12 +96,7 @@ def main(argv=None) -> None:
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--out", default=None, help="write the results JSON here (default: <draft>/eval.json)")
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
-    try:
-        run(args)
-    except SvbenchError as exc:
-        print(f"svbench: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    report_user_errors(run, ap.parse_args(argv))
 
 
 def run(args) -> dict:
