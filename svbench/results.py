@@ -29,7 +29,7 @@ def read_records(path: Path, repair: bool = False) -> list[dict]:
     lines = raw.split(b"\n")
     records, good_bytes = [], 0
     for line_no, line in enumerate(lines, start=1):
-        is_last = line_no == len(lines) or (line_no == len(lines) - 1 and lines[-1] == b"")
+        is_last = line_no == len(lines)  # no trailing newline: only an interrupted write leaves this
         if not line.strip():
             good_bytes += len(line) + 1
             continue
@@ -37,7 +37,7 @@ def read_records(path: Path, repair: bool = False) -> list[dict]:
             record = json.loads(line)
             if not isinstance(record, dict) or any(k not in record for k in RECORD_KEY):
                 raise ValueError("not a svbench record")
-            if line_no == len(lines):  # no trailing newline: the write did not finish
+            if is_last:  # the record and its newline are written in one call: the write did not finish
                 raise ValueError("no trailing newline")
         except ValueError as exc:
             if is_last:

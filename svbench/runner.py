@@ -65,8 +65,10 @@ def run(cfg, out_dir: Path) -> dict:
     policy_name = "none" if is_ar else c["policy"]["name"]
     questions = load_benchmark(c["benchmark"])
     store = RecordStore(out_dir / "records.jsonl")
-    ar_hash = config_hash(generation_settings(c))
-    method_hash = ar_hash if is_ar else config_hash(generation_settings(c), method_settings(c))
+    env = environment(str(c["device"]))
+    hardware = {"cpu": env["cpu"], "gpu": env["gpu"]}  # an AR baseline is only reused from the same hardware
+    ar_hash = config_hash(generation_settings(c), hardware)
+    method_hash = ar_hash if is_ar else config_hash(generation_settings(c), hardware, method_settings(c))
     ar_index = _ar_index(_external_ar_records(c["baseline_records"]) + store.records)
 
     pair = load_pair(c["pair"], c["dtype"], c["device"], need_draft=c["method"].get("needs_draft", False))
@@ -75,7 +77,6 @@ def run(cfg, out_dir: Path) -> dict:
     bench = c["benchmark"]
     eos_ids = pair.eos_token_ids
     max_positions = getattr(pair.target.config, "max_position_embeddings", None)
-    env = environment(str(c["device"]))
     common = {"pair": pair.name, "benchmark": bench["name"], "seed": c["seed"], "temperature": c["temperature"],
               "dtype": c["dtype"], "device": str(c["device"]), "max_new_tokens": c["max_new_tokens"]}
 
@@ -130,16 +131,16 @@ def run(cfg, out_dir: Path) -> dict:
     bar = tqdm(questions, desc=f"{method}/{policy_name}", unit="q", disable=not c["progress"], file=sys.stderr)
     for question in bar:
         for run_idx in range(c["runs"]):
-            ar_answers, answers = [], []
+            ar_answers = []  # later turns are built from AR's answers: AR and the method see identical prompts
             for turn in range(len(question.turns)):
                 seed = turn_seed(c["seed"], question.question_id, turn, run_idx)
-                user_turns = list(question.turns[: turn + 1])
+                prompt = build_prompt(pair.tokenizer, c["prompt_template"], list(question.turns[: turn + 1]),
+                                      ar_answers)
+                check_length(prompt)
                 # --- AR baseline (reused when recorded) ---
                 ar_lookup = (bench["name"], question.question_id, turn, c["seed"], run_idx, ar_hash)
                 ar = ar_index.get(ar_lookup)
                 if ar is None:
-                    prompt = build_prompt(pair.tokenizer, c["prompt_template"], user_turns, ar_answers)
-                    check_length(prompt)
                     gen = timed(prompt, False, seed, c["max_new_tokens"])
                     ar = make_record("ar", "none", ar_hash, question, turn, run_idx, prompt, gen)
                     ar.update(ar_new_tokens=ar["new_tokens"], ar_wall_time=ar["wall_time"], speedup=1.0,
@@ -152,8 +153,6 @@ def run(cfg, out_dir: Path) -> dict:
                 # --- the method ---
                 record = store.by_key.get(key(method, policy_name, method_hash, question.question_id, turn, run_idx))
                 if record is None:
-                    prompt = build_prompt(pair.tokenizer, c["prompt_template"], user_turns, answers)
-                    check_length(prompt)
                     gen = timed(prompt, True, seed, c["max_new_tokens"])
                     record = make_record(method, policy_name, method_hash, question, turn, run_idx, prompt, gen)
                     speed = record["new_tokens"] / record["wall_time"]
@@ -162,12 +161,14 @@ def run(cfg, out_dir: Path) -> dict:
                                   speedup=speed / ar_speed,
                                   lossless=(gen.ids == ar["ids"]) if sampling.greedy else None)
                     store.append(record)
-                answers.append(decode(record["ids"]))
     bar.close()
 
     wanted = {key(method, policy_name, method_hash, q.question_id, t, run_idx)
               for q in questions for run_idx in range(c["runs"]) for t in range(len(q.turns))}
     mine = [r for k, r in store.by_key.items() if k in wanted]
+    if is_ar:  # AR records reused from baseline_records count too
+        mine = [ar_index[(bench["name"], q.question_id, t, c["seed"], run_idx, ar_hash)]
+                for q in questions for run_idx in range(c["runs"]) for t in range(len(q.turns))]
     summary = summarize(mine)
     result = {"method": method, "policy": policy_name, "pair": pair.name, "benchmark": bench["name"],
               "config_hash": method_hash, "config": c, "env": env, "summary": summary}

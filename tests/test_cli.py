@@ -97,3 +97,14 @@ def test_malformed_question_file_reports_the_line(tmp_path):
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("svbench: error:")
     assert "line 2: not valid JSON" in result.stderr
+
+
+def test_complete_but_invalid_last_record_is_an_error_not_dropped(tmp_path):
+    from svbench.errors import SvbenchError
+    from svbench.results import read_records
+
+    path = tmp_path / "records.jsonl"
+    path.write_text('{"method": "ar"}\n')  # newline-terminated, so not a torn write
+    with pytest.raises(SvbenchError, match="line 1: corrupt record"):
+        read_records(path, repair=True)
+    assert path.read_text() == '{"method": "ar"}\n'

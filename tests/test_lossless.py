@@ -37,7 +37,7 @@ def test_greedy_sd_equals_ar(target, drafts, policy, draft, seed):
     sd = generate(target, prompt, max_new, DraftModelDrafter(drafts[draft]), POLICIES[policy]())
     assert sd.ids == ar.ids
     assert len(sd.ids) == max_new  # stops exactly at the budget
-    assert sum(r.accepted + 1 for r in sd.rounds) >= max_new
+    assert sum(r.accepted + 1 for r in sd.rounds) == max_new
     if draft == "close" and policy == "fixed3":
         assert sum(r.accepted for r in sd.rounds) > 0.5 * sum(r.drafted for r in sd.rounds)
 
@@ -97,3 +97,12 @@ def test_reduced_vocabulary_draft_is_lossless(target, drafts, policy):
     sd = generate(target, [2, 7, 1], 48, drafter, POLICIES[policy]())
     assert sd.ids == generate(target, [2, 7, 1], 48).ids
     assert sum(r.accepted for r in sd.rounds) > 0
+
+
+def test_accepted_count_stops_at_eos(target, drafts):
+    reference = generate(target, [7, 8, 9], 40).ids
+    eos = reference[10]
+    sd = generate(target, [7, 8, 9], 40, DraftModelDrafter(drafts["close"]), FixedPolicy(8), eos_ids=(eos,))
+    assert sd.ids == reference[:11] and sd.hit_eos
+    # every emitted token is an accepted draft or the round's one target token, also in the EOS round
+    assert sum(r.accepted + 1 for r in sd.rounds) == len(sd.ids)

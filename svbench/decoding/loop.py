@@ -63,12 +63,13 @@ def generate(target_model, prompt_ids: list[int], max_new_tokens: int, drafter=N
         if drafter is not None:
             drafter.update_candidate_strategy(tree, path)
             policy.update(tree.num_drafted, len(path))
-        out.rounds.append(Round(tree.num_drafted, len(path), t1 - t0, t2 - t1, tree.draft_entropy))
-        for token in emitted[:budget]:
+        for j, token in enumerate(emitted[:budget]):
             out.ids.append(token)
-            if token in eos:
+            if token in eos:  # stop there: drafts after an accepted EOS do not count as accepted
                 out.hit_eos = True
+                path = path[:j]
                 break
+        out.rounds.append(Round(tree.num_drafted, len(path), t1 - t0, t2 - t1, tree.draft_entropy))
         if out.hit_eos:
             break
         ids.extend(emitted)

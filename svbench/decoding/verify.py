@@ -46,7 +46,8 @@ def _sample(probs: torch.Tensor, generator: torch.Generator | None) -> int:
 
 
 def _uniform(generator: torch.Generator | None) -> float:
-    return float(torch.rand((), generator=generator))
+    device = generator.device if generator is not None else None  # a CUDA generator needs a CUDA tensor
+    return float(torch.rand((), generator=generator, device=device))
 
 
 def verify_greedy(tree: DraftTree, target_logits: torch.Tensor) -> tuple[list[int], int]:

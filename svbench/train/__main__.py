@@ -60,9 +60,9 @@ def train_draft_lm(cfg) -> None:
     torch.manual_seed(cfg.seed)
     pair_cfg = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "pair" / f"{cfg.pair}.yaml"))
     pair = load_pair(pair_cfg, "float32", "cpu", need_draft=False)
-    data = Path(cfg.data)
-    rows = read_shards(data, split="train")
-    manifest = json.loads((data / "manifest.json").read_text())
+    folders = [Path(d) for d in ([cfg.data] if isinstance(cfg.data, str) else cfg.data)]
+    rows = [r for folder in folders for r in read_shards(folder, split="train")]
+    manifest_hash = "+".join(json.loads((f / "manifest.json").read_text())["hash"] for f in folders)
     vocab = top_tokens(rows, cfg.reduced_vocab, pair.eos_token_ids) if cfg.reduced_vocab else None
     draft = draft_from_target(pair.target, cfg.num_layers, list(cfg.init_layers))
     del pair.target
@@ -135,7 +135,7 @@ def train_draft_lm(cfg) -> None:
             save()
     bar.close()
     meta = {"recipe": cfg.recipe, "steps": step, "config": OmegaConf.to_container(cfg), "data_manifest_hash":
-            manifest["hash"], "train_rows": len(rows), "train_answer_tokens": sum(len(r["ids"]) - r["prompt_len"]
+            manifest_hash, "train_rows": len(rows), "train_answer_tokens": sum(len(r["ids"]) - r["prompt_len"]
                                                                                  for r in rows),
             "vocab_size": len(vocab) if vocab else draft.config.vocab_size, "vocab_coverage": coverage,
             "final_train_loss_ema": ema_loss, "final_train_top1_ema": ema_acc}

@@ -88,7 +88,7 @@ def main(argv=None) -> None:
     ap.add_argument("--pair", default="smollm2", help="conf/pair/<name>.yaml (target + the draft to evaluate)")
     ap.add_argument("--draft", default=None, help="a draft folder (overrides the pair's draft)")
     ap.add_argument("--layercut", type=int, default=None, help="evaluate a layer-cut draft instead")
-    ap.add_argument("--data", default="train_data/smollm2", help="generated data with a held-out split")
+    ap.add_argument("--data", nargs="+", default=["train_data/smollm2"], help="generated data folder(s) with a held-out split")
     ap.add_argument("--heldout-seqs", type=int, default=60)
     ap.add_argument("--spec-bench", type=int, default=0, help="also N Spec-Bench first turns (needs SVBENCH_DATA)")
     ap.add_argument("--starts-per-seq", type=int, default=8)
@@ -111,7 +111,8 @@ def run(args) -> dict:
     rng = random.Random(args.seed)
     results = {"draft": args.draft or pair_cfg["draft"], "dtype": args.dtype,
                "vocab": len(vocab) if vocab else pair.draft.config.vocab_size}
-    heldout = [r for r in read_shards(Path(args.data), split="heldout") if r["temperature"] == 0.0]
+    folders = [args.data] if isinstance(args.data, str) else args.data
+    heldout = [r for f in folders for r in read_shards(Path(f), split="heldout") if r["temperature"] == 0.0]
     heldout = heldout[: args.heldout_seqs]
     results["heldout"] = acceptance_stats(accepted_lengths(drafter, [(r["ids"], r["prompt_len"]) for r in heldout],
                                                            args.starts_per_seq, rng))
