@@ -97,3 +97,6 @@ def test_train_export_load_and_eval(tiny_data, tmp_path):
     assert results["heldout"]["n_starts"] > 0
     assert set(results["heldout"]["tau"]) == set(range(1, 9))
     assert results["cost"]["ratio"] > 0
+    train_eval.write_card(export, results, "python -m svbench.train.eval ...")
+    card = (export / "README.md").read_text()
+    assert "tau at gamma" in card and meta["data_manifest_hash"] in card

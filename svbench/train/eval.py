@@ -96,6 +96,7 @@ def main(argv=None) -> None:
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--out", default=None, help="write the results JSON here (default: <draft>/eval.json)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--write-card", action="store_true", help="(re)write <draft>/README.md from train_meta + results")
     report_user_errors(run, ap.parse_args(argv))
 
 
@@ -136,7 +137,49 @@ def run(args) -> dict:
     if out:
         out.write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
+    if getattr(args, "write_card", False) and args.draft:
+        write_card(Path(args.draft), results, " ".join(["python -m svbench.train.eval"] + sys.argv[1:]))
     return results
+
+
+def write_card(folder: Path, results: dict, command: str) -> None:
+    """The draft's model card: how it was trained and what it measured."""
+    meta = json.loads((folder / "train_meta.json").read_text())
+    cfg = meta["config"]
+
+    def taus(section):
+        return ", ".join(f"{results[section]['tau'][g]:.2f}" for g in sorted(results[section]['tau'], key=int))
+
+    def positions(section):
+        return ", ".join(f"{a:.2f}" if a is not None else "-" for a in results[section]["per_position_acceptance"])
+
+    lines = [
+        f"# svbench draft LM for SmolLM2-135M-Instruct ({cfg['num_layers']} layers)", "",
+        "A vanilla-SD draft distilled by `python -m svbench.train` from the frozen target on the target's own "
+        "answers. Only the draft's own layers and final norm are stored (bf16); the embedding and lm_head are the "
+        "target's, attached at load time (`pair=smollm2`).", "",
+        "## Training", "",
+        f"- recipe `{meta['recipe']}`: {cfg['num_layers']} decoder layers at width 576, initialised from target "
+        f"layers {list(cfg['init_layers'])}; loss: cross-entropy on target answers (greedy and T=1 samples)",
+        f"- data: {cfg['data']} (manifest hash {meta['data_manifest_hash']}), {meta['train_rows']} training "
+        f"answers, {meta['train_answer_tokens']} answer tokens; held-out split by prompt hash",
+        f"- steps {meta['steps']}, batch {cfg['batch_size']} sequences, lr {cfg['lr']} (cosine), seq_len "
+        f"{cfg['seq_len']}, seed {cfg['seed']}, bf16 autocast",
+        f"- drafting vocabulary: {meta['vocab_size']} tokens (coverage of training answer tokens: "
+        f"{meta['vocab_coverage']})",
+        f"- final training loss (EMA) {meta['final_train_loss_ema']:.3f}, top-1 agreement (EMA) "
+        f"{meta['final_train_top1_ema']:.3f}", "",
+        "## Held-out evaluation (greedy, bf16, CPU)", "", f"Command: `{command}`", "",
+        "| set | starts | tau at gamma = 1 .. 8 | per-position acceptance (1..8) |", "|---|---|---|---|",
+    ]
+    for section in ("heldout", "spec_bench"):
+        if section in results:
+            lines.append(f"| {section} | {results[section]['n_starts']} | {taus(section)} | {positions(section)} |")
+    cost = results["cost"]
+    lines += ["", f"Cost: one draft forward {cost['draft_forward_ms']:.2f} ms vs one target forward "
+              f"{cost['target_forward_ms']:.2f} ms (1 token, ~200 cached, {cost['threads']} threads): ratio "
+              f"{cost['ratio']:.3f}.", ""]
+    (folder / "README.md").write_text("\n".join(lines))
 
 
 if __name__ == "__main__":
