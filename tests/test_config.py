@@ -9,7 +9,8 @@ from svbench.errors import SvbenchError
 from svbench.runner import run
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-GROUPS = {g.name: sorted(p.stem for p in g.glob("*.yaml")) for g in CONF.iterdir() if g.is_dir()}
+GROUPS = {g.name: sorted(p.stem for p in g.glob("*.yaml")) for g in CONF.iterdir()
+          if g.is_dir() and g.name != "train"}  # conf/train holds the training recipes (own primary configs)
 
 
 def cfg_with(*overrides):

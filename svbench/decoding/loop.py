@@ -1,4 +1,8 @@
-"""generate(): prefill -> [draft -> verify -> accept -> policy update]*. AR is the same loop with no drafter."""
+"""generate(): prefill -> [draft -> verify -> accept -> policy update]*. AR is the same loop with no drafter.
+
+The prefill forward emits the first new token (recorded as a round with no draft); every later round
+is one target forward over root + drafts, where the root is the last emitted token.
+"""
 from __future__ import annotations
 
 import time
@@ -40,15 +44,29 @@ def generate(target_model, prompt_ids: list[int], max_new_tokens: int, drafter=N
              sampling: Sampling = Sampling(), eos_ids=(), ignore_eos: bool = False, generator=None) -> Generation:
     device = target_model.device
     eos = set() if ignore_eos else set(eos_ids)
-    start = clock(device)
-    target = TargetCache(target_model)
-    target.prefill(prompt_ids[:-1])  # the last prompt token is the first round's root
     if drafter is not None:
         drafter.reset()
         policy.reset()
     ids, out = list(prompt_ids), Generation(ids=[])
-    while len(out.ids) < max_new_tokens:
-        budget = max_new_tokens - len(out.ids)  # a round emits at most drafted + 1 tokens
+    start = clock(device)
+    target = TargetCache(target_model)
+    prefill_logits = target.prefill(ids)                                   # (1, V) after the prompt
+    _, first = verify(DraftTree.chain(ids[-1], []), prefill_logits, sampling, generator)
+    emitted, path = [first], []                                            # the prefill emits token 1
+    this_round = Round(0, 0, 0.0, clock(device) - start, [])
+    while True:
+        for j, token in enumerate(emitted[: max_new_tokens - len(out.ids)]):
+            out.ids.append(token)
+            if token in eos:  # stop there: drafts after an accepted EOS do not count as accepted
+                out.hit_eos = True
+                path = path[:j]
+                break
+        this_round.accepted = len(path)
+        out.rounds.append(this_round)
+        if out.hit_eos or len(out.ids) >= max_new_tokens:
+            break
+        ids.extend(emitted)                                                # ids[-1]: the root, not in the cache
+        budget = max_new_tokens - len(out.ids)                             # a round emits at most drafted + 1
         t0 = clock(device)
         if drafter is None:
             tree = DraftTree.chain(ids[-1], [])
@@ -63,15 +81,6 @@ def generate(target_model, prompt_ids: list[int], max_new_tokens: int, drafter=N
         if drafter is not None:
             drafter.update_candidate_strategy(tree, path)
             policy.update(tree.num_drafted, len(path))
-        for j, token in enumerate(emitted[:budget]):
-            out.ids.append(token)
-            if token in eos:  # stop there: drafts after an accepted EOS do not count as accepted
-                out.hit_eos = True
-                path = path[:j]
-                break
-        out.rounds.append(Round(tree.num_drafted, len(path), t1 - t0, t2 - t1, tree.draft_entropy))
-        if out.hit_eos:
-            break
-        ids.extend(emitted)
+        this_round = Round(tree.num_drafted, len(path), t1 - t0, t2 - t1, tree.draft_entropy)
     out.wall_time = clock(device) - start
     return out

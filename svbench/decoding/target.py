@@ -16,12 +16,12 @@ class TargetCache:
         self.cache = DynamicCache(config=model.config)
         self.cached_len = 0
 
-    def prefill(self, ids: list[int]) -> None:
-        if not ids:
-            return
+    def prefill(self, ids: list[int]) -> torch.Tensor:
+        """Cache ids; return the next-token logits after the last one: (1, V)."""
         input_ids = torch.tensor([ids], device=self.model.device)  # (1, L)
-        self.model(input_ids=input_ids, cache=self.cache, use_cache=True, logits_to_keep=1)
+        out = self.model(input_ids=input_ids, cache=self.cache, use_cache=True, logits_to_keep=1)
         self.cached_len += len(ids)
+        return out.logits[0]
 
     def forward_tree(self, tree: DraftTree) -> torch.Tensor:
         """Score root + drafts in ONE forward. Returns logits (n, V); row i = next-token logits of node i."""
