@@ -16,12 +16,12 @@ import time
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from svbench.benchmarks import build_prompt, load_benchmark  # noqa: E402
+from svbench.config import group_config  # noqa: E402
 from svbench.decoding.drafters.draft_model import DraftModelDrafter  # noqa: E402
 from svbench.decoding.loop import generate  # noqa: E402
 from svbench.decoding.policies import FixedPolicy, SVIPPolicy  # noqa: E402
@@ -32,7 +32,7 @@ from svbench.models import load_pair  # noqa: E402
 def prompts_for(tokenizer, n: int) -> list[list[int]]:
     questions = list(load_benchmark({"name": "smoke", "path": None, "file": None}))
     try:  # add Spec-Bench first turns when the data folder is available
-        spec = OmegaConf.to_container(OmegaConf.load(REPO / "conf/benchmark/spec_bench.yaml"))
+        spec = group_config("benchmark", "spec_bench")
         questions += load_benchmark({**spec, "limit": 2, "turns": "first"})
     except Exception as exc:  # noqa: BLE001 - the smoke prompts suffice
         print(f"(Spec-Bench prompts not used: {exc})", file=sys.stderr)
@@ -52,7 +52,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    pair_cfg = OmegaConf.to_container(OmegaConf.load(REPO / f"conf/pair/{args.pair}.yaml"))
+    pair_cfg = group_config("pair", args.pair)
     pair = load_pair(pair_cfg, args.dtype, "cpu")
     target, draft, eos = pair.target, pair.draft, pair.eos_token_ids
     prompts = prompts_for(pair.tokenizer, args.prompts)

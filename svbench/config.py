@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from pathlib import Path
 
 from hydra.utils import get_class, get_method
 from omegaconf import DictConfig, OmegaConf
@@ -12,6 +13,18 @@ from omegaconf.errors import OmegaConfBaseException
 from svbench.benchmarks import PROMPT_TEMPLATES
 from svbench.errors import SvbenchError
 from svbench.models import DTYPES, resolve_device
+
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def group_config(group: str, name: str) -> dict:
+    """conf/<group>/<name>.yaml as a plain dict (for the scripts that are not Hydra apps)."""
+    path = CONF_DIR / group / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+        raise SvbenchError(f"{group}={name!r} is not one of {known}")
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
 
 
 def to_container(cfg) -> dict:

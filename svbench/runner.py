@@ -147,7 +147,8 @@ def run(cfg, out_dir: Path) -> dict:
                               lossless=True)
                     store.append(ar)
                     ar_index[ar_lookup] = ar
-                ar_answers.append(decode(ar["ids"]))
+                if turn + 1 < len(question.turns):  # the next turn's prompt holds this answer
+                    ar_answers.append(decode(ar["ids"]))
                 if is_ar:
                     continue
                 # --- the method ---

@@ -91,3 +91,11 @@ def test_cuda_requested_without_cuda():
 def test_bad_inputs_at_run_time(tmp_path, overrides, message):
     with pytest.raises(SvbenchError, match=message):
         run(cfg_with("pair=tiny", "progress=false", *overrides), tmp_path)
+
+
+def test_scripts_name_an_unknown_pair_clearly():
+    from svbench.config import group_config
+
+    with pytest.raises(SvbenchError, match="pair='nope' is not one of .*'tiny'"):
+        group_config("pair", "nope")
+    assert group_config("pair", "tiny")["name"] == "tiny"

@@ -18,6 +18,7 @@ import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
+from svbench.config import group_config
 from svbench.draft_lm import draft_from_target, save_draft
 from svbench.errors import SvbenchError, report_user_errors
 from svbench.models import load_pair
@@ -58,7 +59,7 @@ def train_draft_lm(cfg) -> None:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    pair_cfg = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "pair" / f"{cfg.pair}.yaml"))
+    pair_cfg = group_config("pair", cfg.pair)
     pair = load_pair(pair_cfg, "float32", "cpu", need_draft=False)
     folders = [Path(d) for d in ([cfg.data] if isinstance(cfg.data, str) else cfg.data)]
     rows = [r for folder in folders for r in read_shards(folder, split="train")]

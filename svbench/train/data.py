@@ -20,15 +20,14 @@ import time
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from svbench.benchmarks import build_prompt
+from svbench.config import group_config
 from svbench.errors import SvbenchError, report_user_errors
 from svbench.models import load_pair
 from svbench.train.prompts import TrainPrompt, load_train_prompts, train_prompt_dir
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 def is_heldout(text: str, permille: int) -> bool:
@@ -105,7 +104,7 @@ def run(args) -> None:
         old = json.loads(manifest_path.read_text())
         if old["settings"] != settings:
             raise SvbenchError(f"{out} was generated with other settings {old['settings']}; use another --out")
-    pair_cfg = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "pair" / f"{args.pair}.yaml"))
+    pair_cfg = group_config("pair", args.pair)
     pair = load_pair(pair_cfg, args.dtype, "cpu", need_draft=False)
     tok, eos = pair.tokenizer, pair.eos_token_ids
     num_shards = (len(prompts) + args.shard_size - 1) // args.shard_size

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 from tqdm import tqdm
 from transformers import DynamicCache
 
@@ -27,11 +26,11 @@ from svbench.benchmarks import build_prompt, load_benchmark
 from svbench.decoding.drafters.draft_model import DraftModelDrafter
 from svbench.decoding.policies import FixedPolicy
 from svbench.decoding.verify import Sampling
+from svbench.config import group_config
 from svbench.errors import SvbenchError, report_user_errors
 from svbench.models import load_pair
 from svbench.train.data import generate_batch, read_shards
 
-REPO = Path(__file__).resolve().parents[2]
 GAMMA_MAX = 8
 
 
@@ -101,7 +100,7 @@ def main(argv=None) -> None:
 
 
 def run(args) -> dict:
-    pair_cfg = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "pair" / f"{args.pair}.yaml"))
+    pair_cfg = group_config("pair", args.pair)
     if args.draft:
         pair_cfg["draft"] = {"source": "trained", "path": args.draft}
     if args.layercut:
@@ -119,7 +118,7 @@ def run(args) -> dict:
                                                            args.starts_per_seq, rng))
     results["heldout"]["n_seqs"] = len(heldout)
     if args.spec_bench:
-        spec = OmegaConf.to_container(OmegaConf.load(REPO / "conf/benchmark/spec_bench.yaml"))
+        spec = group_config("benchmark", "spec_bench")
         per_category = max(1, args.spec_bench // 6)
         questions = load_benchmark({**spec, "limit": per_category, "turns": "first"})
         prompts = [build_prompt(pair.tokenizer, "chat", [q.turns[0]], []) for q in questions]

@@ -88,7 +88,7 @@ def train_prompt_dir(path: str | None = None) -> Path:
         data = os.environ.get("SVBENCH_DATA")
         if not data:
             raise SvbenchError("training prompts: set SVBENCH_DATA to the data folder (one holding train_prompts/) "
-                               "or pass prompts_dir=DIR")
+                               "or pass --prompts-dir DIR")
         folder = Path(data).expanduser() / "train_prompts"
     if not folder.is_dir():
         raise SvbenchError(f"training prompt folder {str(folder)!r} does not exist")
