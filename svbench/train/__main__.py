@@ -63,6 +63,9 @@ def train_draft_lm(cfg) -> None:
     pair = load_pair(pair_cfg, "float32", "cpu", need_draft=False)
     folders = [Path(d) for d in ([cfg.data] if isinstance(cfg.data, str) else cfg.data)]
     rows = [r for folder in folders for r in read_shards(folder, split="train")]
+    missing = [str(f) for f in folders if not (f / "manifest.json").is_file()]
+    if missing:
+        raise SvbenchError(f"data folder(s) {missing} have no manifest.json; regenerate with python -m svbench.train.data")
     manifest_hash = "+".join(json.loads((f / "manifest.json").read_text())["hash"] for f in folders)
     vocab = top_tokens(rows, cfg.reduced_vocab, pair.eos_token_ids) if cfg.reduced_vocab else None
     draft = draft_from_target(pair.target, cfg.num_layers, list(cfg.init_layers))
@@ -95,7 +98,7 @@ def train_draft_lm(cfg) -> None:
         coverage = sum(int(to_index[t]) >= 0 for t in answer_tokens) / len(answer_tokens)
         print(f"reduced vocabulary: {len(vocab)} tokens cover {coverage:.4f} of answer tokens", file=sys.stderr)
 
-    def save(final=False):
+    def save():
         trainable_state = {k: v for k, v in draft.state_dict().items() if k not in ("model.embed_tokens.weight",
                                                                                    "lm_head.weight")}
         tmp = state_path.with_suffix(".tmp")

@@ -44,7 +44,13 @@ def read_shards(folder: Path, split: str | None = None) -> list[dict]:
     rows = []
     for shard in sorted(Path(folder).glob("shard-*.jsonl")):
         with open(shard) as fh:
-            rows.extend(r for r in map(json.loads, fh) if split is None or r["split"] == split)
+            for line_no, line in enumerate(fh, start=1):
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise SvbenchError(f"{shard}, line {line_no}: not valid JSON ({exc.msg})") from None
+                if split is None or row["split"] == split:
+                    rows.append(row)
     if not rows:
         raise SvbenchError(f"no generated data under {folder} (split={split}); run python -m svbench.train.data")
     return rows
@@ -90,11 +96,15 @@ def main(argv=None) -> None:
 def run(args) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
-    temperatures = [float(t) for t in str(args.temperatures).split(",")]
-    if any(t < 0 for t in temperatures) or args.shard_size < 1 or args.batch_size < 1 or args.max_new_tokens < 1:
-        raise SvbenchError("temperatures must be >= 0; shard-size, batch-size, max-new-tokens >= 1")
+    try:
+        temperatures = [float(t) for t in str(args.temperatures).split(",")]
+    except ValueError:
+        raise SvbenchError(f"--temperatures {args.temperatures!r}: expected numbers separated by commas") from None
+    if any(t < 0 for t in temperatures) or args.shard_size < 1 or args.batch_size < 1 or args.max_new_tokens < 1 \
+            or (args.num_prompts is not None and args.num_prompts < 1):
+        raise SvbenchError("temperatures must be >= 0; shard-size, batch-size, max-new-tokens, num-prompts >= 1")
     prompts = shuffled(load_train_prompts(train_prompt_dir(args.prompts_dir)), args.seed)
-    if args.num_prompts:
+    if args.num_prompts is not None:
         prompts = prompts[: args.num_prompts]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -114,6 +114,8 @@ def run(args) -> dict:
     folders = [args.data] if isinstance(args.data, str) else args.data
     heldout = [r for f in folders for r in read_shards(Path(f), split="heldout") if r["temperature"] == 0.0]
     heldout = heldout[: args.heldout_seqs]
+    if not heldout:
+        raise SvbenchError(f"no greedy held-out answers in {folders}; generate data with a temperature-0 shard")
     results["heldout"] = acceptance_stats(accepted_lengths(drafter, [(r["ids"], r["prompt_len"]) for r in heldout],
                                                            args.starts_per_seq, rng))
     results["heldout"]["n_seqs"] = len(heldout)
