@@ -72,6 +72,12 @@ def validate(cfg) -> dict:
         raise SvbenchError(f"benchmark.ignore_eos={c['benchmark'].get('ignore_eos')!r} must be true or false")
     if isinstance(c.get("baseline_records"), str):
         c["baseline_records"] = [c["baseline_records"]]
+    role = c["method"].get("draft_role")
+    if role not in (None, "draft", "glide", "eagle"):
+        raise SvbenchError(f"method.draft_role={role!r} must be one of draft, glide, eagle or null")
+    if role and not c["pair"].get(role):
+        raise SvbenchError(f"method={c['method']['name']} needs the pair's `{role}` entry, which "
+                           f"pair={c['pair'].get('name')} does not have")
     build_policy(c)  # checks the policy's parameters
     drafter = c["method"].get("drafter")
     if drafter:
@@ -128,4 +134,5 @@ def generation_settings(c: dict) -> dict:
 def method_settings(c: dict) -> dict:
     if c["method"]["name"] == "ar":
         return {}
-    return {"draft": c["pair"].get("draft"), "method": c["method"], "policy": c["policy"]}
+    role = c["method"].get("draft_role") or "draft"
+    return {role: c["pair"].get(role), "method": c["method"], "policy": c["policy"]}

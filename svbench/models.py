@@ -213,40 +213,92 @@ def eos_ids_of(model, tokenizer) -> tuple[int, ...]:
     return tuple(sorted(ids))
 
 
-def load_pair(pair_cfg, dtype: str = "float32", device: str = "cpu", need_draft: bool = True) -> ModelPair:
+DRAFT_ROLES = ("draft", "glide", "eagle")  # pair keys: vanilla draft LM, GliDe draft, EAGLE head
+
+
+def load_pair(pair_cfg, dtype: str = "float32", device: str = "cpu", draft_role: str | None = "draft") -> ModelPair:
+    """The target, its tokenizer and (draft_role) the pair's draft for one method: ``draft`` (a causal LM),
+    ``glide`` (svbench.nets.glide) or ``eagle`` (svbench.nets.eagle); None = target only."""
     torch_dtype, torch_device = resolve_dtype(dtype), resolve_device(device)
     target, tok_source = load_model(pair_cfg["target"], "target")
     tokenizer = tiny_tokenizer(target.config.vocab_size) if tok_source == "tiny" else _load_tokenizer(tok_source)
     draft, vocab_subset = None, None
-    draft_spec = pair_cfg.get("draft")
-    if need_draft:
-        if not draft_spec:
-            raise SvbenchError(f"pair={pair_cfg.get('name')!r} has no draft model; this method needs one")
-        if draft_spec.get("source") == "layercut":
-            draft = layercut(target, int(draft_spec["num_layers"]))
-        elif draft_spec.get("source") == "trained":
-            from svbench.draft_lm import load_draft, load_vocab_subset
-
-            folder = _trained_draft_folder(draft_spec.get("path"))
-            draft, vocab_subset = load_draft(folder, target), load_vocab_subset(folder)
+    if draft_role is not None:
+        if draft_role not in DRAFT_ROLES:
+            raise SvbenchError(f"method.draft_role={draft_role!r} must be one of {DRAFT_ROLES} or null")
+        spec = pair_cfg.get(draft_role)
+        if not spec:
+            raise SvbenchError(f"pair={pair_cfg.get('name')!r} has no `{draft_role}` entry; this method needs one "
+                               f"(add {draft_role}: {{source: ..., path: ...}} to conf/pair/{pair_cfg.get('name')}.yaml)")
+        if draft_role == "draft":
+            draft, vocab_subset = _load_draft_lm(spec, target)
         else:
-            draft, _ = load_model(draft_spec, "draft")
-        if draft.config.vocab_size != target.config.vocab_size:
-            raise SvbenchError(
-                f"draft vocab ({draft.config.vocab_size}) differs from target vocab ({target.config.vocab_size})"
-            )
+            draft = _load_target_reader(draft_role, spec, target)
+            vocab_subset = draft.vocab_ids
     target = target.to(device=torch_device, dtype=torch_dtype)
     if draft is not None:
         draft = draft.to(device=torch_device, dtype=torch_dtype)
     return ModelPair(pair_cfg.get("name", "?"), target, draft, tokenizer, eos_ids_of(target, tokenizer), vocab_subset)
 
 
-def _trained_draft_folder(path) -> Path:
+def _load_draft_lm(spec, target):
+    vocab_subset = None
+    if spec.get("source") == "layercut":
+        draft = layercut(target, int(spec["num_layers"]))
+    elif spec.get("source") == "trained":
+        from svbench.draft_lm import load_draft, load_vocab_subset
+
+        folder = _trained_draft_folder(spec.get("path"))
+        draft, vocab_subset = load_draft(folder, target), load_vocab_subset(folder)
+    else:
+        draft, _ = load_model(spec, "draft")
+    if draft.config.vocab_size != target.config.vocab_size:
+        raise SvbenchError(
+            f"draft vocab ({draft.config.vocab_size}) differs from target vocab ({target.config.vocab_size})"
+        )
+    return draft, vocab_subset
+
+
+def _load_target_reader(role: str, spec, target):
+    """A GliDe draft or EAGLE head. Sources: fresh (untrained, initialised from the target: tests),
+    trained/local (a folder: svbench's or the official release's format), hub (an id, downloaded)."""
+    from svbench.nets.eagle import head_from_target, load_head
+    from svbench.nets.glide import glide_from_target, load_glide
+
+    source = spec.get("source")
+    if source == "fresh":
+        if role == "glide":
+            return glide_from_target(target, int(spec.get("num_layers", 1)))
+        return head_from_target(target, init_layer=spec.get("init_layer"))
+    if source in ("trained", "local") or (source == "hub" and spec.get("path")):
+        folder = _trained_draft_folder(spec.get("path"), key=f"pair.{role}.path")
+    elif source == "hub":  # path (a local copy) wins over id, as for targets
+        folder = _hub_folder(spec.get("id"), role)
+    else:
+        raise SvbenchError(f"pair.{role}.source={source!r} must be one of fresh, trained, local, hub")
+    use_subset = bool(spec.get("reduced_vocab", True))
+    return (load_glide if role == "glide" else load_head)(folder, target, use_vocab_subset=use_subset)
+
+
+def _hub_folder(repo_id, role: str) -> Path:
+    if not repo_id:
+        raise SvbenchError(f"pair.{role}: source hub needs an id or a path (a local copy of the release)")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id))
+    except Exception as exc:  # offline, unknown id, no access: say what to do instead
+        raise SvbenchError(f"cannot fetch {role} {repo_id!r} from the hub ({type(exc).__name__}). Download it "
+                           f"elsewhere (hf download {repo_id} --local-dir DIR) and pass "
+                           f"pair.{role}.source=local pair.{role}.path=DIR") from None
+
+
+def _trained_draft_folder(path, key: str = "pair.draft.path") -> Path:
     if not path:
-        raise SvbenchError("pair.draft.path is required for source: trained")
+        raise SvbenchError(f"{key} is required for this source")
     folder = Path(path).expanduser()
     if not folder.is_absolute() and not folder.exists():
         folder = REPO / folder
     if not folder.is_dir():
-        raise SvbenchError(f"pair.draft.path={str(path)!r}: no such draft folder")
+        raise SvbenchError(f"{key}={str(path)!r}: no such folder")
     return folder

@@ -71,7 +71,7 @@ def run(cfg, out_dir: Path) -> dict:
     method_hash = ar_hash if is_ar else config_hash(generation_settings(c), hardware, method_settings(c))
     ar_index = _ar_index(_external_ar_records(c["baseline_records"]) + store.records)
 
-    pair = load_pair(c["pair"], c["dtype"], c["device"], need_draft=c["method"].get("needs_draft", False))
+    pair = load_pair(c["pair"], c["dtype"], c["device"], draft_role=c["method"].get("draft_role"))
     drafter, policy = build_drafter(c, pair), build_policy(c)
     sampling = Sampling(float(c["temperature"]), int(c["top_k"]), float(c["top_p"]))
     bench = c["benchmark"]

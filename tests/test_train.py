@@ -57,7 +57,7 @@ def test_data_generation_shards_manifest_and_resume(tiny_data):
     greedy = [r for r in rows if r["temperature"] == 0.0]
     pair = load_pair({"name": "tiny", "target": {"source": "tiny", "seed": 0, "vocab_size": 512, "hidden_size": 64,
                                                   "num_layers": 3, "num_heads": 4, "num_kv_heads": 2}},
-                     need_draft=False)
+                     draft_role=None)
     for r in greedy[:2]:  # a greedy answer is the target's own greedy continuation
         prompt = r["ids"][: r["prompt_len"]]
         assert r["ids"][r["prompt_len"]:] == generate(pair.target, prompt, len(r["ids"]) - r["prompt_len"]).ids
@@ -100,3 +100,30 @@ def test_train_export_load_and_eval(tiny_data, tmp_path):
     train_eval.write_card(export, results, "python -m svbench.train.eval ...")
     card = (export / "README.md").read_text()
     assert "tau at gamma" in card and meta["data_manifest_hash"] in card
+
+
+@pytest.mark.parametrize("recipe, role, method", [("glide", "glide", "glide_cape"), ("eagle", "eagle", "eagle2")])
+def test_glide_and_eagle_recipes_train_resume_export_and_load(tiny_data, tmp_path, recipe, role, method):
+    out, export = tmp_path / "ckpt", tmp_path / recipe
+    cmd = [sys.executable, "-m", "svbench.train", f"--config-name={recipe}", "pair=tiny", f"data={tiny_data}",
+           f"out={out}", "batch_size=2", "reduced_vocab=128", "save_every=2", "seq_len=64", "warmup_steps=1"]
+    first = subprocess.run(cmd + ["steps=2"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    second = subprocess.run(cmd + ["steps=3", f"export={export}"], cwd=REPO, capture_output=True, text=True,
+                            timeout=300)
+    assert second.returncode == 0, second.stderr
+    assert "resumed from" in second.stderr
+    assert json.loads((export / "train_meta.json").read_text())["recipe"] == recipe
+    assert json.loads((export / "config.json").read_text())["svbench_format"] in ("glide-draft", "eagle-head")
+    wrong = subprocess.run([sys.executable, "-m", "svbench.train", "--config-name=draft_lm", "pair=tiny",
+                            f"data={tiny_data}", f"out={out}", "steps=4"], cwd=REPO, capture_output=True, text=True,
+                           timeout=300)
+    assert wrong.returncode == 2 and f"written by recipe '{recipe}'" in wrong.stderr  # never resume across recipes
+    pair = load_pair({"name": "t", "target": {"source": "tiny", "seed": 0, "vocab_size": 512, "hidden_size": 64,
+                                               "num_layers": 3, "num_heads": 4, "num_kv_heads": 2},
+                      role: {"source": "trained", "path": str(export)}}, draft_role=role)
+    assert pair.draft.vocab_ids == json.loads((export / "vocab_subset.json").read_text())
+    from svbench.config import build_drafter, group_config
+    drafter = build_drafter({"method": group_config("method", method)}, pair)
+    prompt = build_prompt(pair.tokenizer, "chat", ["hello"], [])
+    assert generate(pair.target, prompt, 20, drafter, FixedPolicy(3)).ids == generate(pair.target, prompt, 20).ids

@@ -44,12 +44,12 @@ def generate(target_model, prompt_ids: list[int], max_new_tokens: int, drafter=N
              sampling: Sampling = Sampling(), eos_ids=(), ignore_eos: bool = False, generator=None) -> Generation:
     device = target_model.device
     eos = set() if ignore_eos else set(eos_ids)
-    if drafter is not None:
-        drafter.reset()
-        policy.reset()
     ids, out = list(prompt_ids), Generation(ids=[])
     start = clock(device)
     target = TargetCache(target_model)
+    if drafter is not None:
+        drafter.reset(target)  # GliDe reads target.cache, EAGLE target.new_features
+        policy.reset()
     prefill_logits = target.prefill(ids)                                   # (1, V) after the prompt
     _, first = verify(DraftTree.chain(ids[-1], []), prefill_logits, sampling, generator)
     emitted, path = [first], []                                            # the prefill emits token 1

@@ -9,31 +9,44 @@ from svbench.decoding.tree import DraftTree
 
 class TargetCache:
     """Owns the target's DynamicCache. Invariant between rounds: the cache holds every emitted token
-    except the last one (the next tree's root)."""
+    except the last one (the next tree's root).
+
+    Drafters that read the target (GliDe: its cache; EAGLE: its features) get this object at reset().
+    ``new_features`` holds the final-normed last hidden states (k, d) of the k tokens that entered the
+    cache at the last prefill / keep_path, in order (the EAGLE head's input f_t).
+    """
 
     def __init__(self, model):
         self.model = model
         self.cache = DynamicCache(config=model.config)
         self.cached_len = 0
+        self.new_features: torch.Tensor | None = None
+        self._tree_features: torch.Tensor | None = None
+
+    def _run(self, input_ids, **kwargs) -> torch.Tensor:
+        """The decoder's final-normed hidden states (1, n, d); logits = lm_head(hidden) as the model's own
+        forward does for Llama-family models (no logit scaling or soft-capping)."""
+        return self.model.model(input_ids=input_ids, cache=self.cache, use_cache=True, **kwargs).last_hidden_state
 
     def prefill(self, ids: list[int]) -> torch.Tensor:
         """Cache ids; return the next-token logits after the last one: (1, V)."""
         input_ids = torch.tensor([ids], device=self.model.device)  # (1, L)
-        out = self.model(input_ids=input_ids, cache=self.cache, use_cache=True, logits_to_keep=1)
+        hidden = self._run(input_ids)  # (1, L, d)
         self.cached_len += len(ids)
-        return out.logits[0]
+        self.new_features = hidden[0]  # (L, d)
+        return self.model.lm_head(hidden[:, -1])  # (1, V)
 
     def forward_tree(self, tree: DraftTree) -> torch.Tensor:
         """Score root + drafts in ONE forward. Returns logits (n, V); row i = next-token logits of node i."""
         input_ids = torch.tensor([tree.tokens], device=self.model.device)  # (1, n)
         if tree.is_chain:  # plain causal mask: the fast path
-            out = self.model(input_ids=input_ids, cache=self.cache, use_cache=True)
+            hidden = self._run(input_ids)
         else:
             mask = tree.attention_mask(self.cached_len, self.model.dtype, self.model.device)  # (1,1,n,P+n)
             positions = tree.position_ids(self.cached_len, self.model.device)  # (1, n): prefix + depth
-            out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                             cache=self.cache, use_cache=True)
-        return out.logits[0]  # (n, V)
+            hidden = self._run(input_ids, attention_mask=mask, position_ids=positions)
+        self._tree_features = hidden[0]  # (n, d)
+        return self.model.lm_head(hidden[0])  # (n, V)
 
     def keep_path(self, tree: DraftTree, path: list[int]) -> None:
         """After forward_tree the cache holds prefix + all n nodes; keep prefix + root + accepted path."""
@@ -49,3 +62,4 @@ class TargetCache:
                 layer.keys = torch.cat([layer.keys[:, :, : self.cached_len], layer.keys[:, :, keep]], dim=2)
                 layer.values = torch.cat([layer.values[:, :, : self.cached_len], layer.values[:, :, keep]], dim=2)
         self.cached_len += 1 + len(path)
+        self.new_features = self._tree_features[[0] + path]  # (1 + len(path), d): root, then the path

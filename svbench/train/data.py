@@ -115,7 +115,7 @@ def run(args) -> None:
         if old["settings"] != settings:
             raise SvbenchError(f"{out} was generated with other settings {old['settings']}; use another --out")
     pair_cfg = group_config("pair", args.pair)
-    pair = load_pair(pair_cfg, args.dtype, "cpu", need_draft=False)
+    pair = load_pair(pair_cfg, args.dtype, "cpu", draft_role=None)
     tok, eos = pair.tokenizer, pair.eos_token_ids
     num_shards = (len(prompts) + args.shard_size - 1) // args.shard_size
     todo = [k for k in range(num_shards) if not (out / f"shard-{k:05d}.jsonl").is_file()]

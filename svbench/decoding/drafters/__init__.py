@@ -7,5 +7,6 @@ candidate generators):
     update_candidate_strategy(tree, accepted_path) -> None
         Told which nodes the target accepted (drafters that keep state beyond their cache use it).
 
-plus reset() before a new sequence. A new method is one file here plus one conf/method/*.yaml.
+plus reset(target) before a new sequence: target is the TargetCache (drafters that read the target's
+KV cache or features keep it; others ignore it). A new method is one file here plus one conf/method/*.yaml.
 """

@@ -2,6 +2,11 @@
 
 Reduced vocabulary (optional, ``vocab_ids``): the draft's head is evaluated only on those rows, so it
 never proposes another token; under sampling q is 0 outside the subset, which keeps verification exact.
+
+CaPE (optional, ``cape_bins``, ALGORITHMS.md §4): the chain becomes the greedy spine of a tree; at step i
+the top-k_i tokens of q_i, k_i = bins[floor(10 * top1_prob)], hang off the spine's previous node (the
+spine token is the first of them). All candidates are deterministic, so sampling verification uses the
+deterministic-siblings rule. The length policy stops the spine (svbench's choice: no official code).
 """
 from __future__ import annotations
 
@@ -12,9 +17,18 @@ from svbench.decoding.tree import DraftTree
 from svbench.decoding.verify import Sampling, warp
 
 
+OFFICIAL_CAPE_BINS = (8, 8, 8, 6, 6, 6, 4, 4, 2, 2, 2, 2)
+
+
+def cape_width(bins, top1_prob: float) -> int:
+    """k_i = bins[floor(10 * m_i)]: how many candidates (spine token included) to keep at this step."""
+    return int(bins[min(int(10 * top1_prob), len(bins) - 1)])
+
+
 class DraftModelDrafter:
-    def __init__(self, draft_model, vocab_ids: list[int] | None = None):
+    def __init__(self, draft_model, vocab_ids: list[int] | None = None, cape_bins=None):
         self.model = draft_model
+        self.cape_bins = None if cape_bins is None else [int(k) for k in cape_bins]
         self.vocab_ids = None
         if vocab_ids is not None:  # (N,) token ids and the matching rows of the head
             self.vocab_ids = torch.tensor(vocab_ids, dtype=torch.long, device=draft_model.device)
@@ -22,10 +36,10 @@ class DraftModelDrafter:
         self.reset()
 
     @classmethod
-    def from_pair(cls, pair, reduced_vocab: bool = True) -> "DraftModelDrafter":
-        return cls(pair.draft, pair.draft_vocab_subset if reduced_vocab else None)
+    def from_pair(cls, pair, reduced_vocab: bool = True, cape_bins=None) -> "DraftModelDrafter":
+        return cls(pair.draft, pair.draft_vocab_subset if reduced_vocab else None, cape_bins)
 
-    def reset(self) -> None:
+    def reset(self, target=None) -> None:
         self.cache = DynamicCache(config=self.model.config)
         self.cached_ids: list[int] = []  # the tokens whose K/V the draft cache holds, in order
         self._round_start = 0  # len(ids) at the previous round: ids[:that] is known to be in the cache
@@ -57,23 +71,30 @@ class DraftModelDrafter:
             return DraftTree.chain(ids[-1], [])
         logits = self._catch_up(ids)
         self._round_start = len(ids)
-        drafted, draft_probs, draft_entropy = [], [], []
+        drafted, draft_probs, draft_entropy, siblings = [], [], [], []
         while True:
             log_q = torch.log_softmax(logits.float(), dim=-1)  # raw draft distribution, T = 1
             entropy = float(-(log_q.exp() * log_q).sum())  # H_t = -sum_v q(v) ln q(v)
-            if sampling.greedy:
+            if sampling.greedy or self.cape_bins:  # the CaPE spine is greedy under sampling too
                 index = int(log_q.argmax())
             else:
                 q = warp(logits, sampling)  # same warping as the target's p
                 index = int(torch.multinomial(q, 1, generator=generator))
                 draft_probs.append(q)
-            token = index if self.vocab_ids is None else int(self.vocab_ids[index])
-            drafted.append(token)
+            if self.cape_bins:  # top-k_i of q_i; the first one is the spine token itself
+                k = cape_width(self.cape_bins, float(log_q[index].exp()))
+                siblings.append([self._token(int(i)) for i in log_q.topk(min(k, log_q.shape[-1])).indices[1:]])
+            drafted.append(self._token(index))
             draft_entropy.append(entropy)
             if len(drafted) >= max_len or policy.should_stop(len(drafted), float(log_q[index].exp()), entropy):
                 break
-            logits = self._forward([token])
+            logits = self._forward([drafted[-1]])
+        if self.cape_bins:
+            return cape_tree(ids[-1], drafted, siblings, draft_entropy)
         return DraftTree.chain(ids[-1], drafted, self._full_vocab(draft_probs), draft_entropy)
+
+    def _token(self, index: int) -> int:
+        return index if self.vocab_ids is None else int(self.vocab_ids[index])
 
     def _full_vocab(self, draft_probs: list[torch.Tensor]) -> torch.Tensor | None:
         """(n, V) rows of q over the full vocabulary; row 0 (the root) is never a sampled node."""
@@ -87,3 +108,17 @@ class DraftModelDrafter:
 
     def update_candidate_strategy(self, tree: DraftTree, accepted_path: list[int]) -> None:
         pass  # the cache is rolled back lazily by _catch_up at the next round
+
+
+def cape_tree(root: int, spine: list[int], siblings: list[list[int]], draft_entropy) -> DraftTree:
+    """Spine y_1..y_k plus, at step i, leaves y_1..y_{i-1} + [v] for the other top-k_i tokens v.
+    Node order: per step the spine node, then its siblings, so parents precede children."""
+    tokens, parents, previous = [root], [-1], 0
+    for spine_token, leaves in zip(spine, siblings):
+        tokens.append(spine_token)
+        parents.append(previous)
+        here = len(tokens) - 1
+        tokens.extend(leaves)
+        parents.extend([previous] * len(leaves))
+        previous = here
+    return DraftTree.from_parents(tokens, parents, draft_entropy)

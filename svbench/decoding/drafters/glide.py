@@ -1,0 +1,47 @@
+"""GliDe (ALGORITHMS.md §3): the draft reads the target's KV cache of the verified prefix.
+
+Same drafting loop as vanilla SD (chain, or a CaPE tree with ``cape_bins``); only the forward differs:
+each draft layer also cross-attends to one target layer's cached K/V. The draft's own cache is rolled
+back lazily to the verified prefix (DraftModelDrafter._catch_up); at drafting time the target cache
+holds exactly the verified tokens (TargetCache's invariant), and the cross-attention is not masked.
+"""
+from __future__ import annotations
+
+import torch
+from transformers import DynamicCache
+
+from svbench.decoding.drafters.draft_model import DraftModelDrafter
+from svbench.nets.common import causal_mask
+
+
+class GlideDrafter(DraftModelDrafter):
+    def __init__(self, glide_draft, cape_bins=None):
+        self.model = glide_draft
+        self.cape_bins = None if cape_bins is None else [int(k) for k in cape_bins]
+        self.vocab_ids = None if glide_draft.vocab_ids is None else torch.tensor(
+            glide_draft.vocab_ids, device=glide_draft.head_weight.device)
+        self.target = None
+        self.reset()
+
+    @classmethod
+    def from_pair(cls, pair, cape_bins=None) -> "GlideDrafter":
+        return cls(pair.draft, cape_bins)
+
+    def reset(self, target=None) -> None:
+        self.target = target
+        self.cache = DynamicCache()
+        self.cached_ids: list[int] = []
+        self._round_start = 0
+
+    def _forward(self, new_ids: list[int]) -> torch.Tensor:
+        device = self.model.model.norm.weight.device
+        past, n = len(self.cached_ids), len(new_ids)
+        positions = torch.arange(past, past + n, device=device)[None]  # (1, n) absolute positions
+        verified = self.target.cached_len  # the target cache holds exactly the verified prefix now
+        target_kv = [(self.target.cache.layers[j].keys[:, :, :verified], self.target.cache.layers[j].values[:, :, :verified])
+                     for j in self.model.target_layers()]  # per draft layer: (1, kv_T, P, hd_T) each
+        mask = causal_mask(past, n, self.model.model.norm.weight.dtype, device)  # (1, 1, n, past + n)
+        hidden = self.model(torch.tensor([new_ids], device=device), positions, target_kv, self_mask=mask,
+                            cache=self.cache)  # (1, n, d)
+        self.cached_ids.extend(new_ids)
+        return self.model.logits(hidden[0, -1])  # (V,) or (N,)

@@ -1,0 +1,138 @@
+"""The EAGLE head (ALGORITHMS.md §5): a feature-level draft that extrapolates the target's last hidden state.
+
+    h_t      = FC_{2d->d}([embed(x_{t+1}); f_t])       embedding first, as the official head
+    f^_{t+1} = DecoderLayer(h_t)                      one Llama layer without its input norm
+    q_{t+2}  = softmax(lm_head(f^_{t+1}))             the target's frozen lm_head (optionally a row subset)
+
+f_t is the target's final-normed last hidden state at position t. Parameter names equal the official
+EAGLE-1/2 checkpoints' (``fc.*``, ``layers.0.*``), so their state dicts load after dropping
+``embed_tokens.weight`` (svbench takes the embedding from the target instead).
+
+A head folder (svbench format): ``config.json`` (a LlamaConfig with num_hidden_layers=1 plus ``bias`` and
+``svbench_format: eagle-head``), ``model.safetensors`` (bf16), optional ``vocab_subset.json`` and README.md.
+Official folders (``pytorch_model.bin`` or ``model.safetensors`` + config.json) load through the same
+function.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import LlamaConfig
+from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRotaryEmbedding
+
+from svbench.errors import SvbenchError
+from svbench.nets.common import attach_frozen
+
+FORMAT = "eagle-head"
+OFFICIAL_IGNORED = ("embed_tokens.weight", "lm_head.weight", "norm.weight")  # taken from the target / unused
+
+
+class EagleHead(nn.Module):
+    def __init__(self, config: LlamaConfig, bias: bool = True):
+        super().__init__()
+        config._attn_implementation = "sdpa"
+        self.config = config
+        d = config.hidden_size
+        self.fc = nn.Linear(2 * d, d, bias=bias)
+        layer = LlamaDecoderLayer(config, layer_idx=0)
+        layer.input_layernorm = nn.Identity()  # layer 0 of the official head has no input norm
+        self.layers = nn.ModuleList([layer])
+        self.rotary_emb = LlamaRotaryEmbedding(config)
+
+    def forward(self, input_ids, features, position_ids, attention_mask=None, cache=None) -> torch.Tensor:
+        """input_ids (B, T) = x_{t+1}; features (B, T, d) = f_t; position_ids (B, T) = t; attention_mask:
+        additive (B|1, 1, T, past + T) or None (then causal over T with no past). Returns f^_{t+1} (B, T, d)."""
+        embeds = nn.functional.embedding(input_ids, self.embed_weight).to(features.dtype)  # (B, T, d)
+        hidden = self.fc(torch.cat([embeds, features], dim=-1))  # (B, T, 2d) -> (B, T, d)
+        position_embeddings = self.rotary_emb(hidden, position_ids)
+        for layer in self.layers:
+            hidden = layer(hidden, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
+                           use_cache=cache is not None, position_embeddings=position_embeddings)
+        return hidden
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(..., d) -> (..., V) or (..., N) over the drafting vocabulary."""
+        return hidden @ self.head_weight.T
+
+
+def eagle_config_from_target(target_config, **overrides) -> LlamaConfig:
+    """A 1-layer LlamaConfig at the target's width (heads, MLP size, RoPE as the target)."""
+    keys = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads", "head_dim",
+            "rms_norm_eps", "rope_theta", "rope_scaling", "rope_parameters", "max_position_embeddings",
+            "vocab_size", "hidden_act")
+    base = {k: getattr(target_config, k) for k in keys if getattr(target_config, k, None) is not None}
+    return LlamaConfig(**{**base, "num_hidden_layers": 1, **overrides})
+
+
+def head_from_target(target, init_layer: int | None = None, vocab_ids=None, bias: bool = True) -> EagleHead:
+    """A fresh head for this target that starts as the identity f^_{t+1} = f_t: fc = [0 | I] and the
+    layer's output projections (o_proj, down_proj) zero, so both residual branches start silent.
+    init_layer: copy that target layer's other weights (else PyTorch's default init)."""
+    head = EagleHead(eagle_config_from_target(target.config), bias=bias).to(target.dtype)
+    layer = head.layers[0]
+    if init_layer is not None:
+        source = target.model.layers[init_layer].state_dict()
+        layer.load_state_dict({k: v for k, v in source.items() if not k.startswith("input_layernorm")}, strict=False)
+    d = head.config.hidden_size
+    with torch.no_grad():
+        head.fc.weight.zero_()
+        head.fc.weight[:, d:] = torch.eye(d)
+        if head.fc.bias is not None:
+            head.fc.bias.zero_()
+        layer.self_attn.o_proj.weight.zero_()
+        layer.mlp.down_proj.weight.zero_()
+    attach_frozen(head, target, vocab_ids)
+    return head.eval()
+
+
+def save_head(head: EagleHead, folder: Path, card: str | None = None) -> None:
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = head.config.to_dict()
+    config.update(bias=head.fc.bias is not None, svbench_format=FORMAT)
+    (folder / "config.json").write_text(json.dumps(config, indent=2, default=str))
+    state = {k: v.detach().to(torch.bfloat16).contiguous() for k, v in head.state_dict().items()}
+    save_file(state, folder / "model.safetensors", metadata={"format": "svbench-" + FORMAT})
+    if head.vocab_ids is not None:
+        (folder / "vocab_subset.json").write_text(json.dumps(head.vocab_ids))
+    if card:
+        (folder / "README.md").write_text(card)
+
+
+def read_state(folder: Path) -> dict[str, torch.Tensor]:
+    """model.safetensors, else pytorch_model.bin (the official releases' file)."""
+    if (folder / "model.safetensors").is_file():
+        from safetensors.torch import load_file
+        return load_file(folder / "model.safetensors")
+    if (folder / "pytorch_model.bin").is_file():
+        return torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    raise SvbenchError(f"{folder}: no model.safetensors or pytorch_model.bin")
+
+
+def load_head(folder: Path, target, use_vocab_subset: bool = True) -> EagleHead:
+    """Load an svbench or an official EAGLE-1/2 head folder for this target (float32, eval mode)."""
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise SvbenchError(f"{folder}: not an EAGLE head folder (no config.json)")
+    raw = json.loads((folder / "config.json").read_text())
+    bias = bool(raw.pop("bias", True))  # official: a missing "bias" key means fc has a bias
+    raw.pop("svbench_format", None)
+    config = LlamaConfig(**raw)
+    if config.hidden_size != target.config.hidden_size or config.vocab_size != target.config.vocab_size:
+        raise SvbenchError(f"EAGLE head {folder} does not fit this target: hidden/vocab "
+                           f"{config.hidden_size}/{config.vocab_size} vs {target.config.hidden_size}/"
+                           f"{target.config.vocab_size}")
+    head = EagleHead(config, bias=bias)
+    state = {k: v for k, v in read_state(folder).items() if k not in OFFICIAL_IGNORED}
+    missing, unexpected = head.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise SvbenchError(f"EAGLE head {folder}: missing tensors {missing[:4]}, unexpected {unexpected[:4]}")
+    subset = folder / "vocab_subset.json"
+    vocab_ids = json.loads(subset.read_text()) if use_vocab_subset and subset.is_file() else None
+    attach_frozen(head, target, vocab_ids)
+    return head.float().eval()

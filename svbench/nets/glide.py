@@ -1,0 +1,201 @@
+"""The GliDe draft (ALGORITHMS.md §3): a small decoder whose layers also read the target's KV cache.
+
+Each layer: x += SelfAttn(RMSNorm(x)) over the draft's own cache; x += CrossAttn(x) over the target's
+cached K/V of one target layer (no norm before it, as the official code); x += MLP(RMSNorm(x)).
+Cross-attention: queries = q_proj(x) split into the TARGET's heads x head_dim and RoPE-rotated at their
+absolute positions with the target's RoPE (the cached keys are already rotated, so relative positions
+line up); no K/V projections; GQA by repeating the target's K/V heads; o_proj back to the draft width.
+Draft layer i of L_D reads target layer min(L_T - L_D + i, L_T - 1).
+
+Tensor names follow the official release (``model.layers.{i}.self_attn.*``, ``.cross_attn.{q,o}_proj``,
+``.mlp.*``, ``.input_layernorm``, ``.post_attention_layernorm``, ``model.norm``), so an official
+state dict loads as is. Its config.json is a LlamaConfig plus ``large_hidden_size``,
+``large_num_attention_heads``, ``large_head_dim`` (the target's), which svbench's files carry too, plus
+``large_num_key_value_heads``, ``large_num_hidden_layers`` and ``large_rope_theta``.
+Deviation: the official code rotates queries with base 10000 whatever the target; svbench uses the
+target's rope_theta (equal for Vicuna/Llama-2; required for SmolLM2, theta 1e5).
+The embedding and lm_head are the draft's own in official checkpoints; svbench's drafts share the
+target's (frozen, not saved). Either way they live in the non-persistent buffers embed_weight/head_weight.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import LlamaConfig
+from transformers.models.llama.modeling_llama import (LlamaAttention, LlamaMLP, LlamaRMSNorm,
+                                                      LlamaRotaryEmbedding, apply_rotary_pos_emb)
+
+from svbench.errors import SvbenchError
+from svbench.nets.common import attach_frozen
+from svbench.nets.eagle import read_state
+
+FORMAT = "glide-draft"
+OWN_EMBEDDINGS = ("model.embed_tokens.weight", "lm_head.weight")
+
+
+def target_rope_config(config: LlamaConfig) -> LlamaConfig:
+    """A config whose rotary embedding equals the target's (head_dim, theta)."""
+    return LlamaConfig(hidden_size=config.large_hidden_size, num_attention_heads=config.large_num_attention_heads,
+                       head_dim=config.large_head_dim, rope_theta=getattr(config, "large_rope_theta", 10000.0),
+                       max_position_embeddings=config.max_position_embeddings)
+
+
+class CrossAttention(nn.Module):
+    def __init__(self, config: LlamaConfig):
+        super().__init__()
+        self.heads, self.head_dim = config.large_num_attention_heads, config.large_head_dim
+        self.q_proj = nn.Linear(config.hidden_size, self.heads * self.head_dim, bias=False)
+        self.o_proj = nn.Linear(self.heads * self.head_dim, config.hidden_size, bias=False)
+
+    def forward(self, hidden, keys, values, cos, sin, mask=None) -> torch.Tensor:
+        """hidden (B, T, d); keys/values (B, kv_T, S, hd_T) = the target's cache; cos/sin (B, T, hd_T) at the
+        queries' positions; mask additive (B|1, 1, T, S) or None (every query sees all S)."""
+        B, T, _ = hidden.shape
+        q = self.q_proj(hidden).view(B, T, self.heads, self.head_dim).transpose(1, 2)  # (B, H_T, T, hd_T)
+        q, _ = apply_rotary_pos_emb(q, q, cos, sin)
+        groups = self.heads // keys.shape[1]
+        keys = keys.repeat_interleave(groups, dim=1).to(q.dtype)  # (B, H_T, S, hd_T): GQA by repetition
+        values = values.repeat_interleave(groups, dim=1).to(q.dtype)
+        out = nn.functional.scaled_dot_product_attention(q, keys, values, attn_mask=mask)  # (B, H_T, T, hd_T)
+        return self.o_proj(out.transpose(1, 2).reshape(B, T, -1))  # (B, T, d)
+
+
+class GlideLayer(nn.Module):
+    def __init__(self, config: LlamaConfig, layer_idx: int):
+        super().__init__()
+        self.input_layernorm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.self_attn = LlamaAttention(config, layer_idx)
+        self.cross_attn = CrossAttention(config)
+        self.post_attention_layernorm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.mlp = LlamaMLP(config)
+
+    def forward(self, x, self_rope, self_mask, cache, target_kv, cross_rope, cross_mask):
+        x = x + self.self_attn(self.input_layernorm(x), position_embeddings=self_rope, attention_mask=self_mask,
+                               cache=cache)[0]
+        x = x + self.cross_attn(x, *target_kv, *cross_rope, mask=cross_mask)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class GlideModel(nn.Module):
+    def __init__(self, config: LlamaConfig):
+        super().__init__()
+        self.layers = nn.ModuleList([GlideLayer(config, i) for i in range(config.num_hidden_layers)])
+        self.norm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.rotary_emb = LlamaRotaryEmbedding(config)
+        self.target_rotary_emb = LlamaRotaryEmbedding(target_rope_config(config))
+
+
+class GlideDraft(nn.Module):
+    def __init__(self, config: LlamaConfig):
+        super().__init__()
+        config._attn_implementation = "sdpa"
+        self.config = config
+        self.model = GlideModel(config)
+
+    def target_layers(self) -> list[int]:
+        """Which target layer each draft layer reads: the top L_D ones."""
+        L_T, L_D = self.config.large_num_hidden_layers, self.config.num_hidden_layers
+        return [min(L_T - L_D + i, L_T - 1) for i in range(L_D)]
+
+    def forward(self, input_ids, position_ids, target_kv, self_mask=None, cross_mask=None, cache=None):
+        """input_ids/position_ids (B, T); target_kv: per draft layer (keys, values) (B, kv_T, S, hd_T);
+        self_mask additive (B|1, 1, T, past + T) or None (causal, no past); cross_mask (B|1, 1, T, S) or
+        None. Returns the final-normed hidden states (B, T, d)."""
+        x = nn.functional.embedding(input_ids, self.embed_weight).to(self.model.norm.weight.dtype)  # (B, T, d)
+        self_rope = self.model.rotary_emb(x, position_ids)
+        cross_rope = self.model.target_rotary_emb(x, position_ids)
+        for layer, kv in zip(self.model.layers, target_kv):
+            x = layer(x, self_rope, self_mask, cache, kv, cross_rope, cross_mask)
+        return self.model.norm(x)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden @ self.head_weight.T  # (..., V) or (..., N)
+
+
+def glide_config_from_target(target_config, num_layers: int = 1, **overrides) -> LlamaConfig:
+    """A GliDe draft at the target's width with the target's attention shape (so layers can start from
+    target layers) and the large_* keys describing the target's cache."""
+    t = target_config
+    head_dim = getattr(t, "head_dim", None) or t.hidden_size // t.num_attention_heads
+    keys = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads", "head_dim",
+            "rms_norm_eps", "rope_theta", "max_position_embeddings", "vocab_size", "hidden_act")
+    base = {k: getattr(t, k) for k in keys if getattr(t, k, None) is not None}
+    base.update(num_hidden_layers=num_layers, large_hidden_size=t.hidden_size,
+                large_num_attention_heads=t.num_attention_heads, large_head_dim=head_dim,
+                large_num_key_value_heads=t.num_key_value_heads, large_num_hidden_layers=t.num_hidden_layers,
+                large_rope_theta=getattr(t, "rope_theta", None) or t.rope_parameters["rope_theta"])
+    return LlamaConfig(**{**base, **overrides})
+
+
+def glide_from_target(target, num_layers: int = 1, vocab_ids=None) -> GlideDraft:
+    """A fresh draft that starts as the target's first num_layers layers (self-attention, MLP, norms copied:
+    like those, it reads token embeddings) with a silent cross-attention: q_proj copied from the target
+    layer it reads, o_proj zero, so training starts from a layer-cut LM and learns what to take from the
+    target's cache. Final norm copied from the target."""
+    draft = GlideDraft(glide_config_from_target(target.config, num_layers)).to(target.dtype)
+    with torch.no_grad():
+        for i, (layer, read) in enumerate(zip(draft.model.layers, draft.target_layers())):
+            source = target.model.layers[i]
+            for name in ("input_layernorm", "self_attn", "post_attention_layernorm", "mlp"):
+                getattr(layer, name).load_state_dict(getattr(source, name).state_dict())
+            layer.cross_attn.q_proj.weight.copy_(target.model.layers[read].self_attn.q_proj.weight)
+            layer.cross_attn.o_proj.weight.zero_()
+        draft.model.norm.load_state_dict(target.model.norm.state_dict())
+    attach_frozen(draft, target, vocab_ids)
+    return draft.eval()
+
+
+def save_glide(draft: GlideDraft, folder: Path, card: str | None = None) -> None:
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = draft.config.to_dict()
+    config["svbench_format"] = FORMAT
+    (folder / "config.json").write_text(json.dumps(config, indent=2, default=str))
+    state = {k: v.detach().to(torch.bfloat16).contiguous() for k, v in draft.state_dict().items()}
+    save_file(state, folder / "model.safetensors", metadata={"format": "svbench-" + FORMAT})
+    if draft.vocab_ids is not None:
+        (folder / "vocab_subset.json").write_text(json.dumps(draft.vocab_ids))
+    if card:
+        (folder / "README.md").write_text(card)
+
+
+def load_glide(folder: Path, target, use_vocab_subset: bool = True) -> GlideDraft:
+    """Load an svbench or official GliDe draft folder for this target (float32, eval mode)."""
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise SvbenchError(f"{folder}: not a GliDe draft folder (no config.json)")
+    raw = json.loads((folder / "config.json").read_text())
+    raw.pop("svbench_format", None)
+    need = ("large_hidden_size", "large_num_attention_heads", "large_head_dim")
+    if any(k not in raw for k in need):
+        raise SvbenchError(f"{folder}/config.json lacks {[k for k in need if k not in raw]}: not a GliDe draft")
+    t = target.config
+    raw.setdefault("large_num_key_value_heads", t.num_key_value_heads)
+    raw.setdefault("large_num_hidden_layers", t.num_hidden_layers)
+    raw.setdefault("large_rope_theta", getattr(t, "rope_theta", None) or t.rope_parameters["rope_theta"])
+    target_head_dim = getattr(t, "head_dim", None) or t.hidden_size // t.num_attention_heads
+    if (raw["large_num_attention_heads"], raw["large_head_dim"]) != (t.num_attention_heads, target_head_dim):
+        raise SvbenchError(f"GliDe draft {folder} was made for a target with {raw['large_num_attention_heads']} "
+                           f"heads x {raw['large_head_dim']}, this target has {t.num_attention_heads} x "
+                           f"{target_head_dim}")
+    draft = GlideDraft(LlamaConfig(**raw))
+    state = read_state(folder)
+    own = {k: state.pop(k) for k in OWN_EMBEDDINGS if k in state}
+    missing, unexpected = draft.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise SvbenchError(f"GliDe draft {folder}: missing tensors {missing[:4]}, unexpected {unexpected[:4]}")
+    subset = folder / "vocab_subset.json"
+    vocab_ids = json.loads(subset.read_text()) if use_vocab_subset and subset.is_file() else None
+    attach_frozen(draft, target, vocab_ids)
+    if own:  # an official draft brings its own embedding and head
+        if set(own) != set(OWN_EMBEDDINGS) or own["lm_head.weight"].shape[0] != t.vocab_size:
+            raise SvbenchError(f"GliDe draft {folder}: needs both {OWN_EMBEDDINGS} at the target's vocabulary size")
+        draft.embed_weight = own["model.embed_tokens.weight"]
+        head = own["lm_head.weight"]
+        draft.head_weight = head if vocab_ids is None else head[torch.tensor(vocab_ids)].contiguous()
+    return draft.float().eval()

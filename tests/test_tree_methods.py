@@ -1,0 +1,291 @@
+"""GliDe, GliDe+CaPE and EAGLE-2 on tiny models (fp32): greedy output == AR for every policy, the sampled
+output law == the target's, tree invariants, cache bookkeeping, CaPE widths, official checkpoint formats.
+
+The drafts are trained here for a few seconds with svbench's own recipes on the tiny target's greedy
+answers to the test prompts (memorised: a random target does not generalise), so that rounds accept
+multi-token paths, including sibling (off-spine) nodes: an untrained draft is almost never accepted and
+would leave the tree bookkeeping untested.
+"""
+import json
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+from omegaconf import OmegaConf
+
+from svbench.decoding.drafters.draft_model import OFFICIAL_CAPE_BINS, cape_width
+from svbench.decoding.drafters.eagle import EagleDrafter
+from svbench.decoding.drafters.glide import GlideDrafter
+from svbench.decoding.loop import generate
+from svbench.decoding.policies import ConfidencePolicy, FixedPolicy, HeuristicPolicy, SVIPPolicy
+from svbench.decoding.target import TargetCache
+from svbench.decoding.verify import Sampling
+from svbench.errors import SvbenchError
+from svbench.models import tiny_llama
+from svbench.nets.eagle import head_from_target, load_head
+from svbench.nets.glide import glide_from_target, load_glide
+from svbench.train.__main__ import make_batch
+from svbench.train.recipes import EagleRecipe, GlideRecipe
+
+POLICIES = {
+    "fixed1": lambda: FixedPolicy(1), "fixed4": lambda: FixedPolicy(4), "heuristic": HeuristicPolicy,
+    "confidence": ConfidencePolicy, "svip": SVIPPolicy, "svip_eager": lambda: SVIPPolicy(h=0.9, c=0.2),
+}
+METHODS = {
+    "glide": lambda nets: GlideDrafter(nets["glide"]),
+    "glide_cape": lambda nets: GlideDrafter(nets["glide"], OFFICIAL_CAPE_BINS),
+    "glide_cape_small": lambda nets: GlideDrafter(nets["glide"], [3, 3, 2, 2, 2, 2, 2, 2, 1, 1, 1]),
+    "eagle2": lambda nets: EagleDrafter(nets["eagle"], top_k=4, depth=4, total_token=16),
+    "eagle2_wide": lambda nets: EagleDrafter(nets["eagle"], top_k=10, depth=5, total_token=60),
+    "eagle2_max": lambda nets: EagleDrafter(nets["eagle"], top_k=3, depth=3, total_token=8, entropy_aggregate="max"),
+}
+
+
+@pytest.fixture(scope="module")
+def target():
+    return tiny_llama(num_layers=3, seed=0)
+
+
+def prompt_for(seed):
+    """One of 16 fixed prompts of 1..15 tokens."""
+    gen = torch.Generator().manual_seed(100 + seed % 16)
+    return torch.randint(0, 256, (1 + seed % 16 % 15,), generator=gen).tolist()
+
+
+def train_quickly(recipe, target, steps=150, lr=1e-2, seed=0):
+    """A few seconds of svbench's own training on the target's greedy answers to the test prompts."""
+    torch.manual_seed(seed)
+    rows = []
+    for b in range(16):
+        prompt = prompt_for(b)
+        rows.append({"ids": prompt + generate(target, prompt, 48).ids, "prompt_len": len(prompt)})
+    params = [p for p in recipe.module.parameters() if p.requires_grad]
+    optimiser = torch.optim.AdamW(params, lr=lr)
+    recipe.module.train()
+    for step in range(steps):
+        batch = [(step * 8 + i) % len(rows) for i in range(8)]  # (keys: rows are cached by index)
+        ids, attention, answer = make_batch([rows[i] for i in batch], 64, 0)
+        loss, _, _ = recipe.loss(ids, attention, answer, keys=batch)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    return recipe.module.eval()
+
+
+@pytest.fixture(scope="module")
+def nets(target):
+    cfg = OmegaConf.create({"num_layers": 1, "block_size": 5, "init_layer": None, "ce_weight": 1.0,
+                            "feature_noise": 0.02})
+    return {"glide": train_quickly(GlideRecipe(cfg, target, None), target),
+            "eagle": train_quickly(EagleRecipe(cfg, target, None), target)}
+
+
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("seed", [3, 12])
+def test_greedy_equals_ar(target, nets, method, policy, seed):
+    prompt, max_new = prompt_for(seed), 40
+    ar = generate(target, prompt, max_new)
+    sd = generate(target, prompt, max_new, METHODS[method](nets), POLICIES[policy]())
+    assert sd.ids == ar.ids
+    assert sum(r.accepted + 1 for r in sd.rounds) == max_new
+    assert all(r.accepted <= r.drafted for r in sd.rounds)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_trained_drafts_exercise_multi_token_and_sibling_paths(target, nets, method):
+    """Not a speed claim: the test drafts must be good enough that accepted paths are long and, for trees,
+    sometimes leave the first-child chain (the cache gather path)."""
+    drafter, accepted, rounds, off_spine = METHODS[method](nets), 0, 0, 0
+    original_keep = TargetCache.keep_path
+
+    def spy(self, tree, path):
+        nonlocal off_spine
+        off_spine += path != list(range(1, len(path) + 1))
+        return original_keep(self, tree, path)
+
+    TargetCache.keep_path = spy
+    try:
+        for seed in range(6):
+            out = generate(target, prompt_for(seed), 40, drafter, FixedPolicy(4))
+            accepted += sum(r.accepted for r in out.rounds)
+            rounds += len(out.rounds) - 1
+    finally:
+        TargetCache.keep_path = original_keep
+    assert accepted / rounds > 0.5  # mean accepted draft tokens per round
+    if method != "glide":
+        assert off_spine > 0
+
+
+def test_eos_and_budget(target, nets):
+    prompt = prompt_for(3)
+    reference = generate(target, prompt, 30).ids
+    eos = reference[11]
+    for method in METHODS:
+        out = generate(target, prompt, 30, METHODS[method](nets), FixedPolicy(4), eos_ids=(eos,))
+        assert out.ids == reference[: reference.index(eos) + 1] and out.hit_eos
+        for budget in (1, 2, 5):
+            assert generate(target, prompt, budget, METHODS[method](nets), FixedPolicy(4)).ids == reference[:budget]
+
+
+def test_drafter_reuse_across_sequences(target, nets):
+    for method in METHODS:
+        drafter = METHODS[method](nets)
+        for seed in (4, 5, 4):
+            assert generate(target, prompt_for(seed), 25, drafter, SVIPPolicy()).ids == \
+                generate(target, prompt_for(seed), 25).ids
+
+
+def test_glide_incremental_cache_matches_a_full_forward(target, nets):
+    """The drafter's cached, round-by-round forward equals one uncached forward of the draft over the
+    same tokens reading the same (verified) target K/V."""
+    draft, ids = nets["glide"], prompt_for(7) + [5, 9, 11]
+    cache = TargetCache(target)
+    cache.prefill(ids[:-1])  # the root ids[-1] is not cached
+    drafter = GlideDrafter(draft)
+    drafter.reset(cache)
+    tree = drafter.get_candidates(ids, FixedPolicy(3), 3, Sampling())
+    full = list(ids)
+    kv = [(cache.cache.layers[j].keys, cache.cache.layers[j].values) for j in draft.target_layers()]
+    for token in tree.tokens[1:]:
+        with torch.no_grad():
+            hidden = draft(torch.tensor([full]), torch.arange(len(full))[None], kv)
+        assert int(draft.logits(hidden[0, -1]).argmax()) == token
+        full.append(token)
+
+
+def test_cape_width_bins():
+    assert [cape_width(OFFICIAL_CAPE_BINS, m) for m in (0.0, 0.29, 0.3, 0.59, 0.6, 0.79, 0.8, 0.99, 1.0)] == \
+        [8, 8, 6, 6, 4, 4, 2, 2, 2]
+
+
+def test_cape_tree_shape(target, nets):
+    """Spine + top-k_i siblings: sum k_i nodes plus the root; siblings are leaves hanging off the spine."""
+    cache = TargetCache(target)
+    ids = prompt_for(2)
+    cache.prefill(ids[:-1])
+    drafter = GlideDrafter(nets["glide"], OFFICIAL_CAPE_BINS)
+    drafter.reset(cache)
+    tree = drafter.get_candidates(ids, FixedPolicy(4), 4, Sampling())
+    children = tree.children()
+    spine = [0]
+    while any(tree.depths[c] == tree.depths[spine[-1]] + 1 and children[c] for c in children[spine[-1]]):
+        spine.append(next(c for c in children[spine[-1]] if children[c]))
+    assert max(tree.depths) == 4
+    widths = [len(children[s]) for s in spine]
+    assert all(w in set(OFFICIAL_CAPE_BINS) for w in widths)
+    assert len(tree) == 1 + sum(len(children[i]) for i in range(len(tree)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(top_k=st.integers(1, 6), depth=st.integers(0, 5), total_token=st.integers(2, 40), max_len=st.integers(1, 8),
+       prompt_seed=st.integers(0, 50), svip=st.booleans())
+def test_eagle_tree_invariants(target, top_k, depth, total_token, max_len, prompt_seed, svip):
+    head = head_from_target(target)
+    with torch.no_grad():
+        head.layers[0].mlp.down_proj.weight.normal_(0, 0.2, generator=torch.Generator().manual_seed(prompt_seed))
+    cache, ids = TargetCache(target), prompt_for(prompt_seed) + [7]  # ids[-1] = the root
+    cache.prefill(ids[:-1])
+    drafter = EagleDrafter(head, top_k, depth, total_token)
+    drafter.reset(cache)
+    policy = SVIPPolicy() if svip else FixedPolicy(max_len)
+    tree = drafter.get_candidates(ids, policy, max_len, Sampling())
+    assert len(tree) <= total_token
+    assert max(tree.depths) <= min(depth + 1, max_len)
+    visible = tree.ancestor_matrix()
+    for i in range(1, len(tree)):
+        assert 0 <= tree.parents[i] < i  # parents kept and earlier (topological)
+        assert visible[i, tree.parents[i]] and visible[i].sum() == tree.depths[i] + 1
+    mask = tree.attention_mask(5, torch.float32)[0, 0]
+    assert torch.equal(mask[:, 5:] == 0, visible) and bool((mask[:, :5] == 0).all())
+    assert drafter.cache.get_seq_length() == len(ids) - 1  # the head keeps verified positions only
+
+
+def test_eagle_bad_options(target):
+    head = head_from_target(target)
+    with pytest.raises(SvbenchError, match="entropy_aggregate"):
+        EagleDrafter(head, entropy_aggregate="median")
+    with pytest.raises(SvbenchError, match="total_token"):
+        EagleDrafter(head, total_token=1)
+
+
+# ---- official checkpoint formats ------------------------------------------------------------------
+
+def write_official_eagle(folder, target, bias: bool):
+    """A folder in the released EAGLE-1/2 format: a 1-layer LlamaConfig (+ "bias" for LLaMA3-style heads),
+    pytorch_model.bin with embed_tokens, fc, layers.0.* (no input_layernorm)."""
+    head = head_from_target(target, bias=bias)
+    with torch.no_grad():
+        for p in head.parameters():
+            p.normal_(0, 0.05)
+    state = dict(head.state_dict())
+    state["embed_tokens.weight"] = target.model.embed_tokens.weight.detach().clone()
+    config = {k: v for k, v in head.config.to_dict().items() if k not in ("transformers_version",)}
+    config.update(architectures=["LlamaForCausalLM"])
+    if not bias:
+        config["bias"] = False
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(config, default=str))
+    torch.save(state, folder / "pytorch_model.bin")
+    return state
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_official_eagle_head_loads(target, tmp_path, bias):
+    state = write_official_eagle(tmp_path / "eagle", target, bias)
+    assert all(not k.startswith("layers.0.input_layernorm") for k in state)
+    head = load_head(tmp_path / "eagle", target)
+    assert (head.fc.bias is not None) == bias
+    assert torch.equal(head.fc.weight, state["fc.weight"])
+    assert torch.equal(head.layers[0].self_attn.q_proj.weight, state["layers.0.self_attn.q_proj.weight"])
+    prompt = prompt_for(1)
+    assert generate(target, prompt, 20, EagleDrafter(head, 3, 3, 10), FixedPolicy(3)).ids == \
+        generate(target, prompt, 20).ids
+
+
+def test_official_eagle_head_for_another_target_is_refused(target, tmp_path):
+    write_official_eagle(tmp_path / "eagle", tiny_llama(num_layers=2, hidden_size=32, seed=3), True)
+    with pytest.raises(SvbenchError, match="does not fit this target"):
+        load_head(tmp_path / "eagle", target)
+
+
+def write_official_glide(folder, target, num_layers=1):
+    """The released GliDe format: a LlamaConfig with large_* keys; pytorch_model.bin with the draft's OWN
+    embed_tokens and lm_head and model.layers.{i}.{self_attn,cross_attn,mlp,...}."""
+    draft = glide_from_target(target, num_layers)
+    with torch.no_grad():
+        for p in draft.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    state = dict(draft.state_dict())
+    state["model.embed_tokens.weight"] = torch.randn_like(target.model.embed_tokens.weight) * 0.3
+    state["lm_head.weight"] = torch.randn_like(target.lm_head.weight) * 0.3
+    config = draft.config.to_dict()
+    for key in ("large_num_key_value_heads", "large_num_hidden_layers", "large_rope_theta"):
+        config.pop(key)  # the official config has only large_hidden_size / _num_attention_heads / _head_dim
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(config, default=str))
+    torch.save(state, folder / "pytorch_model.bin")
+    return state
+
+
+def test_official_glide_draft_loads(target, tmp_path):
+    state = write_official_glide(tmp_path / "glide", target, num_layers=2)
+    assert "model.layers.1.cross_attn.q_proj.weight" in state and "model.layers.0.cross_attn.k_proj.weight" not in state
+    draft = load_glide(tmp_path / "glide", target)
+    assert torch.equal(draft.embed_weight, state["model.embed_tokens.weight"])
+    assert torch.equal(draft.head_weight, state["lm_head.weight"])
+    assert torch.equal(draft.model.layers[1].cross_attn.o_proj.weight, state["model.layers.1.cross_attn.o_proj.weight"])
+    assert draft.target_layers() == [1, 2]  # the top L_D of the target's 3 layers
+    prompt = prompt_for(2)
+    for bins in (None, OFFICIAL_CAPE_BINS):
+        assert generate(target, prompt, 20, GlideDrafter(draft, bins), SVIPPolicy()).ids == \
+            generate(target, prompt, 20).ids
+
+
+def test_glide_draft_for_another_target_is_refused(target, tmp_path):
+    write_official_glide(tmp_path / "glide", tiny_llama(num_layers=2, num_heads=2, num_kv_heads=1, seed=3))
+    with pytest.raises(SvbenchError, match="made for a target"):
+        load_glide(tmp_path / "glide", target)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SvbenchError, match="no config.json"):
+        load_glide(tmp_path / "empty", target)
