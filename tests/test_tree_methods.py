@@ -289,3 +289,19 @@ def test_glide_draft_for_another_target_is_refused(target, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SvbenchError, match="no config.json"):
         load_glide(tmp_path / "empty", target)
+
+
+def test_tree_size_is_tuned_once_and_cached(target, nets, tmp_path, monkeypatch):
+    from svbench import tree_size
+    from svbench.models import ModelPair, tiny_tokenizer
+
+    monkeypatch.setenv("SVBENCH_CACHE", str(tmp_path))
+    pair = ModelPair("tiny", target, nets["eagle"], tiny_tokenizer(), (256,))
+    best = tree_size.tuned_total_token(pair, top_k=4, depth=3, prompts=[prompt_for(s) for s in range(4)])
+    assert best in tree_size.CANDIDATES
+    entry = next(iter(json.loads((tmp_path / "tree_size.json").read_text()).values()))
+    assert entry["total_token"] == best and entry["calibration_rounds"] > 0
+    acc = [entry["acc"][str(n)] for n in tree_size.CANDIDATES]
+    assert acc == sorted(acc) and acc[-1] > 0.5  # a bigger tree never accepts less
+    monkeypatch.setattr(tree_size, "verify_ms", lambda *a, **k: pytest.fail("re-measured despite the cache"))
+    assert tree_size.tuned_total_token(pair, top_k=4, depth=3) == best

@@ -41,6 +41,9 @@ class EagleDrafter:
                 raise SvbenchError(f"method.drafter.{name}={value!r} must be an integer >= {low}")
         self.head, self.top_k, self.depth, self.total_token = head, top_k, depth, total_token
         self.entropy_aggregate = entropy_aggregate
+        self.record_ranks = False  # tree_size calibration: keep the rerank ranks of every accepted path
+        self.accepted_ranks: list[list[int]] = []
+        self._ranks: list[int] = []
         self.device = head.fc.weight.device
         self.vocab_ids = None if head.vocab_ids is None else torch.tensor(head.vocab_ids, device=self.device)
         self.reset()
@@ -144,10 +147,14 @@ class EagleDrafter:
     def _rerank(self, root, token, parent, score, depth, draft_entropy) -> DraftTree:
         order = sorted(range(1, len(token)), key=lambda n: (-score[n], depth[n], n))[: self.total_token - 1]
         kept = sorted(order)  # creation order: parents before children
+        rank = {n: r for r, n in enumerate(order)}
+        self._ranks = [-1] + [rank[n] for n in kept]  # per tree node: its place in the score order
         new_index = {0: 0, **{n: i + 1 for i, n in enumerate(kept)}}
         tokens = [root] + [self._token(token[n]) for n in kept]
         parents = [-1] + [new_index[parent[n]] for n in kept]  # KeyError here = an ancestor was dropped
         return DraftTree.from_parents(tokens, parents, draft_entropy)
 
     def update_candidate_strategy(self, tree: DraftTree, accepted_path: list[int]) -> None:
-        pass  # the accepted tokens' features arrive through target.new_features at the next round
+        # the accepted tokens' features arrive through target.new_features at the next round
+        if self.record_ranks:
+            self.accepted_ranks.append([self._ranks[i] for i in accepted_path])
