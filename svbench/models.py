@@ -248,7 +248,7 @@ def _load_draft_lm(spec, target):
     elif spec.get("source") == "trained":
         from svbench.draft_lm import load_draft, load_vocab_subset
 
-        folder = _trained_draft_folder(spec.get("path"))
+        folder = resolve_folder(spec.get("path"))
         draft, vocab_subset = load_draft(folder, target), load_vocab_subset(folder)
     else:
         draft, _ = load_model(spec, "draft")
@@ -271,7 +271,7 @@ def _load_target_reader(role: str, spec, target):
             return glide_from_target(target, int(spec.get("num_layers", 1)))
         return head_from_target(target, init_layer=spec.get("init_layer"))
     if source in ("trained", "local") or (source == "hub" and spec.get("path")):
-        folder = _trained_draft_folder(spec.get("path"), key=f"pair.{role}.path")
+        folder = resolve_folder(spec.get("path"), key=f"pair.{role}.path")
     elif source == "hub":  # path (a local copy) wins over id, as for targets
         folder = _hub_folder(spec.get("id"), role)
     else:
@@ -293,7 +293,7 @@ def _hub_folder(repo_id, role: str) -> Path:
                            f"pair.{role}.source=local pair.{role}.path=DIR") from None
 
 
-def _trained_draft_folder(path, key: str = "pair.draft.path") -> Path:
+def resolve_folder(path, key: str = "pair.draft.path") -> Path:
     if not path:
         raise SvbenchError(f"{key} is required for this source")
     folder = Path(path).expanduser()

@@ -102,6 +102,9 @@ def test_train_export_load_and_eval(tiny_data, tmp_path):
     assert "tau at gamma" in card and meta["data_manifest_hash"] in card
 
 
+recipe_title = {"glide": "GliDe draft", "eagle": "EAGLE head"}
+
+
 @pytest.mark.parametrize("recipe, role, method", [("glide", "glide", "glide_cape"), ("eagle", "eagle", "eagle2")])
 def test_glide_and_eagle_recipes_train_resume_export_and_load(tiny_data, tmp_path, recipe, role, method):
     out, export = tmp_path / "ckpt", tmp_path / recipe
@@ -127,3 +130,9 @@ def test_glide_and_eagle_recipes_train_resume_export_and_load(tiny_data, tmp_pat
     drafter = build_drafter({"method": group_config("method", method)}, pair)
     prompt = build_prompt(pair.tokenizer, "chat", ["hello"], [])
     assert generate(pair.target, prompt, 20, drafter, FixedPolicy(3)).ids == generate(pair.target, prompt, 20).ids
+    results = train_eval.run(Namespace(pair="tiny", kind=role, draft=str(export), layercut=None, data=str(tiny_data),
+                                       heldout_seqs=4, spec_bench=0, starts_per_seq=2, full_vocab=False,
+                                       dtype="float32", out=str(tmp_path / "eval.json"), seed=0))
+    assert results["kind"] == role and results["heldout"]["n_starts"] > 0 and results["cost"]["ratio"] > 0
+    train_eval.write_card(export, results, "python -m svbench.train.eval ...")
+    assert recipe_title[recipe] in (export / "README.md").read_text()

@@ -130,20 +130,24 @@ def glide_config_from_target(target_config, num_layers: int = 1, **overrides) ->
     return LlamaConfig(**{**base, **overrides})
 
 
-def glide_from_target(target, num_layers: int = 1, vocab_ids=None) -> GlideDraft:
-    """A fresh draft that starts as the target's first num_layers layers (self-attention, MLP, norms copied:
-    like those, it reads token embeddings) with a silent cross-attention: q_proj copied from the target
-    layer it reads, o_proj zero, so training starts from a layer-cut LM and learns what to take from the
-    target's cache. Final norm copied from the target."""
+def glide_from_target(target, num_layers: int = 1, vocab_ids=None, init_from=None) -> GlideDraft:
+    """A fresh draft that starts as a causal LM reading token embeddings, with a silent cross-attention
+    (q_proj copied from the target layer it reads, o_proj zero), so training starts from that LM and
+    learns what to take from the target's cache. The LM: init_from (a LlamaForCausalLM with num_layers
+    layers at the target's width, e.g. svbench's trained draft LM) or else the target's first num_layers
+    layers; self-attention, MLP, norms and the final norm are copied from it."""
     draft = GlideDraft(glide_config_from_target(target.config, num_layers)).to(target.dtype)
+    lm = init_from if init_from is not None else target
+    if len(lm.model.layers) < num_layers:
+        raise SvbenchError(f"init_from has {len(lm.model.layers)} layers, the GliDe draft needs {num_layers}")
     with torch.no_grad():
         for i, (layer, read) in enumerate(zip(draft.model.layers, draft.target_layers())):
-            source = target.model.layers[i]
+            source = lm.model.layers[i]
             for name in ("input_layernorm", "self_attn", "post_attention_layernorm", "mlp"):
                 getattr(layer, name).load_state_dict(getattr(source, name).state_dict())
             layer.cross_attn.q_proj.weight.copy_(target.model.layers[read].self_attn.q_proj.weight)
             layer.cross_attn.o_proj.weight.zero_()
-        draft.model.norm.load_state_dict(target.model.norm.state_dict())
+        draft.model.norm.load_state_dict(lm.model.norm.state_dict())
     attach_frozen(draft, target, vocab_ids)
     return draft.eval()
 

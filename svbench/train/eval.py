@@ -1,6 +1,12 @@
 """Held-out evaluation of a draft: per-position acceptance, tau at gamma = 1..8, draft/target cost ratio.
 
     python -m svbench.train.eval --draft drafts/smollm2-draft-lm --data train_data/smollm2 [--spec-bench 24]
+    python -m svbench.train.eval --kind glide --draft drafts/smollm2-135m-glide ...   (GliDe chain)
+    python -m svbench.train.eval --kind eagle --draft drafts/smollm2-135m-eagle ...   (EAGLE-2 tree)
+
+For GliDe and EAGLE the target is prefilled with the context before each start (they read its cache or
+features). For EAGLE-2 the draft is a tree (top_k 10, depth 5, 60 nodes: the official defaults): L = the
+longest root path matching the target's continuation; tau(gamma) then caps that path at gamma levels.
 
 Greedy acceptance is measured against greedy target text: the held-out greedy answers of the
 generated data (the target's own argmax continuations) and, with --spec-bench N, target greedy answers
@@ -24,6 +30,9 @@ from transformers import DynamicCache
 
 from svbench.benchmarks import build_prompt, load_benchmark
 from svbench.decoding.drafters.draft_model import DraftModelDrafter
+from svbench.decoding.drafters.eagle import EagleDrafter
+from svbench.decoding.drafters.glide import GlideDrafter
+from svbench.decoding.target import TargetCache
 from svbench.decoding.policies import FixedPolicy
 from svbench.decoding.verify import Sampling
 from svbench.config import group_config
@@ -35,20 +44,32 @@ GAMMA_MAX = 8
 
 
 @torch.inference_mode()
-def accepted_lengths(drafter: DraftModelDrafter, sequences: list[tuple[list[int], int]], starts_per_seq: int,
-                     rng: random.Random) -> list[int]:
-    """For (ids, answer_start) pairs: greedy draft chains of GAMMA_MAX from random answer positions."""
+def matched_length(tree, reference: list[int]) -> int:
+    """The longest root path whose tokens equal the reference continuation (greedy acceptance)."""
+    children, node, depth = tree.children(), 0, 0
+    while depth < len(reference):
+        node = next((c for c in children[node] if tree.tokens[c] == reference[depth]), None)
+        if node is None:
+            break
+        depth += 1
+    return depth
+
+
+def accepted_lengths(drafter, sequences: list[tuple[list[int], int]], starts_per_seq: int,
+                     rng: random.Random, target_model=None) -> list[int]:
+    """For (ids, answer_start) pairs: greedy drafts of up to GAMMA_MAX levels from random answer positions.
+    target_model: prefill it with the context first (drafters that read the target)."""
     lengths = []
     for ids, answer_start in tqdm(sequences, desc="drafting", unit="seq", file=sys.stderr, leave=False):
         positions = list(range(answer_start, len(ids) - GAMMA_MAX))
         for t in sorted(rng.sample(positions, min(starts_per_seq, len(positions)))):
-            drafter.reset()
+            target = None
+            if target_model is not None:
+                target = TargetCache(target_model)
+                target.prefill(ids[:t])  # everything before the root ids[t]
+            drafter.reset(target)
             tree = drafter.get_candidates(ids[: t + 1], FixedPolicy(GAMMA_MAX), GAMMA_MAX, Sampling())
-            reference = ids[t + 1: t + 1 + GAMMA_MAX]
-            accepted = 0
-            while accepted < GAMMA_MAX and tree.tokens[accepted + 1] == reference[accepted]:
-                accepted += 1
-            lengths.append(accepted)
+            lengths.append(matched_length(tree, ids[t + 1: t + 1 + GAMMA_MAX]))
     return lengths
 
 
@@ -82,10 +103,28 @@ def forward_ms(model, n_tokens: int = 1, context: int = 200, reps: int = 20, voc
     return statistics.median(times) * 1000
 
 
+@torch.inference_mode()
+def drafting_step_ms(drafter, target_model, vocab_size: int, context: int = 200, reps: int = 10) -> float:
+    """Median time per drafted level of a 5-level greedy round after `context` tokens (GliDe: one token
+    per level; EAGLE-2: one head forward over the frontier per level, plus the rerank)."""
+    ids = torch.randint(0, vocab_size, (context + 1,)).tolist()
+    times = []
+    for _ in range(reps + 1):
+        target = TargetCache(target_model)
+        target.prefill(ids[:-1])
+        drafter.reset(target)
+        start = time.perf_counter()
+        tree = drafter.get_candidates(ids, FixedPolicy(5), 5, Sampling())
+        times.append((time.perf_counter() - start) / max(tree.depths))
+    return statistics.median(times[1:]) * 1000
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description="Held-out acceptance and cost of a draft.")
     ap.add_argument("--pair", default="smollm2", help="conf/pair/<name>.yaml (target + the draft to evaluate)")
-    ap.add_argument("--draft", default=None, help="a draft folder (overrides the pair's draft)")
+    ap.add_argument("--kind", default="draft", choices=["draft", "glide", "eagle"],
+                    help="draft LM (vanilla SD), GliDe draft (chain) or EAGLE head (EAGLE-2 tree)")
+    ap.add_argument("--draft", default=None, help="a draft folder (overrides the pair's entry for --kind)")
     ap.add_argument("--layercut", type=int, default=None, help="evaluate a layer-cut draft instead")
     ap.add_argument("--data", nargs="+", default=["train_data/smollm2"], help="generated data folder(s) with a held-out split")
     ap.add_argument("--heldout-seqs", type=int, default=60)
@@ -101,23 +140,29 @@ def main(argv=None) -> None:
 
 def run(args) -> dict:
     pair_cfg = group_config("pair", args.pair)
+    kind = getattr(args, "kind", "draft")
     if args.draft:
-        pair_cfg["draft"] = {"source": "trained", "path": args.draft}
+        pair_cfg[kind] = {"source": "trained", "path": args.draft, "reduced_vocab": not args.full_vocab}
     if args.layercut:
         pair_cfg["draft"] = {"source": "layercut", "num_layers": args.layercut}
-    pair = load_pair(pair_cfg, args.dtype, "cpu")
+    pair = load_pair(pair_cfg, args.dtype, "cpu", draft_role=kind)
     vocab = None if args.full_vocab else pair.draft_vocab_subset
-    drafter = DraftModelDrafter(pair.draft, vocab)
+    if kind == "draft":
+        drafter, reads_target = DraftModelDrafter(pair.draft, vocab), None
+    elif kind == "glide":
+        drafter, reads_target = GlideDrafter(pair.draft), pair.target
+    else:
+        drafter, reads_target = EagleDrafter(pair.draft), pair.target
     rng = random.Random(args.seed)
-    results = {"draft": args.draft or pair_cfg["draft"], "dtype": args.dtype,
-               "vocab": len(vocab) if vocab else pair.draft.config.vocab_size}
+    results = {"kind": kind, "draft": args.draft or pair_cfg[kind], "dtype": args.dtype,
+               "vocab": len(vocab) if vocab else pair.target.config.vocab_size}
     folders = [args.data] if isinstance(args.data, str) else args.data
     heldout = [r for f in folders for r in read_shards(Path(f), split="heldout") if r["temperature"] == 0.0]
     heldout = heldout[: args.heldout_seqs]
     if not heldout:
         raise SvbenchError(f"no greedy held-out answers in {folders}; generate data with a temperature-0 shard")
     results["heldout"] = acceptance_stats(accepted_lengths(drafter, [(r["ids"], r["prompt_len"]) for r in heldout],
-                                                           args.starts_per_seq, rng))
+                                                           args.starts_per_seq, rng, reads_target))
     results["heldout"]["n_seqs"] = len(heldout)
     if args.spec_bench:
         spec = group_config("benchmark", "spec_bench")
@@ -128,10 +173,12 @@ def run(args) -> dict:
         for b in range(0, len(prompts), 8):
             answers += generate_batch(pair.target, pair.tokenizer, prompts[b:b + 8], 128, 0.0, pair.eos_token_ids)
         seqs = [(p + a, len(p)) for p, a in zip(prompts, answers)]
-        results["spec_bench"] = acceptance_stats(accepted_lengths(drafter, seqs, args.starts_per_seq, rng))
+        results["spec_bench"] = acceptance_stats(accepted_lengths(drafter, seqs, args.starts_per_seq, rng,
+                                                                  reads_target))
         results["spec_bench"]["n_seqs"] = len(seqs)
     target_ms = forward_ms(pair.target)
-    draft_ms = forward_ms(pair.draft, vocab_ids=vocab)
+    draft_ms = forward_ms(pair.draft, vocab_ids=vocab) if kind == "draft" else \
+        drafting_step_ms(drafter, pair.target, pair.draft.config.vocab_size)
     results["cost"] = {"target_forward_ms": target_ms, "draft_forward_ms": draft_ms, "ratio": draft_ms / target_ms,
                        "threads": torch.get_num_threads()}
     out = Path(args.out) if args.out else (Path(args.draft) / "eval.json" if args.draft else None)
@@ -154,14 +201,28 @@ def write_card(folder: Path, results: dict, command: str) -> None:
     def positions(section):
         return ", ".join(f"{a:.2f}" if a is not None else "-" for a in results[section]["per_position_acceptance"])
 
+    recipe = meta["recipe"]
+    what = {
+        "draft_lm": (f"draft LM ({cfg['num_layers']} layers)", "A vanilla-SD draft (`method=vanilla_sd`)",
+                     f"{cfg['num_layers']} decoder layers at width 576, initialised from target layers "
+                     f"{list(cfg['init_layers'])}; loss: cross-entropy on target answers (greedy and T=1 samples)"),
+        "glide": (f"GliDe draft ({cfg['num_layers']} layers)", "A GliDe draft (`method=glide`, `glide_cape`) whose "
+                  "layers cross-attend to the target's KV cache of its top layers",
+                  f"{cfg['num_layers']} GliDe layers at width 576 (self-attention, cross-attention to target "
+                  f"layers L_T - L_D + i, MLP), initialised from {cfg.get('init_from') or 'the target first layers'} "
+                  f"with a silent cross-attention; loss: soft cross-entropy to the target's distribution, stale-cache "
+                  f"block mask of {cfg.get('block_size')}"),
+        "eagle": ("EAGLE head", "An EAGLE-1/2 head (`method=eagle2`) over the target's final-normed features",
+                  f"FC(2d->d) + 1 decoder layer, starts as the identity; loss: SmoothL1 on the next feature + "
+                  f"{cfg.get('ce_weight')} x soft cross-entropy, U(+-{cfg.get('feature_noise')}) feature noise"),
+    }[recipe]
     lines = [
-        f"# svbench draft LM for SmolLM2-135M-Instruct ({cfg['num_layers']} layers)", "",
-        "A vanilla-SD draft distilled by `python -m svbench.train` from the frozen target on the target's own "
-        "answers. Only the draft's own layers and final norm are stored (bf16); the embedding and lm_head are the "
-        "target's, attached at load time (`pair=smollm2`).", "",
+        f"# svbench {what[0]} for SmolLM2-135M-Instruct", "",
+        f"{what[1]}, distilled by `python -m svbench.train` from the frozen target on the target's own answers. "
+        "Only the draft's own weights are stored (bf16); the embedding and lm_head are the target's, attached at "
+        "load time (`pair=smollm2`).", "",
         "## Training", "",
-        f"- recipe `{meta['recipe']}`: {cfg['num_layers']} decoder layers at width 576, initialised from target "
-        f"layers {list(cfg['init_layers'])}; loss: cross-entropy on target answers (greedy and T=1 samples)",
+        f"- recipe `{recipe}`: {what[2]}",
         f"- data: {cfg['data']} (manifest hash {meta['data_manifest_hash']}), {meta['train_rows']} training "
         f"answers, {meta['train_answer_tokens']} answer tokens; held-out split by prompt hash",
         f"- steps {meta['steps']}, batch {cfg['batch_size']} sequences, lr {cfg['lr']} (cosine), seq_len "
@@ -171,13 +232,15 @@ def write_card(folder: Path, results: dict, command: str) -> None:
         f"- final training loss (EMA) {meta['final_train_loss_ema']:.3f}, top-1 agreement (EMA) "
         f"{meta['final_train_top1_ema']:.3f}", "",
         "## Held-out evaluation (greedy, bf16, CPU)", "", f"Command: `{command}`", "",
+        *(["For the EAGLE-2 tree (top_k 10, depth 5, 60 nodes) L is the longest matching root path; tau(gamma) caps "
+           "it at gamma levels.", ""] if recipe == "eagle" else []),
         "| set | starts | tau at gamma = 1 .. 8 | per-position acceptance (1..8) |", "|---|---|---|---|",
     ]
     for section in ("heldout", "spec_bench"):
         if section in results:
             lines.append(f"| {section} | {results[section]['n_starts']} | {taus(section)} | {positions(section)} |")
     cost = results["cost"]
-    lines += ["", f"Cost: one draft forward {cost['draft_forward_ms']:.2f} ms vs one target forward "
+    lines += ["", f"Cost: one drafting step {cost['draft_forward_ms']:.2f} ms vs one target forward "
               f"{cost['target_forward_ms']:.2f} ms (1 token, ~200 cached, {cost['threads']} threads): ratio "
               f"{cost['ratio']:.3f}.", ""]
     (folder / "README.md").write_text("\n".join(lines))

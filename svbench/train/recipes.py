@@ -100,7 +100,12 @@ class GlideRecipe:
     """GliDe draft: soft CE to the target's next-token distribution, stale-cache block mask (ALGORITHMS §3)."""
 
     def __init__(self, cfg, target, vocab):
-        self.module = glide_from_target(target, cfg.num_layers, vocab)
+        init_from = None
+        if cfg.get("init_from"):  # a trained draft LM folder: start from its layers
+            from svbench.draft_lm import load_draft
+            from svbench.models import resolve_folder
+            init_from = load_draft(resolve_folder(cfg.init_from, key="init_from"), target)
+        self.module = glide_from_target(target, cfg.num_layers, vocab, init_from)
         self.block = int(cfg.block_size)
         self.target_pass = TargetPass(target, self.module.target_layers())
 
