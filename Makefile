@@ -30,9 +30,22 @@ bench: install
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache
 
-# Retrain the shipped draft from scratch (hours on 2 CPU cores): data -> distillation -> held-out eval.
+# Retrain the shipped drafts from scratch (hours on 2 CPU cores): data -> draft LM -> GliDe draft (from
+# the draft LM) and EAGLE head -> held-out eval + model cards.
 DRAFT_DIR ?= drafts/smollm2-135m-draft-lm
+GLIDE_DIR ?= drafts/smollm2-135m-glide
+EAGLE_DIR ?= drafts/smollm2-135m-eagle
+DATA ?= [train_data/smollm2,train_data/smollm2_short]
+DATA_ARGS ?=
+TRAIN_ARGS ?=
+EVAL = $(PY) -m svbench.train.eval --pair smollm2 --data train_data/smollm2 train_data/smollm2_short --spec-bench 24 --write-card
+
 drafts: install
 	$(PY) -m svbench.train.data --out train_data/smollm2 --max-prompt-tokens 512 --max-new-tokens 256 --batch-size 64 $(DATA_ARGS)
-	$(PY) -m svbench.train export=$(DRAFT_DIR) $(TRAIN_ARGS)
-	$(PY) -m svbench.train.eval --pair smollm2 --draft $(DRAFT_DIR) --data train_data/smollm2 --spec-bench 24
+	$(PY) -m svbench.train.data --out train_data/smollm2_short --max-prompt-tokens 256 --max-new-tokens 128 --batch-size 48 --temperatures 0,0,1.0 --seed 1 $(DATA_ARGS)
+	$(PY) -m svbench.train 'data=$(DATA)' out=checkpoints/draft_lm export=$(DRAFT_DIR) lr=1e-3 seq_len=512 steps=1200 $(TRAIN_ARGS)
+	$(EVAL) --kind draft --draft $(DRAFT_DIR)
+	$(PY) -m svbench.train --config-name glide 'data=$(DATA)' out=checkpoints/glide export=$(GLIDE_DIR) num_layers=2 init_from=$(DRAFT_DIR) lr=2e-4 warmup_steps=20 steps=700 $(TRAIN_ARGS)
+	$(EVAL) --kind glide --draft $(GLIDE_DIR)
+	$(PY) -m svbench.train --config-name eagle 'data=$(DATA)' out=checkpoints/eagle export=$(EAGLE_DIR) steps=1200 $(TRAIN_ARGS)
+	$(EVAL) --kind eagle --draft $(EAGLE_DIR)

@@ -106,6 +106,9 @@ class GlideRecipe:
             from svbench.models import resolve_folder
             init_from = load_draft(resolve_folder(cfg.init_from, key="init_from"), target)
         self.module = glide_from_target(target, cfg.num_layers, vocab, init_from)
+        if cfg.get("train_only_cross_attention"):  # keep the (trained) LM part fixed; learn what to read
+            for name, param in self.module.named_parameters():
+                param.requires_grad_(".cross_attn." in name)
         self.block = int(cfg.block_size)
         self.target_pass = TargetPass(target, self.module.target_layers())
 

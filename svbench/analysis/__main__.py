@@ -1,0 +1,74 @@
+"""python -m svbench.analysis PATH [PATH ...] --out DIR
+python -m svbench.analysis export PATH [PATH ...] --out answers.jsonl [--tokenizer NAME_OR_DIR]"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from svbench.errors import SvbenchError, report_user_errors
+
+
+def analysis_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m svbench.analysis",
+                                 description="Tables and figures of svbench runs (or Spec-Bench answer files). "
+                                             "'python -m svbench.analysis export -h': Spec-Bench export.")
+    ap.add_argument("paths", nargs="+", metavar="PATH",
+                    help="run dir, sweep dir, records.jsonl or Spec-Bench model_answer .jsonl")
+    ap.add_argument("--out", required=True, type=Path, help="folder the tables and figures are written to")
+    return ap
+
+
+def export_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m svbench.analysis export",
+                                 description="Write runs as Spec-Bench model_answer JSONL: the SD records to --out, "
+                                             "their AR baselines beside it (OUT_STEM-ar.jsonl).")
+    ap.add_argument("paths", nargs="+", metavar="PATH", help="run dir, sweep dir or records.jsonl")
+    ap.add_argument("--out", required=True, type=Path, help="answer file to write (.jsonl)")
+    ap.add_argument("--tokenizer", default=None,
+                    help="a tokenizer (hub name or folder) to decode answers; default: token ids as text")
+    return ap
+
+
+def load_tokenizer(name):
+    if name is None:
+        return None
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(name)
+    except (OSError, ValueError) as exc:
+        raise SvbenchError(f"cannot load tokenizer {name!r}: {exc}") from None
+
+
+def export(args) -> list[Path]:
+    from svbench.analysis.inputs import load_records, sd_records
+    from svbench.analysis.specbench import export_answers
+
+    records = load_records(args.paths)
+    tokenizer = load_tokenizer(args.tokenizer)
+    written = [export_answers(sd_records(records, args.paths), args.out, tokenizer)]
+    ar = [r for r in records if r["method"] == "ar"]
+    if ar:
+        written.append(export_answers(ar, args.out.with_name(f"{args.out.stem}-ar{args.out.suffix}"), tokenizer))
+    return written
+
+
+def analysis(args) -> list[Path]:
+    from svbench.analysis.report import analyze
+
+    return analyze(args.paths, args.out)
+
+
+def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["export"]:
+        files = report_user_errors(export, export_parser().parse_args(argv[1:]))
+    else:
+        files = report_user_errors(analysis, analysis_parser().parse_args(argv))
+    for path in files:
+        print(path)
+
+
+if __name__ == "__main__":
+    main()

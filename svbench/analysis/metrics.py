@@ -1,0 +1,245 @@
+"""The analysis tables as DataFrames: one row per configuration (method, policy and whatever else varies).
+
+Every speedup and tau comes from ``svbench.results.summarize`` / ``summarize_group`` (ALGORITHMS.md §7),
+so a row equals the summary.json of the same records. Round 0 of a record is the prefill (nothing drafted).
+"""
+from __future__ import annotations
+
+import statistics
+
+import numpy as np
+import pandas as pd
+
+from svbench.results import summarize, summarize_group
+
+# One configuration. method and policy always label a row; the others only when they vary.
+# (seed is not in config_hash but a summary.json holds one seed, so it is part of a configuration here.)
+GROUP_KEY = ("method", "policy", "pair", "benchmark", "temperature", "max_new_tokens", "seed", "config_hash")
+POSITIONS = 8
+
+
+def group(records: list[dict], key=GROUP_KEY) -> dict[tuple, list[dict]]:
+    """Records by key, in first-seen order."""
+    out: dict[tuple, list[dict]] = {}
+    for r in records:
+        out.setdefault(tuple(r.get(k) for k in key), []).append(r)
+    return out
+
+
+def config_label(records: list[dict]) -> str:
+    """The policy's parameters when a summary.json told them, else the config hash."""
+    return records[0].get("policy_params") or str(records[0].get("config_hash"))
+
+
+def config_column(frame: pd.DataFrame, groups: dict[tuple, list[dict]]) -> list[str] | None:
+    """The config label per group, where groups alike in every other key field differ in config_hash
+    (None where they never do): the policy's parameters, or the hash where those do not tell them apart."""
+    others = [c for c in frame.columns if c != "config_hash"]
+    labels = [config_label(rs) for rs in groups.values()]
+    alike: dict[tuple, dict[str, str]] = {}
+    for row, label in zip(frame.astype(str).itertuples(index=False), labels):
+        alike.setdefault(tuple(getattr(row, c) for c in others), {})[row.config_hash] = label
+    if all(len(hashes) == 1 for hashes in alike.values()):
+        return None
+    if all(len(set(hashes.values())) == len(hashes) for hashes in alike.values()):
+        return labels
+    return frame["config_hash"].astype(str).tolist()
+
+
+def label_frame(groups: dict[tuple, list[dict]], key=GROUP_KEY) -> pd.DataFrame:
+    """Label columns: method, policy, then each other key field that tells groups apart."""
+    frame = pd.DataFrame([dict(zip(key, k)) for k in groups], columns=list(key))
+    keep = [c for c in key if c in ("method", "policy") or
+            (c != "config_hash" and frame[c].astype(str).nunique() > 1)]
+    if "config_hash" in key:
+        config = config_column(frame, groups)
+        if config is not None:
+            frame["config_hash"] = config
+            keep.append("config_hash")
+    return frame[keep].rename(columns={"config_hash": "config", "max_new_tokens": "length", "temperature": "T"})
+
+
+def with_labels(groups, rows: list[dict], key=GROUP_KEY) -> pd.DataFrame:
+    return pd.concat([label_frame(groups, key), pd.DataFrame(rows)], axis=1)
+
+
+def row_labels(groups: dict[tuple, list[dict]]) -> list[str]:
+    """'method / policy (other varying fields)' per group: the tables' label columns as one string."""
+    frame = label_frame(groups)
+    extra = [c for c in frame.columns if c not in ("method", "policy")]
+    labels = []
+    for _, row in frame.iterrows():
+        details = ", ".join(str(row[c]) if c == "config" else f"{c}={row[c]}" for c in extra)
+        labels.append(f"{row['method']} / {row['policy']}" + (f" ({details})" if details else ""))
+    return labels
+
+
+def has_drafts(records: list[dict]) -> bool:
+    """False for imported answers, which carry accept lengths but not what was drafted."""
+    return any(d for r in records for d in r["rounds"]["drafted"])
+
+
+def speedup_by_category(sd: list[dict]) -> pd.DataFrame:
+    """Speedup per category and overall, plus overall tau (the SVIP paper's Table 1 layout)."""
+    groups = group(sd)
+    categories = list(dict.fromkeys(r["category"] for r in sd))
+    rows = []
+    for rs in groups.values():
+        s = summarize(rs)
+        row = {c: s[c]["speedup"] if c in s else None for c in categories}
+        row.update(overall=s["overall"]["speedup"], tau=s["overall"]["tau"])
+        rows.append(row)
+    return with_labels(groups, rows)
+
+
+def round_depths(record: dict) -> list[int]:
+    """Draft depth per round: the drafted steps (one entropy each) for trees, the drafted count for chains."""
+    entropy = record.get("draft_entropy")
+    if entropy:
+        return [len(h) for h in entropy]
+    return list(record["rounds"]["drafted"])
+
+
+def position_acceptance(records: list[dict], positions: int = POSITIONS) -> list[float | None]:
+    """P(position i accepted | positions < i accepted), i = 1..positions, over rounds that drafted i deep."""
+    pairs = [(d, a) for r in records for d, a in zip(round_depths(r), r["rounds"]["accepted"])]
+    rates = []
+    for i in range(1, positions + 1):
+        reached = [a for d, a in pairs if d >= i and a >= i - 1]
+        rates.append(sum(a >= i for a in reached) / len(reached) if reached else None)
+    return rates
+
+
+def per_position_acceptance(sd: list[dict]) -> pd.DataFrame:
+    """position_acceptance per configuration (those with drafted counts recorded)."""
+    groups = {k: rs for k, rs in group(sd).items() if has_drafts(rs)}
+    rows = [dict(zip((str(i) for i in range(1, POSITIONS + 1)), position_acceptance(rs))) for rs in groups.values()]
+    return with_labels(groups, rows)
+
+
+def draft_lengths(records: list[dict]) -> list[int]:
+    """Drafted count of every round after the prefill."""
+    return [d for r in records for d in r["rounds"]["drafted"][1:]]
+
+
+def chain_token_outcomes(records: list[dict]) -> pd.DataFrame:
+    """One row per drafted token of a chain round (one entropy per drafted token): its draft entropy and
+    whether it was accepted (token i of a round is accepted iff i < accepted)."""
+    rows = []
+    for r in records:
+        for h, d, a in zip(r.get("draft_entropy") or [], r["rounds"]["drafted"], r["rounds"]["accepted"]):
+            if d and len(h) == d:
+                rows.extend((x, i < a) for i, x in enumerate(h))
+    return pd.DataFrame(rows, columns=["entropy", "accepted"])
+
+
+def acceptance_by_entropy(outcomes: pd.DataFrame, edges: np.ndarray, min_count: int = 5) -> pd.DataFrame:
+    """Acceptance rate per entropy bin (bins with fewer than min_count drafted tokens left out)."""
+    bins = pd.cut(outcomes["entropy"], edges, include_lowest=True)
+    table = outcomes.groupby(bins, observed=True)["accepted"].agg(["mean", "count"])
+    table["centre"] = [iv.mid for iv in table.index]
+    return table[table["count"] >= min_count]
+
+
+def decode_costs(records: list[dict]) -> tuple[float | None, float | None]:
+    """(draft seconds per drafted token, verify seconds per round), over the rounds after the prefill."""
+    draft_s = sum(s for r in records for s in r["rounds"]["draft_s"][1:])
+    drafted = sum(draft_lengths(records))
+    verify = [s for r in records for s in r["rounds"]["verify_s"][1:]]
+    return (draft_s / drafted if drafted else None), (statistics.fmean(verify) if verify else None)
+
+
+def efficiency(sd: list[dict]) -> pd.DataFrame:
+    """Achieved vs ideal speedup.
+
+    ideal = tau / (1 + c * mean_draft_len), c = t_draft / t_verify, where t_draft = mean draft time per
+    drafted token and t_verify = mean verify time per round (rounds after the prefill); tau and
+    mean_draft_len are summarize_group's. efficiency = achieved speedup / ideal. The ideal assumes a
+    verify round costs one AR step and nothing else takes time.
+    """
+    groups = {k: rs for k, rs in group(sd).items() if has_drafts(rs)}
+    rows = []
+    for rs in groups.values():
+        s = summarize_group(rs)
+        t_draft, t_verify = decode_costs(rs)
+        c = t_draft / t_verify if t_draft is not None and t_verify else None
+        ideal = s["tau"] / (1 + c * s["mean_draft_len"]) if c is not None else None
+        rows.append({"tau": s["tau"], "mean_draft_len": s["mean_draft_len"],
+                     "t_draft_ms": t_draft * 1e3 if t_draft is not None else None,
+                     "t_verify_ms": t_verify * 1e3 if t_verify is not None else None, "c": c, "ideal": ideal,
+                     "achieved": s["speedup"],
+                     "efficiency": s["speedup"] / ideal if ideal and s["speedup"] is not None else None})
+    return with_labels(groups, rows)
+
+
+def oracle_time(record: dict) -> float:
+    """Time had each round drafted exactly its accepted tokens: every verify time, plus accepted tokens at
+    this record's draft time per drafted token, plus the record's time outside draft and verify."""
+    drafted = sum(record["rounds"]["drafted"])
+    per_token = record["draft_s"] / drafted if drafted else 0.0
+    other = max(record["wall_time"] - record["draft_s"] - record["verify_s"], 0.0)
+    return record["verify_s"] + per_token * sum(record["rounds"]["accepted"]) + other
+
+
+def is_chain(records: list[dict]) -> bool:
+    """Every drafting round has one entropy per drafted token (a chain, not a tree)."""
+    for r in records:
+        entropy = r.get("draft_entropy")
+        if entropy is None or any(d and len(h) != d for h, d in zip(entropy, r["rounds"]["drafted"])):
+            return False
+    return True
+
+
+def oracle(sd: list[dict]) -> pd.DataFrame:
+    """The oracle length policy's bound from greedy chain traces, beside the achieved speedup.
+
+    oracle speedup = mean(new_tokens / oracle_time) / mean(AR tokens/s), Spec-Bench's convention.
+    A round with accepted == drafted is censored: the draft might have agreed further, so the oracle's
+    length there is a lower bound and its speedup is an estimate from below (given these rounds).
+    """
+    groups = {k: rs for k, rs in group(sd).items()
+              if rs[0]["temperature"] == 0 and has_drafts(rs) and is_chain(rs)}
+    rows = []
+    for rs in groups.values():
+        s = summarize_group(rs)
+        drafting = [(d, a) for r in rs for d, a in zip(r["rounds"]["drafted"], r["rounds"]["accepted"]) if d]
+        speed = statistics.fmean(r["new_tokens"] / oracle_time(r) for r in rs)
+        rows.append({"achieved": s["speedup"],
+                     "oracle": speed / s["ar_tokens_per_s"] if s["ar_tokens_per_s"] else None,
+                     "draft_len": statistics.fmean(d for d, _ in drafting),
+                     "oracle_len": statistics.fmean(a for _, a in drafting),
+                     "wasted": 1 - sum(a for _, a in drafting) / sum(d for d, _ in drafting),
+                     "censored": sum(a == d for d, a in drafting) / len(drafting)})
+    return with_labels(groups, rows)
+
+
+def mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def repeats(sd: list[dict]) -> pd.DataFrame:
+    """Mean and sample std (ddof=1) over the repeated runs (`run` index) of overall speedup and tau."""
+    groups = group(sd)
+    rows = []
+    for rs in groups.values():
+        per_run = [summarize_group(x) for x in group(rs, ("run",)).values()]
+        speedup, speedup_std = mean_std([s["speedup"] for s in per_run])
+        tau, tau_std = mean_std([s["tau"] for s in per_run])
+        rows.append({"runs": len(per_run), "speedup": speedup, "speedup_std": speedup_std,
+                     "tau": tau, "tau_std": tau_std})
+    return with_labels(groups, rows)
+
+
+def speedup_by_length(sd: list[dict]) -> pd.DataFrame:
+    """Overall speedup per configuration and max_new_tokens (long rows: label, length, speedup)."""
+    rows = []
+    for key, rs in group(sd).items():
+        k = dict(zip(GROUP_KEY, key))
+        series = " / ".join(str(k[c]) for c in ("method", "policy")) + \
+            ("" if rs[0].get("policy_params") is None else f" ({rs[0]['policy_params']})")
+        rows.append({"series": series, "pair": k["pair"], "benchmark": k["benchmark"], "T": k["temperature"],
+                     "length": k["max_new_tokens"], "speedup": summarize_group(rs)["speedup"]})
+    return pd.DataFrame(rows)

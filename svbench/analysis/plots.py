@@ -1,0 +1,79 @@
+"""The analysis figures, drawn on bare matplotlib Figures (Agg canvas; no pyplot state, no GUI)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from svbench.analysis.metrics import (acceptance_by_entropy, chain_token_outcomes, draft_lengths, group, has_drafts,
+                                      row_labels)
+
+
+def save(fig: Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def note(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
+
+
+def draft_length_hist(sd: list[dict], path: Path) -> Path:
+    """Histogram of the drafted count per round (rounds after the prefill), one outline per configuration."""
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.add_subplot()
+    groups = group(sd)
+    groups = [(label, rs) for label, rs in zip(row_labels(groups), groups.values()) if has_drafts(rs)]
+    top = max((max(draft_lengths(rs), default=0) for _, rs in groups), default=0)
+    bins = np.arange(-0.5, top + 1.5)
+    for label, rs in groups:
+        ax.hist(draft_lengths(rs), bins=bins, histtype="step", density=True, linewidth=1.5, label=label)
+    if groups:
+        ax.legend(fontsize=7)
+    else:
+        note(ax, "no drafted rounds recorded")
+    ax.set(xlabel="tokens drafted in a round", ylabel="fraction of rounds", title="Draft length per round")
+    return save(fig, path)
+
+
+def entropy_vs_acceptance(sd: list[dict], path: Path, bins: int = 12) -> Path:
+    """Acceptance rate of chain-drafted tokens against their draft entropy (nats), binned, per configuration."""
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.add_subplot()
+    groups = group(sd)
+    outcomes = {label: chain_token_outcomes(rs) for label, rs in zip(row_labels(groups), groups.values())}
+    outcomes = {k: v for k, v in outcomes.items() if len(v)}
+    if outcomes:
+        top = max(v["entropy"].max() for v in outcomes.values())
+        edges = np.linspace(0.0, max(top, 1e-6), bins + 1)
+        for label, frame in outcomes.items():
+            table = acceptance_by_entropy(frame, edges)
+            ax.plot(table["centre"], table["mean"], marker="o", label=label)
+        ax.legend(fontsize=7)
+    else:
+        note(ax, "no chain rounds with draft entropies")
+    ax.set(xlabel="draft entropy of the token (nats)", ylabel="acceptance rate", ylim=(-0.02, 1.02),
+           title="Acceptance vs draft entropy (chain rounds, bins of >= 5 tokens)")
+    return save(fig, path)
+
+
+def speedup_vs_length(by_length, path: Path) -> Path | None:
+    """Overall speedup against max_new_tokens, one line per configuration; None when only one length."""
+    if by_length["length"].nunique() < 2:
+        return None
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.add_subplot()
+    keys = ["series", "pair", "benchmark", "T"]
+    for key, frame in by_length.dropna(subset=["speedup"]).groupby(keys, sort=False):
+        frame = frame.sort_values("length")
+        ax.plot(frame["length"], frame["speedup"], marker="o", label=f"{key[0]} [{key[1]}, T={key[3]}]")
+    ax.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
+    ax.set_xscale("log", base=2)
+    lengths = sorted(by_length["length"].unique())
+    ax.set_xticks(lengths, [str(n) for n in lengths])
+    ax.minorticks_off()
+    ax.set(xlabel="max_new_tokens", ylabel="speedup over AR", title="Speedup vs generation length")
+    ax.legend(fontsize=7)
+    return save(fig, path)

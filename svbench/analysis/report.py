@@ -1,0 +1,60 @@
+"""analyze(): every table and figure of a set of runs, written into one folder."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from svbench.analysis import metrics, plots
+from svbench.analysis.inputs import load_records, sd_records
+from svbench.analysis.tables import plus_minus, write_table
+
+CAPTIONS = {
+    "speedup_by_category": "Speedup over AR (mean tokens/s of the method / mean tokens/s of AR, over question-turns) "
+                           "per category and overall; tau = mean accepted draft tokens + 1 per round, overall.",
+    "per_position_acceptance": "P(draft position i accepted | positions < i accepted), over rounds that drafted at "
+                               "least i deep (tree methods: depth = drafted steps, accepted = path length). "
+                               "'-': no round reached that position.",
+    "efficiency": "ideal = tau / (1 + c * mean_draft_len), c = t_draft / t_verify (draft time per drafted token / "
+                  "verify time per round, rounds after the prefill); efficiency = achieved / ideal. "
+                  "Times in ms.",
+    "oracle": "Oracle length policy from greedy chain traces: each round drafts exactly its accepted tokens. "
+              "Oracle time = verify time + accepted x draft time per drafted token + time outside draft/verify. "
+              "Censored: rounds with accepted == drafted, where the draft might have agreed further, so the "
+              "oracle length is a lower bound there and the oracle speedup an estimate from below. "
+              "draft_len / oracle_len: mean drafted / accepted tokens over drafting rounds; "
+              "wasted = drafted tokens not accepted / drafted.",
+    "summary": "Mean ± sample std (ddof=1) over repeated runs (`run` index) of overall speedup and tau.",
+}
+
+
+def skipped_note(frame, sd, what: str) -> str:
+    left_out = len(metrics.group(sd)) - len(frame)
+    return f" {left_out} configuration(s) left out ({what})." if left_out else ""
+
+
+def analyze(paths, out) -> list[Path]:
+    """Read the records under paths (run dirs, sweep dirs, records files, Spec-Bench answer files) and write
+    the tables (.md, .tex) and figures (.png) into out; returns the files written."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    sd = sd_records(load_records(paths), paths)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = write_table(metrics.speedup_by_category(sd), out, "speedup_by_category", CAPTIONS["speedup_by_category"])
+    frame = metrics.per_position_acceptance(sd)
+    written += write_table(frame, out, "per_position_acceptance",
+                           CAPTIONS["per_position_acceptance"] + skipped_note(frame, sd, "no drafted counts recorded"))
+    frame = metrics.efficiency(sd)
+    written += write_table(frame, out, "efficiency",
+                           CAPTIONS["efficiency"] + skipped_note(frame, sd, "no drafted counts recorded"), tex=False)
+    frame = metrics.oracle(sd)
+    written += write_table(frame, out, "oracle",
+                           CAPTIONS["oracle"] + skipped_note(frame, sd, "not greedy, tree-shaped or no drafts"),
+                           tex=False)
+    frame = plus_minus(plus_minus(metrics.repeats(sd), "speedup"), "tau")
+    written += write_table(frame, out, "summary", CAPTIONS["summary"], tex=False)
+    written.append(plots.draft_length_hist(sd, out / "draft_length_hist.png"))
+    written.append(plots.entropy_vs_acceptance(sd, out / "entropy_vs_acceptance.png"))
+    by_length = plots.speedup_vs_length(metrics.speedup_by_length(sd), out / "speedup_vs_length.png")
+    if by_length is not None:
+        written.append(by_length)
+    return written

@@ -1,0 +1,284 @@
+"""svbench.analysis: tables equal summary.json, every output is written, clear errors, Spec-Bench round trip,
+the notebook runs. Two real pair=tiny runs (svip, then fixed reusing svip's AR baseline) made once."""
+import copy
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from svbench.analysis import analyze, export_answers, import_answers, load_records
+from svbench.analysis import metrics
+from svbench.analysis.__main__ import main
+from svbench.errors import SvbenchError
+from svbench.results import read_records, summarize, summarize_group
+
+REPO = Path(__file__).resolve().parents[1]
+OUTPUTS = {"speedup_by_category.md", "speedup_by_category.tex", "per_position_acceptance.md",
+           "per_position_acceptance.tex", "efficiency.md", "oracle.md", "summary.md", "draft_length_hist.png",
+           "entropy_vs_acceptance.png", "speedup_vs_length.png"}
+
+
+def svbench_run(run_dir, *overrides):
+    cmd = [sys.executable, "-m", "svbench", "pair=tiny", "progress=false", "benchmark.limit=1", "max_new_tokens=16",
+           f"hydra.run.dir={run_dir}", *overrides]
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("runs")
+    svbench_run(root / "svip", "policy=svip")
+    svbench_run(root / "fixed", "policy=fixed", f"baseline_records=[{root / 'svip' / 'records.jsonl'}]")
+    return root
+
+
+def write_records(path: Path, records) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def variant(records, **changes) -> list[dict]:
+    """Copies of records as another configuration (another config_hash) or another repeat."""
+    out = []
+    for r in records:
+        r = copy.deepcopy(r)
+        r.update(changes)
+        r["config_hash"] = f"{r['config_hash']}-{'-'.join(f'{k}{v}' for k, v in changes.items())}"
+        out.append(r)
+    return out
+
+
+# ---- tables equal summary.json -------------------------------------------------------------------------------
+
+def test_tables_equal_summary_json(runs):
+    sd = [r for r in load_records([runs]) if r["method"] != "ar"]
+    groups = metrics.group(sd)
+    table = metrics.speedup_by_category(sd)
+    assert len(groups) == len(table) == 2
+    for row, rs in zip(table.to_dict("records"), groups.values()):
+        saved = json.loads((runs / rs[0]["policy"] / "summary.json").read_text())
+        assert rs[0]["config_hash"] == saved["config_hash"]
+        expected = saved["summary"]
+        assert summarize(rs) == expected  # the same records, the same numbers
+        for category, metrics_ in expected.items():
+            assert row[category] == metrics_["speedup"]
+        assert row["tau"] == expected["overall"]["tau"]
+        assert (row["method"], row["policy"]) == (saved["method"], saved["policy"])
+
+
+def test_markdown_table_shows_summary_numbers(runs, tmp_path):
+    analyze([runs], tmp_path)
+    text = (tmp_path / "speedup_by_category.md").read_text()
+    for policy in ("svip", "fixed"):
+        overall = json.loads((runs / policy / "summary.json").read_text())["summary"]["overall"]
+        row = next(line for line in text.splitlines() if f"| {policy} |" in line)
+        assert f"{overall['speedup']:.3f}" in row and f"{overall['tau']:.3f}" in row
+    assert "\\begin{tabular}" in (tmp_path / "speedup_by_category.tex").read_text()
+
+
+# ---- every output ------------------------------------------------------------------------------------------------
+
+def test_every_output_file_is_written(runs, tmp_path):
+    svip = read_records(runs / "svip" / "records.jsonl")
+    longer = write_records(tmp_path / "len32" / "records.jsonl", variant(svip, max_new_tokens=32))
+    written = analyze([runs, longer], tmp_path / "out")
+    assert {p.name for p in written} == OUTPUTS
+    for path in written:
+        assert path.parent == tmp_path / "out" and path.stat().st_size > 0
+        if path.suffix == ".png":
+            assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "length" in (tmp_path / "out" / "speedup_by_category.md").read_text()  # lengths differ: a column
+
+
+def test_speedup_vs_length_skipped_with_one_length(runs, tmp_path):
+    written = analyze([runs], tmp_path)
+    assert {p.name for p in written} == OUTPUTS - {"speedup_vs_length.png"}
+
+
+def test_summary_mean_std_over_runs(runs, tmp_path):
+    svip = [r for r in read_records(runs / "svip" / "records.jsonl") if r["method"] != "ar"]
+    again = copy.deepcopy(svip)
+    for r in again:
+        r.update(run=1, wall_time=r["wall_time"] * 1.5)
+    frame = metrics.repeats(svip + again)
+    speedups = [summarize_group(svip)["speedup"], summarize_group(again)["speedup"]]
+    assert frame.loc[0, "runs"] == 2
+    assert frame.loc[0, "speedup"] == pytest.approx(statistics.fmean(speedups), abs=1e-12)
+    assert frame.loc[0, "speedup_std"] == pytest.approx(statistics.stdev(speedups), abs=1e-12)
+    path = write_records(tmp_path / "rep" / "records.jsonl", svip + again)
+    analyze([path], tmp_path / "out")
+    assert " ± " in (tmp_path / "out" / "summary.md").read_text()
+
+
+# ---- formulas on hand-made rounds ------------------------------------------------------------------------------
+
+def record(drafted, accepted, draft_s, verify_s, wall_time, new_tokens, entropy=None, **extra):
+    r = {"method": "vanilla_sd", "policy": "fixed", "pair": "p", "benchmark": "b", "seed": 0, "temperature": 0.0,
+         "max_new_tokens": 16, "question_id": "q", "category": "c", "turn": 0, "run": 0, "config_hash": "h",
+         "new_tokens": new_tokens, "wall_time": wall_time, "ar_new_tokens": new_tokens, "ar_wall_time": 1.0,
+         "rounds": {"drafted": drafted, "accepted": accepted, "draft_s": draft_s, "verify_s": verify_s},
+         "draft_s": sum(draft_s), "verify_s": sum(verify_s),
+         "draft_entropy": entropy if entropy is not None else [[0.5] * d for d in drafted]}
+    r.update(extra)
+    return r
+
+
+def test_position_acceptance_is_conditional():
+    r = record([0, 3, 3, 2], [0, 3, 1, 0], [0.0] * 4, [0.1] * 4, 1.0, 7)
+    assert metrics.position_acceptance([r], positions=4) == [2 / 3, 1 / 2, 1.0, None]
+
+
+def test_chain_outcomes_mark_tokens_before_the_first_rejection():
+    r = record([0, 3], [0, 1], [0.0, 0.3], [0.1, 0.1], 1.0, 3, entropy=[[], [0.1, 0.2, 0.3]])
+    frame = metrics.chain_token_outcomes([r])
+    assert frame["entropy"].tolist() == [0.1, 0.2, 0.3] and frame["accepted"].tolist() == [True, False, False]
+
+
+def test_efficiency_and_oracle_formulas():
+    r = record([0, 4, 4], [0, 4, 1], [0.0, 0.4, 0.4], [0.5, 0.2, 0.2], 1.9, 8)
+    eff = metrics.efficiency([r]).iloc[0]
+    c = (0.8 / 8) / 0.2  # draft s per drafted token / verify s per round, after the prefill
+    s = summarize_group([r])
+    assert eff["c"] == pytest.approx(c) and eff["ideal"] == pytest.approx(s["tau"] / (1 + c * s["mean_draft_len"]))
+    assert eff["efficiency"] == pytest.approx(s["speedup"] / eff["ideal"])
+    # verify 0.9 s + 5 accepted x 0.1 s per drafted token + 0.2 s outside draft and verify
+    assert metrics.oracle_time(r) == pytest.approx(0.9 + 0.5 + 0.2)
+    row = metrics.oracle([r]).iloc[0]
+    assert row["oracle"] == pytest.approx((8 / 1.6) / (8 / 1.0)) and row["achieved"] == s["speedup"]
+    assert row["censored"] == pytest.approx(0.5) and row["wasted"] == pytest.approx(3 / 8)
+
+
+def test_oracle_skips_sampling_and_trees():
+    sampled = record([0, 2], [0, 1], [0.0, 0.2], [0.1, 0.1], 1.0, 3, temperature=1.0)
+    tree = record([0, 5], [0, 1], [0.0, 0.2], [0.1, 0.1], 1.0, 3, entropy=[[], [0.1, 0.2]], config_hash="t")
+    assert metrics.oracle([sampled, tree]).empty
+
+
+def test_config_column_only_where_configs_share_a_row_label():
+    gamma3 = record([0, 3], [0, 1], [0.0, 0.3], [0.1, 0.1], 1.0, 3, policy_params="gamma=3")
+    gamma5 = record([0, 5], [0, 1], [0.0, 0.5], [0.1, 0.1], 1.0, 3, policy_params="gamma=5", config_hash="h5")
+    longer = record([0, 3], [0, 1], [0.0, 0.3], [0.1, 0.1], 1.0, 3, policy_params="gamma=3", config_hash="h32",
+                    max_new_tokens=32)
+    assert metrics.label_frame(metrics.group([gamma3, gamma5]))["config"].tolist() == ["gamma=3", "gamma=5"]
+    frame = metrics.label_frame(metrics.group([gamma3, longer]))
+    assert list(frame.columns) == ["method", "policy", "length"] and frame["length"].tolist() == [16, 32]
+
+
+# ---- user errors -----------------------------------------------------------------------------------------------
+
+def test_missing_path_is_a_clear_error(tmp_path):
+    with pytest.raises(SvbenchError, match="does not exist"):
+        analyze([tmp_path / "nope"], tmp_path / "out")
+    with pytest.raises(SvbenchError, match="no records.jsonl"):
+        analyze([tmp_path], tmp_path / "out")
+
+
+def test_non_record_files_are_clear_errors(runs, tmp_path):
+    with pytest.raises(SvbenchError, match="neither a svbench records file"):
+        analyze([runs / "svip" / "summary.json"], tmp_path / "out")
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(SvbenchError, match="is empty"):
+        analyze([tmp_path / "empty.jsonl"], tmp_path / "out")
+    (tmp_path / "blob.bin").write_bytes(bytes(range(256)))
+    with pytest.raises(SvbenchError, match="neither"):
+        analyze([tmp_path / "blob.bin"], tmp_path / "out")
+
+
+def test_only_ar_records_is_a_clear_error(runs, tmp_path):
+    ar = [r for r in read_records(runs / "svip" / "records.jsonl") if r["method"] == "ar"]
+    path = write_records(tmp_path / "ar" / "records.jsonl", ar)
+    with pytest.raises(SvbenchError, match="no speculative-decoding records"):
+        analyze([path], tmp_path / "out")
+
+
+def test_cli_prints_files_and_one_error_line(runs, tmp_path, capsys):
+    main([str(runs), "--out", str(tmp_path / "out")])
+    printed = capsys.readouterr().out.split()
+    assert {Path(p).name for p in printed} == OUTPUTS - {"speedup_vs_length.png"}
+    with pytest.raises(SystemExit) as exit_:
+        main([str(tmp_path / "missing"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(err) == 1 and err[0].startswith("svbench: error:")
+
+
+# ---- Spec-Bench interop ----------------------------------------------------------------------------------------
+
+def by_key(records):
+    return {(r["method"], r["policy"], r["question_id"], r["turn"], r["run"]): r for r in records}
+
+
+def test_export_import_round_trip(runs, tmp_path, capsys):
+    original = read_records(runs / "svip" / "records.jsonl")
+    path = export_answers(original, tmp_path / "answers.jsonl")
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert {line["model_id"] for line in lines} == {"ar-none", "vanilla_sd-svip"}
+    assert all({"question_id", "category", "model_id", "choices", "tstamp"} <= set(line) for line in lines)
+    back = import_answers(path)
+    assert by_key(back).keys() == by_key(original).keys()
+    for key, r in by_key(original).items():
+        b = by_key(back)[key]
+        assert b["new_tokens"] == r["new_tokens"] and b["wall_time"] == r["wall_time"]
+        assert b["rounds"]["accepted"] == r["rounds"]["accepted"]
+        assert b["ar_wall_time"] == r["ar_wall_time"] and b["category"] == r["category"]
+    sd = [r for r in original if r["method"] != "ar"]
+    back_sd = [r for r in back if r["method"] != "ar"]
+    assert summarize(back_sd)["overall"]["speedup"] == summarize(sd)["overall"]["speedup"]
+    assert summarize(back_sd)["overall"]["tau"] == summarize(sd)["overall"]["tau"]
+    # the CLI: SD answers to --out, the AR baseline beside it; analysis reads them back
+    main(["export", str(runs / "svip"), "--out", str(tmp_path / "cli" / "answers.jsonl")])
+    assert capsys.readouterr().out.split() == [str(tmp_path / "cli" / "answers.jsonl"),
+                                               str(tmp_path / "cli" / "answers-ar.jsonl")]
+    written = analyze([tmp_path / "cli" / "answers.jsonl"], tmp_path / "out")
+    assert "speedup_by_category.md" in {p.name for p in written}
+
+
+def test_import_spec_bench_files_without_svbench_fields(tmp_path):
+    def answer(model_id, new_tokens, wall_time, accept_lengths, steps):
+        return {"question_id": 81, "category": "mt_bench", "answer_id": "x", "model_id": model_id, "tstamp": 0.0,
+                "choices": [{"index": 0, "turns": ["a", "b"], "decoding_steps": steps, "new_tokens": new_tokens,
+                             "wall_time": wall_time, "accept_lengths": accept_lengths}]}
+    method = write_records(tmp_path / "vicuna-7b-v1.3-eagle2.jsonl",
+                           [answer("vicuna-7b-v1.3-eagle2", [6, 4], [1.0, 2.0], [3, 2, 1, 4], [2, 2])])
+    base = write_records(tmp_path / "vicuna-7b-v1.3-vanilla-float16-temp-0.0.jsonl",
+                         [answer("vicuna-7b-v1.3-vanilla-float16-temp-0.0", [6, 4], [3.0, 2.0], [], [6, 4])])
+    records = load_records([method, base])
+    sd = [r for r in records if r["method"] != "ar"]
+    assert [r["method"] for r in sd] == ["vicuna-7b-v1.3-eagle2"] * 2
+    assert [r["rounds"]["accepted"] for r in sd] == [[2, 1], [0, 3]]
+    assert [r["speedup"] for r in sd] == [3.0, 1.0]
+    assert summarize(sd)["overall"]["speedup"] == statistics.fmean([6.0, 2.0]) / statistics.fmean([2.0, 2.0])
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"question_id": 1, "choices": "no"}) + "\n")
+    with pytest.raises(SvbenchError, match="not a Spec-Bench model_answer line"):
+        import_answers(tmp_path / "bad.jsonl")
+
+
+# ---- the notebook ----------------------------------------------------------------------------------------------
+
+def run_notebook(monkeypatch, runs_dir, out_dir) -> dict:
+    """Execute the notebook's code cells in order in one namespace (no Jupyter kernel in the venv)."""
+    notebook = json.loads((REPO / "notebooks" / "analysis.ipynb").read_text())
+    assert notebook["nbformat"] == 4
+    monkeypatch.setenv("SVBENCH_RUNS", str(runs_dir))
+    monkeypatch.setenv("SVBENCH_ANALYSIS_OUT", str(out_dir))
+    namespace: dict = {}
+    for cell in notebook["cells"]:
+        if cell["cell_type"] == "code":
+            exec(compile("".join(cell["source"]), "analysis.ipynb", "exec"), namespace)
+    return namespace
+
+
+def test_notebook_runs(runs, tmp_path, monkeypatch, capsys):
+    namespace = run_notebook(monkeypatch, runs, tmp_path / "out")
+    assert {p.name for p in namespace["files"]} == OUTPUTS - {"speedup_vs_length.png"}
+    assert "### speedup_by_category" in capsys.readouterr().out
+
+
+def test_notebook_without_runs(tmp_path, monkeypatch, capsys):
+    namespace = run_notebook(monkeypatch, tmp_path / "empty", tmp_path / "out")
+    assert namespace["files"] == [] and "nothing to analyse" in capsys.readouterr().out
+    assert not (tmp_path / "out").exists()
