@@ -72,6 +72,8 @@ def validate(cfg) -> dict:
         raise SvbenchError(f"benchmark.ignore_eos={c['benchmark'].get('ignore_eos')!r} must be true or false")
     if isinstance(c.get("baseline_records"), str):
         c["baseline_records"] = [c["baseline_records"]]
+    if c.get("logger") not in (None, "wandb"):
+        raise SvbenchError(f"logger={c.get('logger')!r} must be null or wandb")
     role = c["method"].get("draft_role")
     if role not in (None, "draft", "glide", "eagle"):
         raise SvbenchError(f"method.draft_role={role!r} must be one of draft, glide, eagle or null")
@@ -134,5 +136,7 @@ def generation_settings(c: dict) -> dict:
 def method_settings(c: dict) -> dict:
     if c["method"]["name"] == "ar":
         return {}
+    if c.get("logger") not in (None, "wandb"):
+        raise SvbenchError(f"logger={c.get('logger')!r} must be null or wandb")
     role = c["method"].get("draft_role") or "draft"
     return {role: c["pair"].get(role), "method": c["method"], "policy": c["policy"]}

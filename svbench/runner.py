@@ -174,6 +174,9 @@ def run(cfg, out_dir: Path) -> dict:
     result = {"method": method, "policy": policy_name, "pair": pair.name, "benchmark": bench["name"],
               "config_hash": method_hash, "config": c, "env": env, "summary": summary}
     _write_json(out_dir / "summary.json", result)
+    if c.get("logger") == "wandb":
+        from svbench.wandb_logger import log_run
+        log_run(c, out_dir, result, mine)
     print(f"\n{method} / {policy_name} on {pair.name}, {bench['name']} ({c['dtype']}, {c['device']}) "
           f"-> {out_dir / 'records.jsonl'}")
     print(format_summary(summary))

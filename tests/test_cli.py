@@ -116,3 +116,12 @@ def test_tree_methods_end_to_end(tmp_path, method):
     assert result.returncode == 0, result.stderr
     sd = [r for r in records(tmp_path) if r["method"] == method]
     assert sd and all(r["lossless"] for r in sd)
+
+
+def test_wandb_logging_offline_writes_a_run(tmp_path):
+    result = svbench(tmp_path, "logger=wandb", "benchmark.limit=1", "max_new_tokens=8", env={"WANDB_MODE": "offline"})
+    assert result.returncode == 0, result.stderr
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))  # the run's data file, ready for `wandb sync`
+    assert (tmp_path / "analysis" / "draft_length_hist.png").is_file()
+    assert svbench(tmp_path / "bad", "logger=tensorboard").returncode == 2
