@@ -106,3 +106,23 @@ def test_accepted_count_stops_at_eos(target, drafts):
     assert sd.ids == reference[:11] and sd.hit_eos
     # every emitted token is an accepted draft or the round's one target token, also in the EOS round
     assert sum(r.accepted + 1 for r in sd.rounds) == len(sd.ids)
+
+
+# ---- property: EOS at any position, any policy, chain or CaPE tree --------------------------------
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from svbench.decoding.drafters.draft_model import OFFICIAL_CAPE_BINS  # noqa: E402
+
+
+@settings(max_examples=12, deadline=None)
+@given(eos_position=st.integers(0, 29), policy=st.sampled_from(sorted(POLICIES)), cape=st.booleans(),
+       prompt_seed=st.integers(0, 20))
+def test_eos_at_any_position(target, drafts, eos_position, policy, cape, prompt_seed):
+    gen = torch.Generator().manual_seed(prompt_seed)
+    prompt = torch.randint(0, 256, (1 + prompt_seed % 7,), generator=gen).tolist()
+    reference = generate(target, prompt, 30).ids
+    eos = reference[eos_position]
+    drafter = DraftModelDrafter(drafts["close"], cape_bins=OFFICIAL_CAPE_BINS if cape else None)
+    out = generate(target, prompt, 30, drafter, POLICIES[policy](), eos_ids=(eos,))
+    assert out.ids == reference[: reference.index(eos) + 1] and out.hit_eos
+    assert sum(r.accepted + 1 for r in out.rounds) == len(out.ids)

@@ -136,3 +136,18 @@ def test_glide_and_eagle_recipes_train_resume_export_and_load(tiny_data, tmp_pat
     assert results["kind"] == role and results["heldout"]["n_starts"] > 0 and results["cost"]["ratio"] > 0
     train_eval.write_card(export, results, "python -m svbench.train.eval ...")
     assert recipe_title[recipe] in (export / "README.md").read_text()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-m", "svbench.train", "pair=tiny", "data=/nonexistent"], "have no manifest.json"),
+    (["-m", "svbench.train", "pair=nope"], "pair='nope' is not one of"),
+    (["-m", "svbench.train", "pair=tiny", "recipe=lora"], "recipe='lora' is not one of"),
+    (["-m", "svbench.train.data", "--pair", "tiny", "--out", "{tmp}/d", "--temperatures", "hot"], "--temperatures 'hot'"),
+    (["-m", "svbench.train.data", "--pair", "tiny", "--out", "{tmp}/d", "--num-prompts", "0"], "num-prompts >= 1"),
+    (["-m", "svbench.train.eval", "--pair", "tiny", "--kind", "glide", "--draft", "/nonexistent"], "no such folder"),
+])
+def test_training_clis_answer_bad_input_with_one_line(tmp_path, data_dir, args, message):
+    result = subprocess.run([sys.executable, *[a.replace("{tmp}", str(tmp_path)) for a in args]], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and message in result.stderr

@@ -101,3 +101,68 @@ def test_warp_top_k_top_p_and_temperature():
 def test_verify_dispatches_on_temperature():
     tree = DraftTree.chain(0, [1])
     assert verify(tree, one_hot_logits([1, 2]), Sampling(0.0)) == ([1], 2)
+
+
+# ---- property tests: random trees, random target distributions -----------------------------------
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from svbench.decoding.tree import DraftTree as _Tree  # noqa: E402
+from svbench.decoding.verify import verify_greedy as _greedy, verify_sampling as _sampling  # noqa: E402
+
+
+@st.composite
+def random_trees(draw, vocab=6):
+    """A topological tree whose siblings carry distinct tokens (as top-k candidates do)."""
+    n = draw(st.integers(1, 14))
+    parents, tokens, used = [-1], [draw(st.integers(0, vocab - 1))], {0: set()}
+    for i in range(1, n):
+        parent = draw(st.integers(0, i - 1))
+        free = [t for t in range(vocab) if t not in used[parent]]
+        if not free:
+            break
+        token = draw(st.sampled_from(free))
+        used[parent].add(token)
+        used[i] = set()
+        parents.append(parent)
+        tokens.append(token)
+    return _Tree.from_parents(tokens, parents)
+
+
+def brute_force_greedy(tree, argmax):
+    best = []
+    def walk(node, path):
+        nonlocal best
+        if len(path) > len(best):
+            best = list(path)
+        for child in tree.children()[node]:
+            if tree.tokens[child] == argmax[node]:
+                walk(child, path + [child])
+    walk(0, [])
+    return best
+
+
+@settings(max_examples=200, deadline=None)
+@given(tree=random_trees(), seed=st.integers(0, 10_000))
+def test_greedy_path_is_the_longest_matching_root_path(tree, seed):
+    logits = torch.randn(len(tree), 6, generator=torch.Generator().manual_seed(seed)) * 3
+    argmax = logits.argmax(-1).tolist()
+    path, token = _greedy(tree, logits)
+    assert path == brute_force_greedy(tree, argmax)
+    assert token == argmax[path[-1] if path else 0]
+
+
+@settings(max_examples=200, deadline=None)
+@given(tree=random_trees(), seed=st.integers(0, 10_000))
+def test_sampled_path_is_a_root_path_and_the_bonus_token_is_possible(tree, seed):
+    gen = torch.Generator().manual_seed(seed)
+    probs = torch.softmax(torch.randn(len(tree), 6, generator=gen) * 2, -1)
+    probs[:, int(torch.randint(0, 6, (1,), generator=gen))] = 0.0  # some token the target never emits
+    probs /= probs.sum(-1, keepdim=True)
+    path, token = _sampling(tree, probs, gen)
+    node = 0
+    for child in path:
+        assert tree.parents[child] == node
+        node = child
+    assert float(probs[node, token]) > 0  # never a token the target gives probability 0
+    if tree.children()[node]:  # every candidate at the stopping node was rejected: none is re-emitted
+        assert token not in [tree.tokens[c] for c in tree.children()[node]]
