@@ -10,7 +10,9 @@ from svbench.runner import run
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = {g.name: sorted(p.stem for p in g.glob("*.yaml")) for g in CONF.iterdir()
-          if g.is_dir() and g.name != "train"}  # conf/train holds the training recipes (own primary configs)
+          if g.is_dir() and g.name not in ("train", "experiment", "hydra")}
+# conf/train: the training recipes (own primary configs); conf/experiment: added with +experiment=;
+# conf/hydra/launcher: launcher settings (tested in test_sweeps)
 
 
 def cfg_with(*overrides):
@@ -113,3 +115,17 @@ def test_scripts_name_an_unknown_pair_clearly():
     with pytest.raises(SvbenchError, match="pair='nope' is not one of .*'tiny'"):
         group_config("pair", "nope")
     assert group_config("pair", "tiny")["name"] == "tiny"
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
+def test_every_experiment_composes_with_its_sweep(name):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"+experiment={name}"], return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    assert "policy" in params and cfg.hydra.sweep.dir.startswith(f"results/experiments/{name}/")
+    for method in str(params.get("method", cfg.method.name)).split(","):
+        for policy in str(params["policy"]).split(","):
+            with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+                job = compose(config_name="config", overrides=[f"+experiment={name}", f"method={method}",
+                                                               f"policy={policy}"])
+            validate(job)
