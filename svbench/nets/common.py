@@ -20,3 +20,39 @@ def attach_frozen(module: torch.nn.Module, target, vocab_ids: list[int] | None =
     module.register_buffer("embed_weight", embed, persistent=False)
     module.register_buffer("head_weight", head.contiguous(), persistent=False)
     module.vocab_ids = None if vocab_ids is None else list(vocab_ids)
+
+
+def save_net(module: torch.nn.Module, folder, config: dict, fmt: str, card: str | None = None) -> None:
+    """config.json (+ svbench_format), model.safetensors (the module's own weights, bf16), the drafting
+    vocabulary (vocab_subset.json) when reduced, README.md (the model card) when given."""
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps({**config, "svbench_format": fmt}, indent=2, default=str))
+    state = {k: v.detach().to(torch.bfloat16).contiguous() for k, v in module.state_dict().items()}
+    save_file(state, folder / "model.safetensors", metadata={"format": "svbench-" + fmt})
+    if module.vocab_ids is not None:
+        (folder / "vocab_subset.json").write_text(json.dumps(module.vocab_ids))
+    if card:
+        (folder / "README.md").write_text(card)
+
+
+def load_weights(module: torch.nn.Module, state: dict, folder, target, use_vocab_subset: bool, what: str):
+    """Load a draft net's own weights (exactly its tensors, no more, no fewer), then attach the target's
+    embedding and head over the folder's drafting vocabulary (vocab_subset.json) unless told not to."""
+    import json
+    from pathlib import Path
+
+    from svbench.errors import SvbenchError
+
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise SvbenchError(f"{what} {folder}: missing tensors {missing[:4]}, unexpected {unexpected[:4]}")
+    subset = Path(folder) / "vocab_subset.json"
+    vocab_ids = json.loads(subset.read_text()) if use_vocab_subset and subset.is_file() else None
+    attach_frozen(module, target, vocab_ids)
+    return vocab_ids

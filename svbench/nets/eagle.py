@@ -24,7 +24,7 @@ from transformers import LlamaConfig
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRotaryEmbedding
 
 from svbench.errors import SvbenchError
-from svbench.nets.common import attach_frozen
+from svbench.nets.common import attach_frozen, load_weights, save_net
 
 FORMAT = "eagle-head"
 OFFICIAL_IGNORED = ("embed_tokens.weight", "lm_head.weight", "norm.weight")  # taken from the target / unused
@@ -89,19 +89,8 @@ def head_from_target(target, init_layer: int | None = None, vocab_ids=None, bias
 
 
 def save_head(head: EagleHead, folder: Path, card: str | None = None) -> None:
-    from safetensors.torch import save_file
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    config = head.config.to_dict()
-    config.update(bias=head.fc.bias is not None, svbench_format=FORMAT)
-    (folder / "config.json").write_text(json.dumps(config, indent=2, default=str))
-    state = {k: v.detach().to(torch.bfloat16).contiguous() for k, v in head.state_dict().items()}
-    save_file(state, folder / "model.safetensors", metadata={"format": "svbench-" + FORMAT})
-    if head.vocab_ids is not None:
-        (folder / "vocab_subset.json").write_text(json.dumps(head.vocab_ids))
-    if card:
-        (folder / "README.md").write_text(card)
+    config = {**head.config.to_dict(), "bias": head.fc.bias is not None}
+    save_net(head, folder, config, FORMAT, card)
 
 
 def read_state(folder: Path) -> dict[str, torch.Tensor]:
@@ -129,10 +118,5 @@ def load_head(folder: Path, target, use_vocab_subset: bool = True) -> EagleHead:
                            f"{target.config.vocab_size}")
     head = EagleHead(config, bias=bias)
     state = {k: v for k, v in read_state(folder).items() if k not in OFFICIAL_IGNORED}
-    missing, unexpected = head.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise SvbenchError(f"EAGLE head {folder}: missing tensors {missing[:4]}, unexpected {unexpected[:4]}")
-    subset = folder / "vocab_subset.json"
-    vocab_ids = json.loads(subset.read_text()) if use_vocab_subset and subset.is_file() else None
-    attach_frozen(head, target, vocab_ids)
+    load_weights(head, state, folder, target, use_vocab_subset, "EAGLE head")
     return head.float().eval()

@@ -29,7 +29,7 @@ from transformers.models.llama.modeling_llama import (LlamaAttention, LlamaMLP, 
                                                       LlamaRotaryEmbedding, apply_rotary_pos_emb)
 
 from svbench.errors import SvbenchError
-from svbench.nets.common import attach_frozen
+from svbench.nets.common import attach_frozen, load_weights, save_net
 from svbench.nets.eagle import read_state
 
 FORMAT = "glide-draft"
@@ -153,19 +153,8 @@ def glide_from_target(target, num_layers: int = 1, vocab_ids=None, init_from=Non
 
 
 def save_glide(draft: GlideDraft, folder: Path, card: str | None = None) -> None:
-    from safetensors.torch import save_file
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     config = draft.config.to_dict()
-    config["svbench_format"] = FORMAT
-    (folder / "config.json").write_text(json.dumps(config, indent=2, default=str))
-    state = {k: v.detach().to(torch.bfloat16).contiguous() for k, v in draft.state_dict().items()}
-    save_file(state, folder / "model.safetensors", metadata={"format": "svbench-" + FORMAT})
-    if draft.vocab_ids is not None:
-        (folder / "vocab_subset.json").write_text(json.dumps(draft.vocab_ids))
-    if card:
-        (folder / "README.md").write_text(card)
+    save_net(draft, folder, config, FORMAT, card)
 
 
 def load_glide(folder: Path, target, use_vocab_subset: bool = True) -> GlideDraft:
@@ -190,12 +179,7 @@ def load_glide(folder: Path, target, use_vocab_subset: bool = True) -> GlideDraf
     draft = GlideDraft(LlamaConfig(**raw))
     state = read_state(folder)
     own = {k: state.pop(k) for k in OWN_EMBEDDINGS if k in state}
-    missing, unexpected = draft.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise SvbenchError(f"GliDe draft {folder}: missing tensors {missing[:4]}, unexpected {unexpected[:4]}")
-    subset = folder / "vocab_subset.json"
-    vocab_ids = json.loads(subset.read_text()) if use_vocab_subset and subset.is_file() else None
-    attach_frozen(draft, target, vocab_ids)
+    vocab_ids = load_weights(draft, state, folder, target, use_vocab_subset, "GliDe draft")
     if own:  # an official draft brings its own embedding and head
         if set(own) != set(OWN_EMBEDDINGS) or own["lm_head.weight"].shape[0] != t.vocab_size:
             raise SvbenchError(f"GliDe draft {folder}: needs both {OWN_EMBEDDINGS} at the target's vocabulary size")
