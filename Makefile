@@ -45,7 +45,7 @@ drafts: install
 	$(PY) -m svbench.train.data --out train_data/smollm2_short --max-prompt-tokens 256 --max-new-tokens 128 --batch-size 48 --temperatures 0,0,1.0 --seed 1 $(DATA_ARGS)
 	$(PY) -m svbench.train 'data=$(DATA)' out=checkpoints/draft_lm export=$(DRAFT_DIR) lr=1e-3 seq_len=512 steps=1200 $(TRAIN_ARGS)
 	$(EVAL) --kind draft --draft $(DRAFT_DIR)
-	$(PY) -m svbench.train --config-name glide 'data=$(DATA)' out=checkpoints/glide export=$(GLIDE_DIR) num_layers=2 init_from=$(DRAFT_DIR) lr=2e-4 warmup_steps=20 steps=700 $(TRAIN_ARGS)
+	$(PY) -m svbench.train --config-name glide 'data=$(DATA)' out=checkpoints/glide export=$(GLIDE_DIR) num_layers=2 init_from=$(DRAFT_DIR) lr=5e-5 warmup_steps=20 steps=400 $(TRAIN_ARGS)
 	$(EVAL) --kind glide --draft $(GLIDE_DIR)
 	$(PY) -m svbench.train --config-name eagle 'data=$(DATA)' out=checkpoints/eagle export=$(EAGLE_DIR) steps=1200 $(TRAIN_ARGS)
 	$(EVAL) --kind eagle --draft $(EAGLE_DIR)

@@ -55,6 +55,12 @@ def test_defaults_follow_the_spec():
     assert validate(cfg_with("benchmark=spec_bench", "max_new_tokens=128"))["max_new_tokens"] == 128
 
 
+
+@pytest.mark.parametrize("method, gamma", [("vanilla_sd", 5), ("glide", 4), ("glide_cape", 4), ("eagle2", 6), ("ar", 5)])
+def test_fixed_policy_defaults_to_the_methods_published_length(method, gamma):
+    assert validate(cfg_with(f"method={method}", "policy=fixed"))["policy"]["gamma"] == gamma
+    assert validate(cfg_with(f"method={method}", "policy=fixed", "policy.gamma=3"))["policy"]["gamma"] == 3
+
 @pytest.mark.parametrize("overrides, message", [
     (["max_new_tokens=0"], "max_new_tokens=0 must be an integer >= 1"),
     (["max_new_tokens=abc"], "max_new_tokens='abc'"),

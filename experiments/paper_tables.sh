@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# SVIP Tables 1-4 on a model pair (default: the CPU pair smollm2 with svbench's trained drafts), each the
+# Hydra multirun of conf/experiment/svip_table*.yaml (CPU subsets documented there), then the analysis
+# tables/plots per table, plus a methods overview built from Tables 1, 3 and 4's runs (the same settings
+# as +experiment=methods_overview, without running every method twice). Every job times its own AR
+# baseline side by side, question by question. Re-running resumes: recorded question-turns are skipped.
+#   SVBENCH_DATA=../shared/data bash experiments/paper_tables.sh [svip_table1 svip_table3 ...]
+# On the papers' GPU pairs: PAIR=vicuna_7b_v1.5 EXTRA="device=cuda benchmark.limit=null" bash ...
+set -euo pipefail
+PY=${PY:-python}
+PAIR=${PAIR:-smollm2}
+TABLES=${*:-svip_table1 svip_table3 svip_table4 svip_table2}
+for table in $TABLES; do
+  $PY -m svbench --multirun +experiment=$table pair=$PAIR progress=false ${EXTRA:-}
+  $PY -m svbench.analysis results/experiments/$table/$PAIR --out results/analysis/$table/$PAIR
+done
+overview=()
+for table in svip_table1 svip_table3 svip_table4; do
+  [ -d results/experiments/$table/$PAIR ] && overview+=(results/experiments/$table/$PAIR)
+done
+$PY -m svbench.analysis "${overview[@]}" --out results/analysis/methods_overview/$PAIR
