@@ -40,6 +40,7 @@ class DraftModelDrafter:
         return cls(pair.draft, pair.draft_vocab_subset if reduced_vocab else None, cape_bins)
 
     def reset(self, target=None) -> None:
+        self.target = target  # the TargetCache (GliDe reads its K/V; vanilla SD ignores it)
         self.cache = DynamicCache(config=self.model.config)
         self.cached_ids: list[int] = []  # the tokens whose K/V the draft cache holds, in order
         self._round_start = 0  # len(ids) at the previous round: ids[:that] is known to be in the cache

@@ -147,8 +147,9 @@ class EagleDrafter:
     def _rerank(self, root, token, parent, score, depth, draft_entropy) -> DraftTree:
         order = sorted(range(1, len(token)), key=lambda n: (-score[n], depth[n], n))[: self.total_token - 1]
         kept = sorted(order)  # creation order: parents before children
-        rank = {n: r for r, n in enumerate(order)}
-        self._ranks = [-1] + [rank[n] for n in kept]  # per tree node: its place in the score order
+        if self.record_ranks:  # tree_size calibration only: per tree node, its place in the score order
+            rank = {n: r for r, n in enumerate(order)}
+            self._ranks = [-1] + [rank[n] for n in kept]
         new_index = {0: 0, **{n: i + 1 for i, n in enumerate(kept)}}
         tokens = [root] + [self._token(token[n]) for n in kept]
         parents = [-1] + [new_index[parent[n]] for n in kept]  # KeyError here = an ancestor was dropped

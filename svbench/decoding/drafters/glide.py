@@ -8,7 +8,6 @@ holds exactly the verified tokens (TargetCache's invariant), and the cross-atten
 from __future__ import annotations
 
 import torch
-from transformers import DynamicCache
 
 from svbench.decoding.drafters.draft_model import DraftModelDrafter
 from svbench.nets.common import causal_mask
@@ -16,22 +15,13 @@ from svbench.nets.common import causal_mask
 
 class GlideDrafter(DraftModelDrafter):
     def __init__(self, glide_draft, cape_bins=None):
-        self.model = glide_draft
-        self.cape_bins = None if cape_bins is None else [int(k) for k in cape_bins]
-        self.vocab_ids = None if glide_draft.vocab_ids is None else torch.tensor(
-            glide_draft.vocab_ids, device=glide_draft.head_weight.device)
-        self.target = None
-        self.reset()
+        super().__init__(glide_draft, None, cape_bins)
+        if glide_draft.vocab_ids is not None:  # the net's head already has the subset's rows: ids only
+            self.vocab_ids = torch.tensor(glide_draft.vocab_ids, device=glide_draft.head_weight.device)
 
     @classmethod
     def from_pair(cls, pair, cape_bins=None) -> "GlideDrafter":
         return cls(pair.draft, cape_bins)
-
-    def reset(self, target=None) -> None:
-        self.target = target
-        self.cache = DynamicCache()
-        self.cached_ids: list[int] = []
-        self._round_start = 0
 
     def _forward(self, new_ids: list[int]) -> torch.Tensor:
         device = self.model.model.norm.weight.device
