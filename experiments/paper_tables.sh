@@ -4,7 +4,7 @@
 # tables/plots per table, plus a methods overview built from Tables 1, 3 and 4's runs (the same settings
 # as +experiment=methods_overview, without running every method twice). Every job times its own AR
 # baseline side by side, question by question. Re-running resumes: recorded question-turns are skipped.
-#   SVBENCH_DATA=../shared/data bash experiments/paper_tables.sh [svip_table1 svip_table3 ...]
+#   SVBENCH_DATA=../shared/data CPU_TREE=1 bash experiments/paper_tables.sh [svip_table1 svip_table3 ...]
 # On the papers' GPU pairs: PAIR=vicuna_7b_v1.5 EXTRA="device=cuda benchmark.limit=null" bash ...
 set -euo pipefail
 PY=${PY:-python}
@@ -14,6 +14,13 @@ for table in $TABLES; do
   $PY -m svbench --multirun +experiment=$table pair=$PAIR progress=false ${EXTRA:-}
   $PY -m svbench.analysis results/experiments/$table/$PAIR --out results/analysis/$table/$PAIR
 done
+# CPU_TREE=1: Table 4 also with an EAGLE-2 tree sized for 2 CPU cores (top_k 4, depth 3, 12 nodes; see
+# results/tree_verify_cost_cpu.md), beside the official 60/5/10 tree, in the same sweep folder.
+if [ -n "${CPU_TREE:-}" ]; then
+  $PY -m svbench --multirun +experiment=svip_table4 pair=$PAIR progress=false method.drafter.top_k=4 \
+    method.drafter.depth=3 method.drafter.total_token=12 ${EXTRA:-}
+  $PY -m svbench.analysis results/experiments/svip_table4/$PAIR --out results/analysis/svip_table4/$PAIR
+fi
 overview=()
 for table in svip_table1 svip_table3 svip_table4; do
   [ -d results/experiments/$table/$PAIR ] && overview+=(results/experiments/$table/$PAIR)

@@ -16,9 +16,11 @@ from svbench.errors import SvbenchError
 from svbench.results import read_records, summarize, summarize_group
 
 REPO = Path(__file__).resolve().parents[1]
+GROUP_LENGTH = metrics.GROUP_KEY.index("max_new_tokens")
 OUTPUTS = {"speedup_by_category.md", "speedup_by_category.tex", "per_position_acceptance.md",
            "per_position_acceptance.tex", "efficiency.md", "oracle.md", "summary.md", "draft_length_hist.png",
-           "entropy_vs_acceptance.png", "speedup_vs_length.png"}
+           "entropy_vs_acceptance.png", "speedup_vs_length.png", "speedup_by_length.md", "speedup_by_length.tex"}
+LENGTH_OUTPUTS = {"speedup_vs_length.png", "speedup_by_length.md", "speedup_by_length.tex"}  # only with 2+ lengths
 
 
 def svbench_run(run_dir, *overrides):
@@ -95,9 +97,24 @@ def test_every_output_file_is_written(runs, tmp_path):
     assert "length" in (tmp_path / "out" / "speedup_by_category.md").read_text()  # lengths differ: a column
 
 
+def test_length_table_has_a_column_per_length_in_numeric_order(runs):
+    svip = [r for r in read_records(runs / "svip" / "records.jsonl") if r["method"] != "ar"]
+    lengths = {512: variant(svip, max_new_tokens=512), 2048: variant(svip, max_new_tokens=2048),
+               128: variant(svip, max_new_tokens=128)}
+    for n, rs in lengths.items():  # distinct speedups per length, so a column mix-up shows
+        for r in rs:
+            r["wall_time"] *= n / 128
+    sd = [r for rs in lengths.values() for r in rs]  # first seen: 512, 2048, 128 (text order of sweep folders)
+    assert [k[GROUP_LENGTH] for k in metrics.group(sd)] == [128, 512, 2048]
+    table = metrics.speedup_length_table(metrics.speedup_by_length(sd))
+    assert list(table.columns) == ["series", "128", "512", "2048"]
+    for n, rs in lengths.items():
+        assert table.loc[0, str(n)] == summarize_group(rs)["speedup"]
+
+
 def test_speedup_vs_length_skipped_with_one_length(runs, tmp_path):
     written = analyze([runs], tmp_path)
-    assert {p.name for p in written} == OUTPUTS - {"speedup_vs_length.png"}
+    assert {p.name for p in written} == OUTPUTS - LENGTH_OUTPUTS
 
 
 def test_summary_mean_std_over_runs(runs, tmp_path):
@@ -169,6 +186,16 @@ def test_config_column_only_where_configs_share_a_row_label():
     assert list(frame.columns) == ["method", "policy", "length"] and frame["length"].tolist() == [16, 32]
 
 
+
+def test_config_column_names_the_parameters_that_differ():
+    params = {"policy.c": 0.15, "drafter.top_k": 10, "drafter.depth": 5, "drafter.total_token": 60}
+    official = record([0, 3], [0, 1], [0.0, 0.3], [0.1, 0.1], 1.0, 3, policy_params="c=0.15",
+                      config_params=params)
+    small = record([0, 3], [0, 1], [0.0, 0.3], [0.1, 0.1], 1.0, 3, policy_params="c=0.15", config_hash="k4",
+                   config_params={**params, "drafter.top_k": 4, "drafter.total_token": 12})
+    frame = metrics.label_frame(metrics.group([official, small]))
+    assert frame["config"].tolist() == ["top_k=10, total_token=60", "top_k=4, total_token=12"]
+
 # ---- user errors -----------------------------------------------------------------------------------------------
 
 def test_missing_path_is_a_clear_error(tmp_path):
@@ -199,7 +226,7 @@ def test_only_ar_records_is_a_clear_error(runs, tmp_path):
 def test_cli_prints_files_and_one_error_line(runs, tmp_path, capsys):
     main([str(runs), "--out", str(tmp_path / "out")])
     printed = capsys.readouterr().out.split()
-    assert {Path(p).name for p in printed} == OUTPUTS - {"speedup_vs_length.png"}
+    assert {Path(p).name for p in printed} == OUTPUTS - LENGTH_OUTPUTS
     with pytest.raises(SystemExit) as exit_:
         main([str(tmp_path / "missing"), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip().splitlines()
@@ -274,7 +301,7 @@ def run_notebook(monkeypatch, runs_dir, out_dir) -> dict:
 
 def test_notebook_runs(runs, tmp_path, monkeypatch, capsys):
     namespace = run_notebook(monkeypatch, runs, tmp_path / "out")
-    assert {p.name for p in namespace["files"]} == OUTPUTS - {"speedup_vs_length.png"}
+    assert {p.name for p in namespace["files"]} == OUTPUTS - LENGTH_OUTPUTS
     assert "### speedup_by_category" in capsys.readouterr().out
 
 

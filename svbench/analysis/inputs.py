@@ -52,14 +52,17 @@ def file_kind(path: Path) -> str:
                        f"nor a Spec-Bench model_answer JSONL file")
 
 
-def policy_labels(records_path: Path) -> dict[str, str]:
-    """config_hash -> the policy's parameters ('gamma=3'), from the summary.json beside a records file."""
+def config_labels(records_path: Path) -> dict[str, tuple[str, dict]]:
+    """config_hash -> (the policy's parameters as text 'gamma=3', every policy and drafter parameter as a
+    dict {'policy.gamma': 3, 'drafter.top_k': 4}), from the summary.json beside a records file."""
     summary = records_path.parent / "summary.json"
     try:
         data = json.loads(summary.read_text())
-        policy = data["config"]["policy"]
-        params = ", ".join(f"{k}={v}" for k, v in policy.items() if k not in ("name", "_target_"))
-        return {data["config_hash"]: params}
+        policy = {k: v for k, v in data["config"]["policy"].items() if k not in ("name", "_target_")}
+        drafter = data["config"]["method"].get("drafter") or {}
+        params = {**{f"policy.{k}": v for k, v in policy.items()},
+                  **{f"drafter.{k}": v for k, v in drafter.items() if k != "_target_"}}
+        return {data["config_hash"]: (", ".join(f"{k}={v}" for k, v in policy.items()), params)}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {}
 
@@ -70,10 +73,10 @@ def read_file(path: Path) -> list[dict]:
 
         return import_answers(path)
     records = read_records(path)
-    labels = policy_labels(path)
+    labels = config_labels(path)
     for r in records:
         if r["config_hash"] in labels:
-            r["policy_params"] = labels[r["config_hash"]]
+            r["policy_params"], r["config_params"] = labels[r["config_hash"]]
     return records
 
 

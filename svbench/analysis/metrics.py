@@ -19,11 +19,21 @@ POSITIONS = 8
 
 
 def group(records: list[dict], key=GROUP_KEY) -> dict[tuple, list[dict]]:
-    """Records by key, in first-seen order."""
+    """Records by key, in first-seen order, except that lengths come in numeric order (sweep folders
+    sort as text: 128, 2048, 512)."""
     out: dict[tuple, list[dict]] = {}
     for r in records:
         out.setdefault(tuple(r.get(k) for k in key), []).append(r)
-    return out
+    if "max_new_tokens" not in key:
+        return out
+    length = key.index("max_new_tokens")
+    rest = [j for j, k in enumerate(key) if k not in ("max_new_tokens", "config_hash")]  # the hash has the length
+    first: dict[tuple, int] = {}
+    for k in out:
+        first.setdefault(tuple(k[j] for j in rest), len(first))
+    order = {k: n for n, k in enumerate(out)}
+    return dict(sorted(out.items(), key=lambda kv: (first[tuple(kv[0][j] for j in rest)], kv[0][length] or 0,
+                                                    order[kv[0]])))
 
 
 def config_label(records: list[dict]) -> str:
@@ -33,9 +43,22 @@ def config_label(records: list[dict]) -> str:
 
 def config_column(frame: pd.DataFrame, groups: dict[tuple, list[dict]]) -> list[str] | None:
     """The config label per group, where groups alike in every other key field differ in config_hash
-    (None where they never do): the policy's parameters, or the hash where those do not tell them apart."""
+    (None where they never do): the policy/drafter parameters that differ between those groups (else the
+    policy's parameters), or the hash where those do not tell them apart."""
     others = [c for c in frame.columns if c != "config_hash"]
+    firsts = [rs[0] for rs in groups.values()]
     labels = [config_label(rs) for rs in groups.values()]
+    buckets: dict[tuple, list[int]] = {}
+    for i, row in enumerate(frame.astype(str).itertuples(index=False)):
+        buckets.setdefault(tuple(getattr(row, c) for c in others), []).append(i)
+    for rows in buckets.values():  # label by the policy/drafter parameters that differ within the bucket
+        params = [firsts[i].get("config_params") for i in rows]
+        if len(rows) > 1 and all(params):
+            differing = [k for k in dict.fromkeys(k for p in params for k in p)
+                         if any(p.get(k) != params[0].get(k) for p in params)]
+            if differing:
+                for i, p in zip(rows, params):
+                    labels[i] = ", ".join(f"{k.split('.', 1)[1]}={p.get(k)}" for k in differing)
     alike: dict[tuple, dict[str, str]] = {}
     for row, label in zip(frame.astype(str).itertuples(index=False), labels):
         alike.setdefault(tuple(getattr(row, c) for c in others), {})[row.config_hash] = label
@@ -231,6 +254,17 @@ def repeats(sd: list[dict]) -> pd.DataFrame:
         rows.append({"runs": len(per_run), "speedup": speedup, "speedup_std": speedup_std,
                      "tau": tau, "tau_std": tau_std})
     return with_labels(groups, rows)
+
+
+def speedup_length_table(by_length: pd.DataFrame) -> pd.DataFrame | None:
+    """The SVIP Table 2 layout: one row per configuration, one column per generation length (speedup);
+    None when only one length was run."""
+    if by_length["length"].nunique() < 2:
+        return None
+    keys = ["series", "pair", "benchmark", "T"]
+    table = by_length.pivot_table(index=keys, columns="length", values="speedup", sort=False).reset_index()
+    table.columns = [str(c) for c in table.columns]
+    return table[[c for c in table.columns if c not in ("pair", "benchmark", "T") or table[c].nunique() > 1]]
 
 
 def speedup_by_length(sd: list[dict]) -> pd.DataFrame:

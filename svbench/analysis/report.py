@@ -22,6 +22,7 @@ CAPTIONS = {
               "oracle length is a lower bound there and the oracle speedup an estimate from below. "
               "draft_len / oracle_len: mean drafted / accepted tokens over drafting rounds; "
               "wasted = drafted tokens not accepted / drafted.",
+    "speedup_by_length": "Overall speedup over AR per generation length (max_new_tokens; SVIP Table 2 layout).",
     "summary": "Mean ± sample std (ddof=1) over repeated runs (`run` index) of overall speedup and tau.",
 }
 
@@ -54,7 +55,9 @@ def analyze(paths, out) -> list[Path]:
     written += write_table(frame, out, "summary", CAPTIONS["summary"], tex=False)
     written.append(plots.draft_length_hist(sd, out / "draft_length_hist.png"))
     written.append(plots.entropy_vs_acceptance(sd, out / "entropy_vs_acceptance.png"))
-    by_length = plots.speedup_vs_length(metrics.speedup_by_length(sd), out / "speedup_vs_length.png")
-    if by_length is not None:
-        written.append(by_length)
+    by_length = metrics.speedup_by_length(sd)
+    table = metrics.speedup_length_table(by_length)
+    if table is not None:
+        written += write_table(table, out, "speedup_by_length", CAPTIONS["speedup_by_length"])
+        written.append(plots.speedup_vs_length(by_length, out / "speedup_vs_length.png"))
     return written

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-LABELS = ("method", "policy", "pair", "benchmark", "T", "length", "seed", "config")
+LABELS = ("method", "policy", "pair", "benchmark", "T", "length", "seed", "config", "series")
 
 
 def cell(value) -> str:
