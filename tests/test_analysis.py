@@ -309,3 +309,17 @@ def test_notebook_without_runs(tmp_path, monkeypatch, capsys):
     namespace = run_notebook(monkeypatch, tmp_path / "empty", tmp_path / "out")
     assert namespace["files"] == [] and "nothing to analyse" in capsys.readouterr().out
     assert not (tmp_path / "out").exists()
+
+
+def test_notebook_over_the_committed_paper_tables(tmp_path, monkeypatch, capsys):
+    """The notebook's default input: the records of SVIP Tables 1-4 committed under results/experiments."""
+    runs = REPO / "results" / "experiments"
+    if not any(runs.glob("**/records.jsonl")):
+        pytest.skip("no committed results/experiments in this checkout")
+    monkeypatch.delenv("SVBENCH_RUNS", raising=False)
+    notebook = json.loads((REPO / "notebooks" / "analysis.ipynb").read_text())
+    assert '"experiments"' in "".join(notebook["cells"][1]["source"])  # the default the cell below overrides
+    namespace = run_notebook(monkeypatch, runs, tmp_path / "out")
+    assert {p.name for p in namespace["files"]} == OUTPUTS
+    table = (tmp_path / "out" / "speedup_by_length.md").read_text()
+    assert "| 128 | 512 | 2048 |" in table and "mt_bench_long" in table
