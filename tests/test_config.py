@@ -75,6 +75,7 @@ def test_fixed_policy_defaults_to_the_methods_published_length(method, gamma):
     (["policy=svip", "policy.h=2"], "policy.h=2"),
     (["policy=svip", "policy.c=0"], "policy.c=0"),
     (["policy=fixed", "policy.gamma=0"], "policy.gamma=0"),
+    (["policy=fixed", "method.fixed_gamma=0"], "policy.gamma=0"),
     (["policy=confidence", "policy.threshold=1.5"], "policy.threshold=1.5"),
     (["policy=heuristic", "policy.initial=99"], "policy.initial=99"),
     (["benchmark.turns=second"], "benchmark.turns"),
