@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from svbench.analysis import analyze, export_answers, import_answers, load_records
@@ -110,6 +111,28 @@ def test_length_table_has_a_column_per_length_in_numeric_order(runs):
     assert list(table.columns) == ["series", "128", "512", "2048"]
     for n, rs in lengths.items():
         assert table.loc[0, str(n)] == summarize_group(rs)["speedup"]
+
+
+def test_length_table_keeps_configurations_apart(runs):
+    """Two drafter settings of one method/policy: one row each (never averaged); columns numeric even when the
+    first configuration lacks the shortest length; rows without a length (imports) are left out."""
+    svip = [r for r in read_records(runs / "svip" / "records.jsonl") if r["method"] != "ar"]
+    params = {"policy.c": 0.15, "drafter.top_k": 10}
+    big = [variant(svip, max_new_tokens=n, config_params=params) for n in (512, 2048)]
+    small = [variant(svip, max_new_tokens=n, config_params={**params, "drafter.top_k": 4}) for n in (128, 512)]
+    for rs in small:
+        for r in rs:
+            r["wall_time"] *= 3  # a different speedup, so an average would show
+    imported = variant(svip, max_new_tokens=None, temperature=None)
+    by_length = metrics.speedup_by_length([r for rs in big + small for r in rs] + imported)
+    table = metrics.speedup_length_table(by_length)
+    assert list(table.columns)[-3:] == ["128", "512", "2048"]
+    rows = {row["series"]: row for row in table.to_dict("records")}
+    assert set(rows) == {"vanilla_sd / svip (top_k=10)", "vanilla_sd / svip (top_k=4)"}
+    assert rows["vanilla_sd / svip (top_k=10)"]["512"] == summarize_group(big[0])["speedup"]
+    assert rows["vanilla_sd / svip (top_k=4)"]["512"] == summarize_group(small[1])["speedup"]
+    assert rows["vanilla_sd / svip (top_k=4)"]["128"] == summarize_group(small[0])["speedup"]
+    assert pd.isna(rows["vanilla_sd / svip (top_k=10)"]["128"])
 
 
 def test_speedup_vs_length_skipped_with_one_length(runs, tmp_path):

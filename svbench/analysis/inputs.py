@@ -59,7 +59,7 @@ def config_labels(records_path: Path) -> dict[str, tuple[str, dict]]:
     try:
         data = json.loads(summary.read_text())
         policy = {k: v for k, v in data["config"]["policy"].items() if k not in ("name", "_target_")}
-        drafter = data["config"]["method"].get("drafter") or {}
+        drafter = (data["config"].get("method") or {}).get("drafter") or {}
         params = {**{f"policy.{k}": v for k, v in policy.items()},
                   **{f"drafter.{k}": v for k, v in drafter.items() if k != "_target_"}}
         return {data["config_hash"]: (", ".join(f"{k}={v}" for k, v in policy.items()), params)}

@@ -48,9 +48,9 @@ def config_column(frame: pd.DataFrame, groups: dict[tuple, list[dict]]) -> list[
     others = [c for c in frame.columns if c != "config_hash"]
     firsts = [rs[0] for rs in groups.values()]
     labels = [config_label(rs) for rs in groups.values()]
-    buckets: dict[tuple, list[int]] = {}
+    buckets: dict[tuple, list[int]] = {}  # alike but for the length: one label per configuration across lengths
     for i, row in enumerate(frame.astype(str).itertuples(index=False)):
-        buckets.setdefault(tuple(getattr(row, c) for c in others), []).append(i)
+        buckets.setdefault(tuple(getattr(row, c) for c in others if c != "max_new_tokens"), []).append(i)
     for rows in buckets.values():  # label by the policy/drafter parameters that differ within the bucket
         params = [firsts[i].get("config_params") for i in rows]
         if len(rows) > 1 and all(params):
@@ -257,23 +257,36 @@ def repeats(sd: list[dict]) -> pd.DataFrame:
 
 
 def speedup_length_table(by_length: pd.DataFrame) -> pd.DataFrame | None:
-    """The SVIP Table 2 layout: one row per configuration, one column per generation length (speedup);
-    None when only one length was run."""
-    if by_length["length"].nunique() < 2:
+    """The SVIP Table 2 layout: one row per configuration, one column per generation length (speedup),
+    lengths in numeric order; None when fewer than two lengths are known. Rows without a length
+    (imported answers) are left out. Never averages: two configurations with one label is an error."""
+    known = by_length[by_length["length"].notna()]
+    lengths = sorted({int(n) for n in known["length"]})
+    if len(lengths) < 2:
         return None
     keys = ["series", "pair", "benchmark", "T"]
-    table = by_length.pivot_table(index=keys, columns="length", values="speedup", sort=False).reset_index()
-    table.columns = [str(c) for c in table.columns]
-    return table[[c for c in table.columns if c not in ("pair", "benchmark", "T") or table[c].nunique() > 1]]
+    rows: dict[tuple, dict] = {}
+    for r in known.to_dict("records"):
+        row = rows.setdefault(tuple(str(r[k]) for k in keys), {k: r[k] for k in keys})
+        if str(int(r["length"])) in row:
+            raise ValueError(f"two configurations are both labelled {r['series']!r} at length {r['length']}")
+        row[str(int(r["length"]))] = r["speedup"]
+    table = pd.DataFrame(list(rows.values()), columns=keys + [str(n) for n in lengths])
+    return table[[c for c in table.columns if c not in ("pair", "benchmark", "T") or table[c].astype(str).nunique() > 1]]
 
 
 def speedup_by_length(sd: list[dict]) -> pd.DataFrame:
-    """Overall speedup per configuration and max_new_tokens (long rows: label, length, speedup)."""
+    """Overall speedup per configuration and max_new_tokens (long rows: series, pair, benchmark, T, length,
+    speedup). series = method / policy plus what tells configurations apart apart from the length
+    (the differing policy/drafter parameters, the seed), so one series is one line across lengths."""
+    groups = group(sd)
+    labels = label_frame(groups)
+    extra = [c for c in labels.columns if c not in ("method", "policy", "length", "pair", "benchmark", "T")]
     rows = []
-    for key, rs in group(sd).items():
+    for (key, rs), (_, label) in zip(groups.items(), labels.iterrows()):
         k = dict(zip(GROUP_KEY, key))
-        series = " / ".join(str(k[c]) for c in ("method", "policy")) + \
-            ("" if rs[0].get("policy_params") is None else f" ({rs[0]['policy_params']})")
-        rows.append({"series": series, "pair": k["pair"], "benchmark": k["benchmark"], "T": k["temperature"],
+        details = ", ".join(str(label[c]) if c == "config" else f"{c}={label[c]}" for c in extra)
+        rows.append({"series": f"{k['method']} / {k['policy']}" + (f" ({details})" if details else ""),
+                     "pair": k["pair"], "benchmark": k["benchmark"], "T": k["temperature"],
                      "length": k["max_new_tokens"], "speedup": summarize_group(rs)["speedup"]})
     return pd.DataFrame(rows)

@@ -66,12 +66,12 @@ def speedup_vs_length(by_length, path: Path) -> Path | None:
     fig = Figure(figsize=(7, 4.5))
     ax = fig.add_subplot()
     keys = ["series", "pair", "benchmark", "T"]
-    for key, frame in by_length.dropna(subset=["speedup"]).groupby(keys, sort=False):
+    for key, frame in by_length.dropna(subset=["speedup", "length"]).groupby(keys, sort=False, dropna=False):
         frame = frame.sort_values("length")
         ax.plot(frame["length"], frame["speedup"], marker="o", label=f"{key[0]} [{key[1]}, T={key[3]}]")
     ax.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
     ax.set_xscale("log", base=2)
-    lengths = sorted(by_length["length"].unique())
+    lengths = sorted({int(n) for n in by_length["length"].dropna()})
     ax.set_xticks(lengths, [str(n) for n in lengths])
     ax.minorticks_off()
     ax.set(xlabel="max_new_tokens", ylabel="speedup over AR", title="Speedup vs generation length")
