@@ -10,17 +10,16 @@ set -euo pipefail
 PY=${PY:-python}
 PAIR=${PAIR:-smollm2}
 TABLES=${*:-svip_table1 svip_table3 svip_table4 svip_table2}
-for table in $TABLES; do
-  $PY -m svbench --multirun +experiment=$table pair=$PAIR progress=false ${EXTRA:-}
-  $PY -m svbench.analysis results/experiments/$table/$PAIR --out results/analysis/$table/$PAIR
-done
 # CPU_TREE=1: Table 4 also with an EAGLE-2 tree sized for 2 CPU cores (top_k 4, depth 3, 12 nodes; see
 # results/tree_verify_cost_cpu.md), beside the official 60/5/10 tree, in the same sweep folder.
-if [ -n "${CPU_TREE:-}" ]; then
-  $PY -m svbench --multirun +experiment=svip_table4 pair=$PAIR progress=false method.drafter.top_k=4 \
-    method.drafter.depth=3 method.drafter.total_token=12 ${EXTRA:-}
-  $PY -m svbench.analysis results/experiments/svip_table4/$PAIR --out results/analysis/svip_table4/$PAIR
-fi
+for table in $TABLES; do
+  $PY -m svbench --multirun +experiment=$table pair=$PAIR progress=false ${EXTRA:-}
+  if [ "$table" = svip_table4 ] && [ -n "${CPU_TREE:-}" ]; then
+    $PY -m svbench --multirun +experiment=svip_table4 pair=$PAIR progress=false method.drafter.top_k=4 \
+      method.drafter.depth=3 method.drafter.total_token=12 ${EXTRA:-}
+  fi
+  $PY -m svbench.analysis results/experiments/$table/$PAIR --out results/analysis/$table/$PAIR
+done
 overview=()
 for table in svip_table1 svip_table3 svip_table4; do
   [ -d results/experiments/$table/$PAIR ] && overview+=(results/experiments/$table/$PAIR)

@@ -86,10 +86,11 @@ def with_labels(groups, rows: list[dict], key=GROUP_KEY) -> pd.DataFrame:
     return pd.concat([label_frame(groups, key), pd.DataFrame(rows)], axis=1)
 
 
-def row_labels(groups: dict[tuple, list[dict]]) -> list[str]:
-    """'method / policy (other varying fields)' per group: the tables' label columns as one string."""
+def row_labels(groups: dict[tuple, list[dict]], leave_out=()) -> list[str]:
+    """'method / policy (other varying fields)' per group: the tables' label columns as one string, less
+    the columns in leave_out."""
     frame = label_frame(groups)
-    extra = [c for c in frame.columns if c not in ("method", "policy")]
+    extra = [c for c in frame.columns if c not in ("method", "policy", *leave_out)]
     labels = []
     for _, row in frame.iterrows():
         details = ", ".join(str(row[c]) if c == "config" else f"{c}={row[c]}" for c in extra)
@@ -280,13 +281,10 @@ def speedup_by_length(sd: list[dict]) -> pd.DataFrame:
     speedup). series = method / policy plus what tells configurations apart apart from the length
     (the differing policy/drafter parameters, the seed), so one series is one line across lengths."""
     groups = group(sd)
-    labels = label_frame(groups)
-    extra = [c for c in labels.columns if c not in ("method", "policy", "length", "pair", "benchmark", "T")]
+    series = row_labels(groups, leave_out=("length", "pair", "benchmark", "T"))
     rows = []
-    for (key, rs), (_, label) in zip(groups.items(), labels.iterrows()):
+    for (key, rs), name in zip(groups.items(), series):
         k = dict(zip(GROUP_KEY, key))
-        details = ", ".join(str(label[c]) if c == "config" else f"{c}={label[c]}" for c in extra)
-        rows.append({"series": f"{k['method']} / {k['policy']}" + (f" ({details})" if details else ""),
-                     "pair": k["pair"], "benchmark": k["benchmark"], "T": k["temperature"],
+        rows.append({"series": name, "pair": k["pair"], "benchmark": k["benchmark"], "T": k["temperature"],
                      "length": k["max_new_tokens"], "speedup": summarize_group(rs)["speedup"]})
     return pd.DataFrame(rows)

@@ -1,7 +1,13 @@
 """Pieces shared by the draft networks: causal / tree masks over a cache, attaching frozen target tensors."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
+from safetensors.torch import save_file
+
+from svbench.errors import SvbenchError
 
 
 def causal_mask(past_len: int, new_len: int, dtype: torch.dtype, device=None) -> torch.Tensor:
@@ -25,11 +31,6 @@ def attach_frozen(module: torch.nn.Module, target, vocab_ids: list[int] | None =
 def save_net(module: torch.nn.Module, folder, config: dict, fmt: str, card: str | None = None) -> None:
     """config.json (+ svbench_format), model.safetensors (the module's own weights, bf16), the drafting
     vocabulary (vocab_subset.json) when reduced, README.md (the model card) when given."""
-    import json
-    from pathlib import Path
-
-    from safetensors.torch import save_file
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps({**config, "svbench_format": fmt}, indent=2, default=str))
@@ -44,11 +45,6 @@ def save_net(module: torch.nn.Module, folder, config: dict, fmt: str, card: str 
 def load_weights(module: torch.nn.Module, state: dict, folder, target, use_vocab_subset: bool, what: str):
     """Load a draft net's own weights (exactly its tensors, no more, no fewer), then attach the target's
     embedding and head over the folder's drafting vocabulary (vocab_subset.json) unless told not to."""
-    import json
-    from pathlib import Path
-
-    from svbench.errors import SvbenchError
-
     missing, unexpected = module.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise SvbenchError(f"{what} {folder}: missing tensors {missing[:4]}, unexpected {unexpected[:4]}")
