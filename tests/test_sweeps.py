@@ -81,6 +81,16 @@ def test_slurm_launcher_config_is_accepted_by_submitit(tmp_path, monkeypatch, la
     with pytest.raises(Exception):  # the check above can fail: a key sbatch does not know is refused
         executor.update_parameters(slurm_gpus_per_nod=1)
 
+
+def test_unknown_launcher_key_is_one_clear_error_before_launching(tmp_path):
+    cmd = command("hydra/launcher=slurm", "+hydra.launcher.partiton=gpu", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                  multirun=True)
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]  # one line
+    assert "svbench: error: hydra.launcher.partiton is not a setting of SlurmLauncher" in result.stderr
+    assert not (tmp_path / "sweep").exists()  # nothing launched
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("whole")
