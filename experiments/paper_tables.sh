@@ -4,7 +4,7 @@
 # tables/plots per table, plus a methods overview built from Tables 1, 3 and 4's runs (the same settings
 # as +experiment=methods_overview, without running every method twice). Every job times its own AR
 # baseline side by side, question by question. Re-running resumes: recorded question-turns are skipped.
-#   SVBENCH_DATA=../shared/data CPU_TREE=1 bash experiments/paper_tables.sh [svip_table1 svip_table3 ...]
+#   CPU_TREE=1 bash experiments/paper_tables.sh [svip_table1 svip_table3 ...]
 # On the papers' GPU pairs: PAIR=vicuna_7b_v1.5 EXTRA="device=cuda benchmark.limit=null" bash ...
 set -euo pipefail
 PY=${PY:-python}

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GliDe, GliDe+CaPE and EAGLE-2 x {fixed, svip} on the SmolLM2 pair (svbench's trained drafts), CPU bf16,
 # Spec-Bench subset, plus vanilla SD + svip for reference. Each run times its own AR baseline side by
-# side, question by question. Usage: SVBENCH_DATA=../shared/data bash experiments/tree_methods.sh
+# side, question by question. Usage: bash experiments/tree_methods.sh
 # (LIMIT=1: the first question of each category = 7 question-turns; TOKENS=128)
 set -euo pipefail
 COMMON="pair=smollm2 benchmark=spec_bench dtype=bfloat16 benchmark.limit=${LIMIT:-1} max_new_tokens=${TOKENS:-128} progress=false"

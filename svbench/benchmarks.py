@@ -2,8 +2,9 @@
 
 A question file is JSONL with Spec-Bench's schema: one object per line with ``question_id``,
 ``category`` and ``turns`` (a non-empty list of strings). Files come from ``benchmark.path``, else
-from ``$SVBENCH_DATA/<benchmark.file>`` (a folder laid out like shared/data), else (smoke) from the
-package itself.
+from ``$SVBENCH_DATA/<benchmark.file>`` when SVBENCH_DATA is set, else from the copy shipped in the
+package, ``svbench/data/<benchmark.file>`` (provenance and licenses in svbench/data/NOTICE.md); smoke
+is always the package's own ``svbench/data/smoke.jsonl``.
 """
 from __future__ import annotations
 
@@ -27,21 +28,25 @@ class Question:
     turns: tuple[str, ...]
 
 
+def data_dir(packaged: bool = False) -> Path:
+    """The data folder: $SVBENCH_DATA when set (a folder laid out like svbench/data/), else the copy shipped
+    in the package, svbench/data/ (see its NOTICE.md); packaged=True always gives the shipped copy."""
+    override = os.environ.get("SVBENCH_DATA")
+    if override and not packaged:
+        return Path(override).expanduser()
+    return Path(str(resources.files("svbench") / "data"))
+
+
 def question_file(bench_cfg) -> Path:
     if bench_cfg.get("path"):
-        path = Path(bench_cfg["path"]).expanduser()
+        path, where = Path(bench_cfg["path"]).expanduser(), ""
     elif bench_cfg.get("file"):
-        data_dir = os.environ.get("SVBENCH_DATA")
-        if not data_dir:
-            raise SvbenchError(
-                f"benchmark={bench_cfg['name']} needs its question file: set SVBENCH_DATA to a data folder "
-                f"(one holding {bench_cfg['file']}) or pass benchmark.path=FILE"
-            )
-        path = Path(data_dir).expanduser() / bench_cfg["file"]
+        path = data_dir() / bench_cfg["file"]
+        where = "; from SVBENCH_DATA, unset it to use svbench/data" if os.environ.get("SVBENCH_DATA") else ""
     else:
-        return Path(str(resources.files("svbench") / "data" / f"{bench_cfg['name']}.jsonl"))
+        return data_dir(packaged=True) / f"{bench_cfg['name']}.jsonl"
     if not path.is_file():
-        raise SvbenchError(f"question file {str(path)!r} does not exist (benchmark={bench_cfg['name']})")
+        raise SvbenchError(f"question file {str(path)!r} does not exist (benchmark={bench_cfg['name']}{where})")
     return path
 
 

@@ -5,9 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-# Tests read the shared benchmark data beside the repository (never a copy inside it).
-os.environ.setdefault("SVBENCH_DATA", str(REPO.parent / "shared" / "data"))
+from svbench import benchmarks
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -25,7 +24,8 @@ def noisy_copy(model, scale: float, seed: int = 123):
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    path = Path(os.environ["SVBENCH_DATA"])
+    """The data the code reads by default: $SVBENCH_DATA when set, else the copy shipped in svbench/data/."""
+    path = benchmarks.data_dir()
     if not (path / "spec_bench" / "question.jsonl").is_file():
-        pytest.fail(f"benchmark data not found under {path}; set SVBENCH_DATA")
+        pytest.fail(f"benchmark data not found under {path}; unset SVBENCH_DATA to use svbench/data/")
     return path

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from svbench.benchmarks import build_prompt, load_benchmark, read_questions
+from svbench.benchmarks import build_prompt, data_dir, load_benchmark, question_file, read_questions
 from svbench.errors import SvbenchError
 from svbench.models import tiny_tokenizer
 
@@ -51,11 +51,26 @@ def test_smoke_is_shipped_in_the_package():
     assert len(questions) >= 5 and any(len(q.turns) == 2 for q in questions)
 
 
+def test_question_file_is_path_then_svbench_data_then_the_shipped_copy(tmp_path, monkeypatch):
+    monkeypatch.delenv("SVBENCH_DATA", raising=False)
+    shipped = question_file(spec_cfg())
+    assert shipped == data_dir(packaged=True) / "spec_bench/question.jsonl" and shipped.is_file()
+    assert len(load_benchmark(spec_cfg())) == 480  # a clone needs nothing beside it
+    (tmp_path / "spec_bench").mkdir()
+    (tmp_path / "spec_bench/question.jsonl").write_text(shipped.read_text().splitlines()[0] + "\n")
+    monkeypatch.setenv("SVBENCH_DATA", str(tmp_path))
+    assert question_file(spec_cfg()) == tmp_path / "spec_bench/question.jsonl"
+    assert len(load_benchmark(spec_cfg())) == 1
+    assert question_file(spec_cfg(path=str(shipped))) == shipped
+    monkeypatch.setenv("SVBENCH_DATA", "")  # empty = unset
+    assert question_file(spec_cfg()) == shipped
+
+
 def test_missing_file_and_missing_data_dir(tmp_path, monkeypatch):
     with pytest.raises(SvbenchError, match="does not exist"):
         load_benchmark(spec_cfg(path=str(tmp_path / "none.jsonl")))
-    monkeypatch.delenv("SVBENCH_DATA")
-    with pytest.raises(SvbenchError, match="SVBENCH_DATA"):
+    monkeypatch.setenv("SVBENCH_DATA", str(tmp_path / "nowhere"))
+    with pytest.raises(SvbenchError, match="nowhere/spec_bench/question.jsonl' does not exist .*SVBENCH_DATA"):
         load_benchmark(spec_cfg())
 
 

@@ -79,7 +79,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description="Generate distillation data with the target model.")
     ap.add_argument("--out", required=True, help="output folder (shards + manifest.json)")
     ap.add_argument("--pair", default="smollm2_layercut", help="conf/pair/<name>.yaml; only its target is used")
-    ap.add_argument("--prompts-dir", default=None, help="default: $SVBENCH_DATA/train_prompts")
+    ap.add_argument("--prompts-dir", default=None, help="default: $SVBENCH_DATA/train_prompts, else svbench/data/train_prompts")
     ap.add_argument("--num-prompts", type=int, default=None, help="first N prompts of the shuffled order (default all)")
     ap.add_argument("--shard-size", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=32)
@@ -115,7 +115,7 @@ def run(args) -> None:
         if old["settings"] != settings:
             raise SvbenchError(f"{out} was generated with other settings {old['settings']}; use another --out")
     pair_cfg = group_config("pair", args.pair)
-    pair = load_pair(pair_cfg, args.dtype, "cpu", draft_role=None)
+    pair = load_pair(pair_cfg, args.dtype, "cpu", drafter_cls=None)
     tok, eos = pair.tokenizer, pair.eos_token_ids
     num_shards = (len(prompts) + args.shard_size - 1) // args.shard_size
     todo = [k for k in range(num_shards) if not (out / f"shard-{k:05d}.jsonl").is_file()]

@@ -1,27 +1,44 @@
-"""Training prompts from shared/data/train_prompts (see its NOTICE.md): only the prompt fields are read.
+"""Training prompts from a train_prompts/ folder (by default the one shipped in svbench/data/, see its
+NOTICE.md): only the prompt fields are read. Files may be gzip-compressed (``name.jsonl.gz``, as shipped)
+or plain; both give the same prompts.
 
 Each reader turns one file schema into plain prompt strings; the German sentences become
 "Translate German to English: ...", the SciTLDR abstracts "Summarize: ...".
 """
 from __future__ import annotations
 
+import gzip
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from svbench import benchmarks
 from svbench.errors import SvbenchError
 
 
 @dataclass(frozen=True)
 class TrainPrompt:
-    source: str  # file path relative to train_prompts/
+    source: str  # file path relative to train_prompts/, without a .gz suffix
     text: str
 
 
+def _open(path: Path):
+    """A text handle on a plain or gzip-compressed (.gz) file."""
+    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
+
+
+def _read_text(path: Path) -> str:
+    with _open(path) as fh:
+        return fh.read()
+
+
+def _plain_name(path: Path) -> str:
+    return path.name.removesuffix(".gz")
+
+
 def _jsonl(path: Path):
-    with open(path, encoding="utf-8") as fh:
+    with _open(path) as fh:
         for line_no, line in enumerate(fh, start=1):
             if line.strip():
                 try:
@@ -39,7 +56,7 @@ def _gsm8k(path):
 
 
 def _gpteacher(path):
-    return [_with_input(row["instruction"], row.get("input")) for row in json.loads(path.read_text())]
+    return [_with_input(row["instruction"], row.get("input")) for row in json.loads(_read_text(path))]
 
 
 def _self_instruct(path):
@@ -71,7 +88,7 @@ def _scitldr(path):
 
 
 def _conllu(path):
-    texts = re.findall(r"^# text = (.+)$", path.read_text(encoding="utf-8"), flags=re.M)
+    texts = re.findall(r"^# text = (.+)$", _read_text(path), flags=re.M)
     return ["Translate German to English: " + t.strip() for t in texts]
 
 
@@ -82,31 +99,26 @@ READERS = {  # folder -> reader for every file in it
 
 
 def train_prompt_dir(path: str | None = None) -> Path:
-    if path:
-        folder = Path(path).expanduser()
-    else:
-        data = os.environ.get("SVBENCH_DATA")
-        if not data:
-            raise SvbenchError("training prompts: set SVBENCH_DATA to the data folder (one holding train_prompts/) "
-                               "or pass --prompts-dir DIR")
-        folder = Path(data).expanduser() / "train_prompts"
+    """path, else $SVBENCH_DATA/train_prompts, else the folder shipped in svbench/data/."""
+    folder = Path(path).expanduser() if path else benchmarks.data_dir() / "train_prompts"
     if not folder.is_dir():
         raise SvbenchError(f"training prompt folder {str(folder)!r} does not exist")
     return folder
 
 
 def load_train_prompts(folder: Path) -> list[TrainPrompt]:
-    """All prompts, in a fixed order (folders and files sorted), exact duplicates removed."""
+    """All prompts, in a fixed order (folders and files sorted by name without .gz), exact duplicates removed."""
     prompts, seen = [], set()
     for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
         reader = READERS.get(sub.name)
         if reader is None:
             continue
-        for file in sorted(f for f in sub.iterdir() if f.suffix in (".json", ".jsonl", ".conllu")):
+        files = [f for f in sub.iterdir() if Path(_plain_name(f)).suffix in (".json", ".jsonl", ".conllu")]
+        for file in sorted(files, key=lambda f: (_plain_name(f), f.name)):
             for text in reader(file):
                 if text and text not in seen:
                     seen.add(text)
-                    prompts.append(TrainPrompt(f"{sub.name}/{file.name}", text))
+                    prompts.append(TrainPrompt(f"{sub.name}/{_plain_name(file)}", text))
     if not prompts:
         raise SvbenchError(f"no training prompts found under {folder}")
     return prompts
@@ -120,8 +132,10 @@ def normalise(text: str) -> str:
 EVAL_PREFIXES = ("Translate German to English: ", "Summarize: ")
 
 
-def evaluation_turns(data_dir: Path) -> set[str]:
-    """Normalised text of every evaluation prompt (Spec-Bench, MT-Bench, EAGLE sets, SVIP's Spec-Bench)."""
+def evaluation_turns(data_dir: Path | None = None) -> set[str]:
+    """Normalised text of every evaluation prompt (Spec-Bench, MT-Bench, EAGLE sets, SVIP's Spec-Bench) in a
+    data folder; default: $SVBENCH_DATA, else svbench/data/."""
+    data_dir = Path(data_dir) if data_dir is not None else benchmarks.data_dir()
     keys = set()
     files = [data_dir / "spec_bench/question.jsonl", data_dir / "mt_bench/question.jsonl",
              *sorted((data_dir / "eagle_bench").glob("*/question.jsonl"))]
