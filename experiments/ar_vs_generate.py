@@ -28,7 +28,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--reps", type=int, default=8)
     args = ap.parse_args()
-    pair = load_pair(group_config("pair", args.pair), args.dtype, draft_role=None)
+    pair = load_pair(group_config("pair", args.pair), args.dtype, drafter_cls=None)
     model, prompt = pair.target, pair.tokenizer(PROMPT, add_special_tokens=False).input_ids
 
     def hf() -> float:

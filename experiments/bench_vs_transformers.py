@@ -54,7 +54,7 @@ def main() -> None:
 
     pair_cfg = group_config("pair", args.pair)
     pair = load_pair(pair_cfg, args.dtype, "cpu")
-    target, draft, eos = pair.target, pair.draft, pair.eos_token_ids
+    target, draft, eos = pair.target, pair.network, pair.eos_token_ids
     prompts = prompts_for(pair.tokenizer, args.prompts)
     n_new = args.max_new_tokens
     draft.generation_config.num_assistant_tokens = args.gamma
@@ -70,7 +70,7 @@ def main() -> None:
                                   eos_token_id=list(eos), pad_token_id=eos[0], **kwargs)
         return out[0, len(prompt):].tolist(), time.perf_counter() - start, None
 
-    def ours(prompt, policy, vocab=pair.draft_vocab_subset):
+    def ours(prompt, policy, vocab=pair.vocab_subset):
         drafter = DraftModelDrafter(draft, vocab) if policy else None
         gen = generate(target, prompt, n_new, drafter, policy, eos_ids=eos)
         tau = statistics.fmean(r.accepted + 1 for r in gen.rounds)
@@ -81,7 +81,7 @@ def main() -> None:
         f"svbench SD fixed(γ={args.gamma})": lambda p: ours(p, FixedPolicy(args.gamma)),
         "svbench SD svip": lambda p: ours(p, SVIPPolicy()),
         **({f"svbench SD fixed(γ={args.gamma}), full vocab": lambda p: ours(p, FixedPolicy(args.gamma), None)}
-           if pair.draft_vocab_subset else {}),
+           if pair.vocab_subset else {}),
         "transformers generate": lambda p: hf(p, False),
         f"transformers assisted (γ={args.gamma})": lambda p: hf(p, True),
     }
@@ -113,7 +113,7 @@ def main() -> None:
                      "ids_equal_to_svbench_ar": f"{same}/{len(prompts)}"})
     assisted = f"transformers assisted (γ={args.gamma})"
     fixed = f"svbench SD fixed(γ={args.gamma})"
-    if pair.draft_vocab_subset:  # the like-for-like comparison: the same draft head as transformers uses
+    if pair.vocab_subset:  # the like-for-like comparison: the same draft head as transformers uses
         fixed += ", full vocab"
     sd_vs_assisted = statistics.median(s / a for s, a in zip(speeds[fixed], speeds[assisted]))
     env = environment("cpu")

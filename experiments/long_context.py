@@ -2,7 +2,7 @@
 that survive, long context). SmolLM2-135M has 8192 positions, so the longest request is 8192 minus the
 prompt and one draft round; a longer one is refused before generating (svbench.runner.check_length).
 
-    SVBENCH_DATA=../shared/data python experiments/long_context.py [--lengths 128 1024 4096 7900] [--out results/long_context_cpu]
+    python experiments/long_context.py [--lengths 128 1024 4096 7900] [--out results/long_context_cpu]
 
 Each (length, method) runs in its own process so that its peak RSS (ru_maxrss) is its own. MT-Bench
 long-form protocol: first MT-Bench question, T = 1, EOS ignored (ALGORITHMS.md §8), bf16, 2 threads.
@@ -31,7 +31,7 @@ def worker(method: str, length: int, dtype: str) -> dict:
     from svbench.decoding.verify import Sampling
     from svbench.models import load_pair
 
-    pair = load_pair(group_config("pair", "smollm2"), dtype, "cpu", draft_role=None if method == "ar" else "draft")
+    pair = load_pair(group_config("pair", "smollm2"), dtype, "cpu", drafter_cls=None if method == "ar" else DraftModelDrafter)
     question = load_benchmark({**group_config("benchmark", "mt_bench_long"), "limit": 1})[0]
     prompt = build_prompt(pair.tokenizer, "chat", [question.turns[0]], [])
     drafter = None if method == "ar" else DraftModelDrafter.from_pair(pair)

@@ -31,7 +31,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", default="results/tree_verify_cost_cpu")
     args = ap.parse_args()
-    pair = load_pair(group_config("pair", args.pair), args.dtype, args.device, draft_role=None)
+    pair = load_pair(group_config("pair", args.pair), args.dtype, args.device, drafter_cls=None)
     times = {n: [] for n in SIZES}
     for _ in range(args.rounds):
         for n in SIZES:

@@ -6,11 +6,12 @@ import json
 import math
 from pathlib import Path
 
-from hydra.utils import get_class, get_method
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from svbench.benchmarks import PROMPT_TEMPLATES
+from svbench.decoding.drafters import drafter_class
 from svbench.errors import SvbenchError
 from svbench.models import DTYPES, resolve_device
 
@@ -74,16 +75,15 @@ def validate(cfg) -> dict:
         c["baseline_records"] = [c["baseline_records"]]
     if c.get("logger") not in (None, "wandb"):
         raise SvbenchError(f"logger={c.get('logger')!r} must be null or wandb")
-    role = c["method"].get("draft_role")
-    if role not in (None, "draft", "glide", "eagle"):
-        raise SvbenchError(f"method.draft_role={role!r} must be one of draft, glide, eagle or null")
+    cls = drafter_class(c["method"])
+    role = getattr(cls, "network", None)
     if role and not c["pair"].get(role):
         raise SvbenchError(f"method={c['method']['name']} needs the pair's `{role}` entry, which "
                            f"pair={c['pair'].get('name')} does not have")
-    build_policy(c)  # checks the policy's parameters
-    drafter = c["method"].get("drafter")
-    if drafter:
-        _locate(drafter.get("_target_"), "method.drafter._target_", get_method)
+    policy = build_policy(c)  # checks the policy's parameters
+    if cls is not None and policy.needs_draft_distribution and not cls.draft_distribution:
+        raise SvbenchError(f"policy={policy.name} needs a draft distribution (entropy / probability per drafted "
+                           f"token), which method={c['method']['name']} does not have; use policy=fixed or heuristic")
     return c
 
 
@@ -107,12 +107,13 @@ def build_policy(c: dict):
 
 
 def build_drafter(c: dict, pair):
-    spec = c["method"].get("drafter")
-    if not spec:
+    """The method's drafter over a loaded pair (None for the AR baseline): ``cls.from_pair(pair, **params)``."""
+    cls = drafter_class(c["method"])
+    if cls is None:
         return None
-    factory = _locate(spec["_target_"], "method.drafter._target_", get_method)
+    params = {k: v for k, v in c["method"]["drafter"].items() if k != "_target_"}
     try:
-        return factory(pair, **{k: v for k, v in spec.items() if k != "_target_"})
+        return cls.from_pair(pair, **params)
     except TypeError as exc:
         raise SvbenchError(f"method={c['method']['name']}: {exc}") from None
 
@@ -138,5 +139,5 @@ def method_settings(c: dict) -> dict:
         return {}
     if c.get("logger") not in (None, "wandb"):
         raise SvbenchError(f"logger={c.get('logger')!r} must be null or wandb")
-    role = c["method"].get("draft_role") or "draft"
-    return {role: c["pair"].get(role), "method": c["method"], "policy": c["policy"]}
+    role = getattr(drafter_class(c["method"]), "network", None)
+    return {role or "network": c["pair"].get(role) if role else None, "method": c["method"], "policy": c["policy"]}

@@ -34,10 +34,10 @@ REPO = Path(__file__).resolve().parents[1]
 class ModelPair:
     name: str
     target: torch.nn.Module
-    draft: torch.nn.Module | None
+    network: torch.nn.Module | None  # the method's network: a draft LM, a GliDe draft or an EAGLE head
     tokenizer: object
     eos_token_ids: tuple[int, ...]
-    draft_vocab_subset: list[int] | None = None  # a reduced drafting vocabulary shipped with a trained draft
+    vocab_subset: list[int] | None = None  # the network's reduced drafting vocabulary (token ids), if any
 
 
 def cache_root() -> Path:
@@ -213,35 +213,29 @@ def eos_ids_of(model, tokenizer) -> tuple[int, ...]:
     return tuple(sorted(ids))
 
 
-DRAFT_ROLES = ("draft", "glide", "eagle")  # pair keys: vanilla draft LM, GliDe draft, EAGLE head
-
-
-def load_pair(pair_cfg, dtype: str = "float32", device: str = "cpu", draft_role: str | None = "draft") -> ModelPair:
-    """The target, its tokenizer and (draft_role) the pair's draft for one method: ``draft`` (a causal LM),
-    ``glide`` (svbench.nets.glide) or ``eagle`` (svbench.nets.eagle); None = target only."""
+def load_pair(pair_cfg, dtype: str = "float32", device: str = "cpu", drafter_cls=None) -> ModelPair:
+    """The target, its tokenizer and, when the method's drafter class declares a ``network``, that entry of
+    the pair loaded by the class's own ``load_network`` (svbench.decoding.drafters: the registry)."""
     torch_dtype, torch_device = resolve_dtype(dtype), resolve_device(device)
     target, tok_source = load_model(pair_cfg["target"], "target")
     tokenizer = tiny_tokenizer(target.config.vocab_size) if tok_source == "tiny" else _load_tokenizer(tok_source)
-    draft, vocab_subset = None, None
-    if draft_role is not None:
-        if draft_role not in DRAFT_ROLES:
-            raise SvbenchError(f"method.draft_role={draft_role!r} must be one of {DRAFT_ROLES} or null")
-        spec = pair_cfg.get(draft_role)
+    network, vocab_subset = None, None
+    role = getattr(drafter_cls, "network", None)
+    if role is not None:
+        spec = pair_cfg.get(role)
         if not spec:
-            raise SvbenchError(f"pair={pair_cfg.get('name')!r} has no `{draft_role}` entry; this method needs one "
-                               f"(add {draft_role}: {{source: ..., path: ...}} to conf/pair/{pair_cfg.get('name')}.yaml)")
-        if draft_role == "draft":
-            draft, vocab_subset = _load_draft_lm(spec, target)
-        else:
-            draft = _load_target_reader(draft_role, spec, target)
-            vocab_subset = draft.vocab_ids
+            raise SvbenchError(f"pair={pair_cfg.get('name')!r} has no `{role}` entry; this method needs one "
+                               f"(add {role}: {{source: ..., path: ...}} to conf/pair/{pair_cfg.get('name')}.yaml)")
+        network, vocab_subset = drafter_cls.load_network(spec, target)
     target = target.to(device=torch_device, dtype=torch_dtype)
-    if draft is not None:
-        draft = draft.to(device=torch_device, dtype=torch_dtype)
-    return ModelPair(pair_cfg.get("name", "?"), target, draft, tokenizer, eos_ids_of(target, tokenizer), vocab_subset)
+    if network is not None:
+        network = network.to(device=torch_device, dtype=torch_dtype)
+    return ModelPair(pair_cfg.get("name", "?"), target, network, tokenizer, eos_ids_of(target, tokenizer), vocab_subset)
 
 
-def _load_draft_lm(spec, target):
+def load_draft_lm(spec, target):
+    """A causal-LM draft (vanilla SD): any model source, ``layercut`` or a ``trained`` svbench folder.
+    Returns (model, vocab_subset or None)."""
     vocab_subset = None
     if spec.get("source") == "layercut":
         draft = layercut(target, int(spec["num_layers"]))
@@ -259,25 +253,23 @@ def _load_draft_lm(spec, target):
     return draft, vocab_subset
 
 
-def _load_target_reader(role: str, spec, target):
-    """A GliDe draft or EAGLE head. Sources: fresh (untrained, initialised from the target: tests),
-    trained/local (a folder: svbench's or the official release's format), hub (an id, downloaded)."""
-    from svbench.nets.eagle import head_from_target, load_head
-    from svbench.nets.glide import glide_from_target, load_glide
-
+def load_target_reader(spec, target, role: str, fresh, load):
+    """A network that reads the target (GliDe draft, EAGLE head). Sources: fresh (``fresh(target, spec)``,
+    untrained, initialised from the target: tests), trained/local (a folder: svbench's or the official
+    release's format, read by ``load(folder, target, use_vocab_subset)``), hub (an id, downloaded).
+    Returns (net, vocab_subset or None)."""
     source = spec.get("source")
     if source == "fresh":
-        if role == "glide":
-            return glide_from_target(target, int(spec.get("num_layers", 1)))
-        return head_from_target(target, init_layer=spec.get("init_layer"))
+        net = fresh(target, spec)
+        return net, net.vocab_ids
     if source in ("trained", "local") or (source == "hub" and spec.get("path")):
         folder = resolve_folder(spec.get("path"), key=f"pair.{role}.path")
     elif source == "hub":  # path (a local copy) wins over id, as for targets
         folder = _hub_folder(spec.get("id"), role)
     else:
         raise SvbenchError(f"pair.{role}.source={source!r} must be one of fresh, trained, local, hub")
-    use_subset = bool(spec.get("reduced_vocab", True))
-    return (load_glide if role == "glide" else load_head)(folder, target, use_vocab_subset=use_subset)
+    net = load(folder, target, use_vocab_subset=bool(spec.get("reduced_vocab", True)))
+    return net, net.vocab_ids
 
 
 def _hub_folder(repo_id, role: str) -> Path:

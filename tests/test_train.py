@@ -1,6 +1,8 @@
 """The distillation pipeline end to end on pair=tiny, in seconds: data (resumable), training (resumable),
 export, loading as a pair, held-out evaluation; and the train/eval prompt separation."""
+import gzip
 import json
+import shutil
 import subprocess
 import sys
 from argparse import Namespace
@@ -9,13 +11,16 @@ from pathlib import Path
 import pytest
 
 from svbench.benchmarks import build_prompt
+from svbench.config import build_drafter, group_config
+from svbench.decoding.drafters import drafter_class
 from svbench.decoding.drafters.draft_model import DraftModelDrafter
 from svbench.decoding.loop import generate
 from svbench.decoding.policies import FixedPolicy
 from svbench.models import load_pair
 from svbench.train import data as train_data
 from svbench.train import eval as train_eval
-from svbench.train.prompts import evaluation_turns, load_train_prompts, normalise
+from svbench.benchmarks import data_dir as default_data_dir
+from svbench.train.prompts import evaluation_turns, load_train_prompts, normalise, train_prompt_dir
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,6 +36,43 @@ def test_training_prompts_are_disjoint_from_every_evaluation_set(data_dir):
     # the check can fail: a Spec-Bench turn is found
     spec_turn = json.loads((data_dir / "spec_bench/question.jsonl").read_text().splitlines()[0])["turns"][0]
     assert normalise(spec_turn) in evaluation
+
+
+def gunzipped_copy(src: Path, dst: Path, files=None) -> Path:
+    """dst/<folder>/<name>: a plain copy of src's <name>.gz files (all of them, or the given relative paths)."""
+    for gz in sorted(src.rglob("*.gz")) if files is None else [src / f for f in files]:
+        plain = dst / gz.relative_to(src).with_suffix("")
+        plain.parent.mkdir(parents=True, exist_ok=True)
+        with gzip.open(gz) as fin, open(plain, "wb") as fout:
+            shutil.copyfileobj(fin, fout)
+    return dst
+
+
+def test_gzip_and_plain_prompt_files_give_the_same_prompts(tmp_path):
+    shipped = default_data_dir(packaged=True) / "train_prompts"
+    files = ["oasst/en_100_text.jsonl.gz", "oasst/prompt_lottery_en_250_text.jsonl.gz",
+             "ud_german/de_gsd-ud-dev.conllu.gz", "gpteacher/roleplay-simple-deduped-roleplay-instruct.json.gz"]
+    compressed = tmp_path / "gz"
+    for f in files:
+        (compressed / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(shipped / f, compressed / f)
+    plain = load_train_prompts(gunzipped_copy(shipped, tmp_path / "plain", files))
+    assert load_train_prompts(compressed) == plain  # same texts, order and sources (no .gz in a source)
+    assert [p.source for p in plain][:1] == ["gpteacher/roleplay-simple-deduped-roleplay-instruct.json"]
+    assert len(plain) > 3000 and {p.source.split("/")[0] for p in plain} == {"gpteacher", "oasst", "ud_german"}
+
+
+def test_shipped_prompts_load_like_their_plain_copy(tmp_path, monkeypatch):
+    shipped = default_data_dir(packaged=True) / "train_prompts"
+    prompts = load_train_prompts(shipped)
+    assert len(prompts) == 25717  # README: 25,717 distinct prompts
+    assert prompts == load_train_prompts(gunzipped_copy(shipped, tmp_path / "plain"))
+    monkeypatch.delenv("SVBENCH_DATA", raising=False)  # order: --prompts-dir, $SVBENCH_DATA, the shipped folder
+    assert train_prompt_dir() == shipped
+    monkeypatch.setenv("SVBENCH_DATA", str(tmp_path))
+    (tmp_path / "train_prompts").mkdir()
+    assert train_prompt_dir() == tmp_path / "train_prompts"
+    assert train_prompt_dir(str(shipped)) == shipped
 
 
 def data_args(out, **kw):
@@ -57,7 +99,7 @@ def test_data_generation_shards_manifest_and_resume(tiny_data):
     greedy = [r for r in rows if r["temperature"] == 0.0]
     pair = load_pair({"name": "tiny", "target": {"source": "tiny", "seed": 0, "vocab_size": 512, "hidden_size": 64,
                                                   "num_layers": 3, "num_heads": 4, "num_kv_heads": 2}},
-                     draft_role=None)
+                     drafter_cls=None)
     for r in greedy[:2]:  # a greedy answer is the target's own greedy continuation
         prompt = r["ids"][: r["prompt_len"]]
         assert r["ids"][r["prompt_len"]:] == generate(pair.target, prompt, len(r["ids"]) - r["prompt_len"]).ids
@@ -86,8 +128,8 @@ def test_train_export_load_and_eval(tiny_data, tmp_path):
     assert meta["steps"] == 4 and meta["vocab_size"] == len(subset) <= 128  # tiny data has < 128 distinct tokens
     pair = load_pair({"name": "t", "target": {"source": "tiny", "seed": 0, "vocab_size": 512, "hidden_size": 64,
                                                "num_layers": 3, "num_heads": 4, "num_kv_heads": 2},
-                      "draft": {"source": "trained", "path": str(export)}})
-    assert pair.draft_vocab_subset == subset and pair.draft.config.num_hidden_layers == 1
+                      "draft": {"source": "trained", "path": str(export)}}, drafter_cls=DraftModelDrafter)
+    assert pair.vocab_subset == subset and pair.network.config.num_hidden_layers == 1
     prompt = build_prompt(pair.tokenizer, "chat", ["hello"], [])
     sd = generate(pair.target, prompt, 20, DraftModelDrafter.from_pair(pair), FixedPolicy(3))
     assert sd.ids == generate(pair.target, prompt, 20).ids  # lossless with the trained reduced-vocab draft
@@ -124,9 +166,9 @@ def test_glide_and_eagle_recipes_train_resume_export_and_load(tiny_data, tmp_pat
     assert wrong.returncode == 2 and f"written by recipe '{recipe}'" in wrong.stderr  # never resume across recipes
     pair = load_pair({"name": "t", "target": {"source": "tiny", "seed": 0, "vocab_size": 512, "hidden_size": 64,
                                                "num_layers": 3, "num_heads": 4, "num_kv_heads": 2},
-                      role: {"source": "trained", "path": str(export)}}, draft_role=role)
-    assert pair.draft.vocab_ids == json.loads((export / "vocab_subset.json").read_text())
-    from svbench.config import build_drafter, group_config
+                      role: {"source": "trained", "path": str(export)}},
+                     drafter_cls=drafter_class(group_config("method", method)))
+    assert pair.network.vocab_ids == json.loads((export / "vocab_subset.json").read_text())
     drafter = build_drafter({"method": group_config("method", method)}, pair)
     prompt = build_prompt(pair.tokenizer, "chat", ["hello"], [])
     assert generate(pair.target, prompt, 20, drafter, FixedPolicy(3)).ids == generate(pair.target, prompt, 20).ids

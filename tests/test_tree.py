@@ -2,7 +2,7 @@
 import torch
 from transformers import DynamicCache
 
-from svbench.decoding.target import TargetCache
+from svbench.decoding.target import TargetRunner
 from svbench.decoding.tree import DraftTree
 from svbench.models import tiny_llama
 
@@ -39,7 +39,7 @@ def _chain_logits(model, ids):
 
 def _tree_after_prefix(seed, prefix):
     """A target whose cache holds prefix[:-1], and the test tree rooted at prefix[-1]."""
-    target = TargetCache(tiny_llama(seed=seed))
+    target = TargetRunner(tiny_llama(seed=seed))
     target.prefill(prefix[:-1])
     return target, DraftTree.from_parents([prefix[-1]] + TOKENS[1:], PARENTS)
 

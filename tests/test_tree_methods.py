@@ -18,7 +18,7 @@ from svbench.decoding.drafters.eagle import EagleDrafter
 from svbench.decoding.drafters.glide import GlideDrafter
 from svbench.decoding.loop import generate
 from svbench.decoding.policies import ConfidencePolicy, FixedPolicy, HeuristicPolicy, SVIPPolicy
-from svbench.decoding.target import TargetCache
+from svbench.decoding.target import TargetRunner
 from svbench.decoding.verify import Sampling
 from svbench.errors import SvbenchError
 from svbench.models import tiny_llama
@@ -97,21 +97,21 @@ def test_trained_drafts_exercise_multi_token_and_sibling_paths(target, nets, met
     """Not a speed claim: the test drafts must be good enough that accepted paths are long and, for trees,
     sometimes leave the first-child chain (the cache gather path)."""
     drafter, accepted, rounds, off_spine = METHODS[method](nets), 0, 0, 0
-    original_keep = TargetCache.keep_path
+    original_keep = TargetRunner.keep_path
 
     def spy(self, tree, path):
         nonlocal off_spine
         off_spine += path != list(range(1, len(path) + 1))
         return original_keep(self, tree, path)
 
-    TargetCache.keep_path = spy
+    TargetRunner.keep_path = spy
     try:
         for seed in range(6):
             out = generate(target, prompt_for(seed), 40, drafter, FixedPolicy(4))
             accepted += sum(r.accepted for r in out.rounds)
             rounds += len(out.rounds) - 1
     finally:
-        TargetCache.keep_path = original_keep
+        TargetRunner.keep_path = original_keep
     assert accepted / rounds > 0.5  # mean accepted draft tokens per round
     if method != "glide":
         assert off_spine > 0
@@ -140,7 +140,7 @@ def test_glide_incremental_cache_matches_a_full_forward(target, nets):
     """The drafter's cached, round-by-round forward equals one uncached forward of the draft over the
     same tokens reading the same (verified) target K/V."""
     draft, ids = nets["glide"], prompt_for(7) + [5, 9, 11]
-    cache = TargetCache(target)
+    cache = TargetRunner(target)
     cache.prefill(ids[:-1])  # the root ids[-1] is not cached
     drafter = GlideDrafter(draft)
     drafter.reset(cache)
@@ -161,7 +161,7 @@ def test_cape_width_bins():
 
 def test_cape_tree_shape(target, nets):
     """Spine + top-k_i siblings: sum k_i nodes plus the root; siblings are leaves hanging off the spine."""
-    cache = TargetCache(target)
+    cache = TargetRunner(target)
     ids = prompt_for(2)
     cache.prefill(ids[:-1])
     drafter = GlideDrafter(nets["glide"], OFFICIAL_CAPE_BINS)
@@ -184,7 +184,7 @@ def test_eagle_tree_invariants(target, top_k, depth, total_token, max_len, promp
     head = head_from_target(target)
     with torch.no_grad():
         head.layers[0].mlp.down_proj.weight.normal_(0, 0.2, generator=torch.Generator().manual_seed(prompt_seed))
-    cache, ids = TargetCache(target), prompt_for(prompt_seed) + [7]  # ids[-1] = the root
+    cache, ids = TargetRunner(target), prompt_for(prompt_seed) + [7]  # ids[-1] = the root
     cache.prefill(ids[:-1])
     drafter = EagleDrafter(head, top_k, depth, total_token)
     drafter.reset(cache)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from svbench.decoding.target import TargetCache
+from svbench.decoding.target import TargetRunner
 from svbench.decoding.tree import DraftTree
 from svbench.decoding.verify import Sampling, verify
 
@@ -18,10 +18,11 @@ from svbench.decoding.verify import Sampling, verify
 @dataclass
 class Round:
     drafted: int        # draft tokens proposed (tree nodes without the root)
-    accepted: int       # draft tokens accepted (the emitted target token is not counted)
+    accepted: int       # draft tokens accepted (the emitted target token is not counted) = accepted depth
     draft_s: float
     verify_s: float
     draft_entropy: list[float]
+    steps: int = 0      # draft steps: tokens for a chain, levels for a tree (the length policy's unit)
 
 
 @dataclass
@@ -46,7 +47,7 @@ def generate(target_model, prompt_ids: list[int], max_new_tokens: int, drafter=N
     eos = set() if ignore_eos else set(eos_ids)
     ids, out = list(prompt_ids), Generation(ids=[])
     start = clock(device)
-    target = TargetCache(target_model)
+    target = TargetRunner(target_model)
     if drafter is not None:
         drafter.reset(target)  # GliDe reads target.cache, EAGLE target.new_features
         policy.reset()
@@ -80,7 +81,7 @@ def generate(target_model, prompt_ids: list[int], max_new_tokens: int, drafter=N
         t2 = clock(device)
         if drafter is not None:
             drafter.update_candidate_strategy(tree, path)
-            policy.update(tree.num_drafted, len(path))
-        this_round = Round(tree.num_drafted, len(path), t1 - t0, t2 - t1, tree.draft_entropy)
+            policy.update(tree.steps, len(path))  # one unit: draft steps (tokens / levels) and accepted depth
+        this_round = Round(tree.num_drafted, len(path), t1 - t0, t2 - t1, tree.draft_entropy, tree.steps)
     out.wall_time = clock(device) - start
     return out

@@ -1,7 +1,10 @@
 """Draft-length policies (ALGORITHMS.md §6). One interface for all:
 
-    should_stop(drafted_len, token_prob, draft_entropy) -> bool   asked after every drafted token
+    should_stop(drafted_len, token_prob, draft_entropy) -> bool   asked after every draft step
     update(drafted_len, accepted_len)                             told each round's outcome
+
+One unit everywhere: a draft *step* is a token for a chain and a level for a tree; drafted_len counts
+steps and accepted_len the accepted depth, in should_stop and update alike.
     reset()                                                       a new sequence starts
 
 ``max_len`` is the policy's hard cap per round; the engine also caps a round at the remaining budget.
@@ -34,6 +37,7 @@ def _check_float(name: str, value, low: float, high: float, low_open=False) -> f
 class LengthPolicy:
     name = "base"
     max_len = HARD_CAP
+    needs_draft_distribution = False  # True: reads token_prob / draft_entropy, so the drafter must provide them
 
     def reset(self) -> None:
         pass
@@ -88,6 +92,7 @@ class ConfidencePolicy(LengthPolicy):
     """transformers' assistant_confidence_threshold: stop once the drafted token's draft probability
     (softmax of the raw draft logits) falls below `threshold`. The low-confidence token is still verified."""
     name = "confidence"
+    needs_draft_distribution = True
 
     def __init__(self, threshold: float = 0.4, max_len: int = HARD_CAP):
         self.threshold = _check_float("threshold", threshold, 0.0, 1.0)
@@ -102,6 +107,7 @@ class SVIPPolicy(LengthPolicy):
     i.e. when the acceptance lower bound 1 - sqrt(c * H_t) drops below 1 - h. c=0.15, h=0.3 (official):
     stops when H_t > 0.6 nats. The check runs after the token is appended; no minimum length."""
     name = "svip"
+    needs_draft_distribution = True
 
     def __init__(self, c: float = 0.15, h: float = 0.3, max_len: int = HARD_CAP):
         self.c = _check_float("c", c, 0.0, 1e6, low_open=True)

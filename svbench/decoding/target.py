@@ -7,7 +7,7 @@ from transformers import DynamicCache
 from svbench.decoding.tree import DraftTree
 
 
-class TargetCache:
+class TargetRunner:
     """Owns the target's DynamicCache. Invariant between rounds: the cache holds every emitted token
     except the last one (the next tree's root).
 

@@ -17,24 +17,27 @@ class DraftTree:
     parents: list[int]                # (n,) parents[0] = -1
     depths: list[int]                 # (n,) depths[0] = 0
     draft_probs: torch.Tensor | None = None  # (n, V): row i = q node i was SAMPLED from; None = deterministic
-    draft_entropy: list[float] = field(default_factory=list)  # per drafted step, nats, raw logits (T=1)
+    draft_entropy: list[float] = field(default_factory=list)  # per draft step, nats, raw logits (T=1)
     is_chain: bool = True
+    steps: int = 0                    # draft steps taken: tokens for a chain, levels for a tree (the policy's unit)
 
     @classmethod
     def chain(cls, root: int, drafted: list[int], draft_probs=None, draft_entropy=None) -> "DraftTree":
         n = len(drafted) + 1
         return cls([root] + list(drafted), list(range(-1, n - 1)), list(range(n)), draft_probs,
-                   list(draft_entropy or []), True)
+                   list(draft_entropy or []), True, len(drafted))
 
     @classmethod
-    def from_parents(cls, tokens: list[int], parents: list[int], draft_entropy=None) -> "DraftTree":
-        """A general tree of deterministic candidates (CaPE, EAGLE-2). parents[0] must be -1."""
+    def from_parents(cls, tokens: list[int], parents: list[int], draft_entropy=None, steps=None) -> "DraftTree":
+        """A general tree of deterministic candidates (CaPE, EAGLE-2). parents[0] must be -1. steps: the
+        draft steps (levels) the drafter took; default the tree's depth."""
         assert parents[0] == -1 and all(0 <= p < i for i, p in enumerate(parents) if i > 0), "not topological"
         depths = [0] * len(tokens)
         for i in range(1, len(tokens)):
             depths[i] = depths[parents[i]] + 1
         is_chain = parents == list(range(-1, len(tokens) - 1))
-        return cls(list(tokens), list(parents), depths, None, list(draft_entropy or []), is_chain)
+        steps = max(depths) if steps is None else steps
+        return cls(list(tokens), list(parents), depths, None, list(draft_entropy or []), is_chain, steps)
 
     def __len__(self) -> int:
         return len(self.tokens)

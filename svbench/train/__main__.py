@@ -65,7 +65,7 @@ def train(cfg) -> None:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     pair_cfg = group_config("pair", cfg.pair)
-    pair = load_pair(pair_cfg, "float32", "cpu", draft_role=None)
+    pair = load_pair(pair_cfg, "float32", "cpu", drafter_cls=None)
     folders = [Path(d) for d in ([cfg.data] if isinstance(cfg.data, str) else cfg.data)]
     missing = [str(f) for f in folders if not (f / "manifest.json").is_file()]
     if missing:

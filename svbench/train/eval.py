@@ -32,7 +32,7 @@ from svbench.benchmarks import build_prompt, load_benchmark
 from svbench.decoding.drafters.draft_model import DraftModelDrafter
 from svbench.decoding.drafters.eagle import EagleDrafter
 from svbench.decoding.drafters.glide import GlideDrafter
-from svbench.decoding.target import TargetCache
+from svbench.decoding.target import TargetRunner
 from svbench.decoding.policies import FixedPolicy
 from svbench.decoding.verify import Sampling
 from svbench.config import group_config
@@ -65,7 +65,7 @@ def accepted_lengths(drafter, sequences: list[tuple[list[int], int]], starts_per
         for t in sorted(rng.sample(positions, min(starts_per_seq, len(positions)))):
             target = None
             if target_model is not None:
-                target = TargetCache(target_model)
+                target = TargetRunner(target_model)
                 target.prefill(ids[:t])  # everything before the root ids[t]
             drafter.reset(target)
             tree = drafter.get_candidates(ids[: t + 1], FixedPolicy(GAMMA_MAX), GAMMA_MAX, Sampling())
@@ -110,7 +110,7 @@ def drafting_step_ms(drafter, target_model, vocab_size: int, context: int = 200,
     ids = torch.randint(0, vocab_size, (context + 1,)).tolist()
     times = []
     for _ in range(reps + 1):
-        target = TargetCache(target_model)
+        target = TargetRunner(target_model)
         target.prefill(ids[:-1])
         drafter.reset(target)
         start = time.perf_counter()
@@ -128,7 +128,7 @@ def main(argv=None) -> None:
     ap.add_argument("--layercut", type=int, default=None, help="evaluate a layer-cut draft instead")
     ap.add_argument("--data", nargs="+", default=["train_data/smollm2"], help="generated data folder(s) with a held-out split")
     ap.add_argument("--heldout-seqs", type=int, default=60)
-    ap.add_argument("--spec-bench", type=int, default=0, help="also N Spec-Bench first turns (needs SVBENCH_DATA)")
+    ap.add_argument("--spec-bench", type=int, default=0, help="also N Spec-Bench first turns")
     ap.add_argument("--starts-per-seq", type=int, default=8)
     ap.add_argument("--full-vocab", action="store_true", help="ignore the draft's reduced vocabulary")
     ap.add_argument("--dtype", default="bfloat16")
@@ -145,14 +145,13 @@ def run(args) -> dict:
         pair_cfg[kind] = {"source": "trained", "path": args.draft, "reduced_vocab": not args.full_vocab}
     if args.layercut:
         pair_cfg["draft"] = {"source": "layercut", "num_layers": args.layercut}
-    pair = load_pair(pair_cfg, args.dtype, "cpu", draft_role=kind)
-    vocab = None if args.full_vocab else pair.draft_vocab_subset
+    drafter_cls = {"draft": DraftModelDrafter, "glide": GlideDrafter, "eagle": EagleDrafter}[kind]
+    pair = load_pair(pair_cfg, args.dtype, "cpu", drafter_cls=drafter_cls)
+    vocab = None if args.full_vocab else pair.vocab_subset
     if kind == "draft":
-        drafter, reads_target = DraftModelDrafter(pair.draft, vocab), None
-    elif kind == "glide":
-        drafter, reads_target = GlideDrafter(pair.draft), pair.target
+        drafter, reads_target = DraftModelDrafter(pair.network, vocab), None
     else:
-        drafter, reads_target = EagleDrafter(pair.draft), pair.target
+        drafter, reads_target = drafter_cls(pair.network), pair.target
     rng = random.Random(args.seed)
     results = {"kind": kind, "draft": args.draft or pair_cfg[kind], "dtype": args.dtype,
                "vocab": len(vocab) if vocab else pair.target.config.vocab_size}
@@ -177,8 +176,8 @@ def run(args) -> dict:
                                                                   reads_target))
         results["spec_bench"]["n_seqs"] = len(seqs)
     target_ms = forward_ms(pair.target)
-    draft_ms = forward_ms(pair.draft, vocab_ids=vocab) if kind == "draft" else \
-        drafting_step_ms(drafter, pair.target, pair.draft.config.vocab_size)
+    draft_ms = forward_ms(pair.network, vocab_ids=vocab) if kind == "draft" else \
+        drafting_step_ms(drafter, pair.target, pair.network.config.vocab_size)
     results["cost"] = {"target_forward_ms": target_ms, "draft_forward_ms": draft_ms, "ratio": draft_ms / target_ms,
                        "threads": torch.get_num_threads()}
     out = Path(args.out) if args.out else (Path(args.draft) / "eval.json" if args.draft else None)

@@ -1,12 +1,77 @@
-"""Drafters propose a DraftTree each round. The shared interface (two methods, after transformers'
-candidate generators):
-
-    get_candidates(ids, policy, max_len, sampling, generator) -> DraftTree
-        ids: every token so far (prompt + emitted); ids[-1] is the root, not yet in the target cache.
-        Draft at most max_len tokens, asking policy.should_stop after each one.
-    update_candidate_strategy(tree, accepted_path) -> None
-        Told which nodes the target accepted (drafters that keep state beyond their cache use it).
-
-plus reset(target) before a new sequence: target is the TargetCache (drafters that read the target's
-KV cache or features keep it; others ignore it). A new method is one file here plus one conf/method/*.yaml.
+"""Drafters propose a DraftTree each round. This is the registry: a method is ``conf/method/<name>.yaml``
+whose ``drafter._target_`` names a class implementing ``Drafter``; svbench loads the class's network
+from the pair entry it declares and builds it with ``from_pair(pair, **params)``. Nothing else in
+svbench lists methods, so a new method is one drafter file + one conf file (+ one ``nets/`` file if it
+brings a new network).
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import torch
+
+    from svbench.decoding.policies import LengthPolicy
+    from svbench.decoding.target import TargetRunner
+    from svbench.decoding.tree import DraftTree
+    from svbench.decoding.verify import Sampling
+    from svbench.models import ModelPair
+
+
+@runtime_checkable
+class Drafter(Protocol):
+    """The drafter interface (two methods per round, after transformers' candidate generators).
+
+    Class attributes:
+        network: the pair entry holding this drafter's network ("draft", "glide", "eagle", ...), or None
+            for a drafter without one (prompt lookup). ``load_network(spec, target)`` loads that entry.
+        draft_distribution: True when each drafted step comes with a draft distribution (its entropy and
+            probability reach the policy); policies that need one (svip, confidence) refuse a drafter
+            without it.
+    """
+
+    network: ClassVar[str | None]
+    draft_distribution: ClassVar[bool]
+
+    @staticmethod
+    def load_network(spec: dict, target: "torch.nn.Module") -> tuple["torch.nn.Module", list[int] | None]:
+        """The network (float32, CPU) and its drafting vocabulary subset (token ids) or None."""
+
+    @classmethod
+    def from_pair(cls, pair: "ModelPair", **params) -> "Drafter":
+        """Build from a loaded pair (``pair.network`` holds the network) and the method's parameters."""
+
+    def reset(self, target: "TargetRunner") -> None:
+        """A new sequence starts. ``target`` is the target runner: drafters that read the target's KV
+        cache (GliDe) or features (EAGLE) keep it; others ignore it."""
+
+    def get_candidates(self, ids: list[int], policy: "LengthPolicy", max_len: int, sampling: "Sampling",
+                       generator=None) -> "DraftTree":
+        """ids: every token so far (prompt + emitted), ids[-1] the root, not yet in the target's cache.
+        Draft at most max_len steps (tokens for a chain, levels for a tree), asking
+        ``policy.should_stop(steps, token_prob, draft_entropy)`` after each. Returns the tree: tokens (n,),
+        parents (n,), depths (n,), draft_probs (n, V) for a sampled chain, draft_entropy (steps,), steps."""
+
+    def update_candidate_strategy(self, tree: "DraftTree", accepted_path: list[int]) -> None:
+        """Told which nodes (indices into tree.tokens, root excluded, in order) the target accepted."""
+
+
+def drafter_class(method_cfg: dict):
+    """The Drafter class a method config names (``drafter._target_``), or None for the AR baseline."""
+    from hydra.utils import get_class
+
+    from svbench.errors import SvbenchError
+
+    spec = method_cfg.get("drafter")
+    if not spec:
+        return None
+    path = spec.get("_target_")
+    try:
+        cls = get_class(path)
+    except Exception:  # hydra raises ImportError/ValueError variants here
+        raise SvbenchError(f"method.drafter._target_={path!r} cannot be imported") from None
+    missing = [a for a in ("network", "draft_distribution", "from_pair", "get_candidates",
+                           "update_candidate_strategy", "reset") if not hasattr(cls, a)]
+    if missing:
+        raise SvbenchError(f"method.drafter._target_={path!r} is not a Drafter: it lacks {missing}")
+    return cls

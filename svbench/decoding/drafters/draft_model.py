@@ -15,6 +15,7 @@ from transformers import DynamicCache
 
 from svbench.decoding.tree import DraftTree
 from svbench.decoding.verify import Sampling, warp
+from svbench.models import load_draft_lm
 
 
 OFFICIAL_CAPE_BINS = (8, 8, 8, 6, 6, 6, 4, 4, 2, 2, 2, 2)
@@ -26,6 +27,10 @@ def cape_width(bins, top1_prob: float) -> int:
 
 
 class DraftModelDrafter:
+    network = "draft"            # the pair entry: a causal LM (svbench.models.load_draft_lm)
+    draft_distribution = True
+    load_network = staticmethod(load_draft_lm)
+
     def __init__(self, draft_model, vocab_ids: list[int] | None = None, cape_bins=None):
         self.model = draft_model
         self.cape_bins = None if cape_bins is None else [int(k) for k in cape_bins]
@@ -37,10 +42,10 @@ class DraftModelDrafter:
 
     @classmethod
     def from_pair(cls, pair, reduced_vocab: bool = True, cape_bins=None) -> "DraftModelDrafter":
-        return cls(pair.draft, pair.draft_vocab_subset if reduced_vocab else None, cape_bins)
+        return cls(pair.network, pair.vocab_subset if reduced_vocab else None, cape_bins)
 
     def reset(self, target=None) -> None:
-        self.target = target  # the TargetCache (GliDe reads its K/V; vanilla SD ignores it)
+        self.target = target  # the TargetRunner (GliDe reads its K/V; vanilla SD ignores it)
         self.cache = DynamicCache(config=self.model.config)
         self.cached_ids: list[int] = []  # the tokens whose K/V the draft cache holds, in order
         self._round_start = 0  # len(ids) at the previous round: ids[:that] is known to be in the cache

@@ -26,12 +26,24 @@ from transformers import DynamicCache
 
 from svbench.decoding.tree import DraftTree
 from svbench.errors import SvbenchError
+from svbench.models import load_target_reader
 from svbench.nets.common import causal_mask
+from svbench.nets.eagle import head_from_target, load_head
 
 AGGREGATES = ("top1", "max", "mean")
 
 
+def load_eagle_network(spec, target):
+    """The pair's ``eagle`` entry: fresh (``init_layer``, initialised from the target), or a folder."""
+    return load_target_reader(spec, target, "eagle", lambda t, s: head_from_target(t, init_layer=s.get("init_layer")),
+                              load_head)
+
+
 class EagleDrafter:
+    network = "eagle"
+    draft_distribution = True
+    load_network = staticmethod(load_eagle_network)
+
     def __init__(self, head, top_k: int = 10, depth: int = 5, total_token: int = 60,
                  entropy_aggregate: str = "top1"):
         if entropy_aggregate not in AGGREGATES:
@@ -54,7 +66,7 @@ class EagleDrafter:
         if total_token == "auto":
             from svbench.tree_size import tuned_total_token
             total_token = tuned_total_token(pair, top_k=top_k, depth=depth)
-        return cls(pair.draft, top_k, depth, total_token, entropy_aggregate)
+        return cls(pair.network, top_k, depth, total_token, entropy_aggregate)
 
     def reset(self, target=None) -> None:
         self.target = target
@@ -153,7 +165,7 @@ class EagleDrafter:
         new_index = {0: 0, **{n: i + 1 for i, n in enumerate(kept)}}
         tokens = [root] + [self._token(token[n]) for n in kept]
         parents = [-1] + [new_index[parent[n]] for n in kept]  # KeyError here = an ancestor was dropped
-        return DraftTree.from_parents(tokens, parents, draft_entropy)
+        return DraftTree.from_parents(tokens, parents, draft_entropy, steps=len(draft_entropy))  # steps = levels
 
     def update_candidate_strategy(self, tree: DraftTree, accepted_path: list[int]) -> None:
         # the accepted tokens' features arrive through target.new_features at the next round

@@ -3,17 +3,28 @@
 Same drafting loop as vanilla SD (chain, or a CaPE tree with ``cape_bins``); only the forward differs:
 each draft layer also cross-attends to one target layer's cached K/V. The draft's own cache is rolled
 back lazily to the verified prefix (DraftModelDrafter._catch_up); at drafting time the target cache
-holds exactly the verified tokens (TargetCache's invariant), and the cross-attention is not masked.
+holds exactly the verified tokens (TargetRunner's invariant), and the cross-attention is not masked.
 """
 from __future__ import annotations
 
 import torch
 
 from svbench.decoding.drafters.draft_model import DraftModelDrafter
+from svbench.models import load_target_reader
 from svbench.nets.common import causal_mask
+from svbench.nets.glide import glide_from_target, load_glide
+
+
+def load_glide_network(spec, target):
+    """The pair's ``glide`` entry: fresh (``num_layers``, initialised from the target), or a folder."""
+    return load_target_reader(spec, target, "glide", lambda t, s: glide_from_target(t, int(s.get("num_layers", 1))),
+                              load_glide)
 
 
 class GlideDrafter(DraftModelDrafter):
+    network = "glide"
+    load_network = staticmethod(load_glide_network)
+
     def __init__(self, glide_draft, cape_bins=None):
         super().__init__(glide_draft, None, cape_bins)
         if glide_draft.vocab_ids is not None:  # the net's head already has the subset's rows: ids only
@@ -21,7 +32,7 @@ class GlideDrafter(DraftModelDrafter):
 
     @classmethod
     def from_pair(cls, pair, cape_bins=None) -> "GlideDrafter":
-        return cls(pair.draft, cape_bins)
+        return cls(pair.network, cape_bins)
 
     def _forward(self, new_ids: list[int]) -> torch.Tensor:
         device = self.model.model.norm.weight.device
