@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -14,12 +15,13 @@ from svbench.analysis import analyze, export_answers, import_answers, load_recor
 from svbench.analysis import metrics
 from svbench.analysis.__main__ import main
 from svbench.errors import SvbenchError
-from svbench.results import read_records, summarize, summarize_group
+from svbench.results import bootstrap_ci, format_summary, ratio_of_means, read_records, summarize, summarize_group
 
 REPO = Path(__file__).resolve().parents[1]
 GROUP_LENGTH = metrics.GROUP_KEY.index("max_new_tokens")
 OUTPUTS = {"speedup_by_category.md", "speedup_by_category.tex", "per_position_acceptance.md",
-           "per_position_acceptance.tex", "efficiency.md", "oracle.md", "summary.md", "draft_length_hist.png",
+           "per_position_acceptance.tex", "efficiency.md", "oracle.md", "summary.md", "comparisons.md",
+           "draft_length_hist.png",
            "entropy_vs_acceptance.png", "speedup_vs_length.png", "speedup_by_length.md", "speedup_by_length.tex"}
 LENGTH_OUTPUTS = {"speedup_vs_length.png", "speedup_by_length.md", "speedup_by_length.tex"}  # only with 2+ lengths
 
@@ -67,10 +69,10 @@ def test_tables_equal_summary_json(runs):
         saved = json.loads((runs / rs[0]["policy"] / "summary.json").read_text())
         assert rs[0]["config_hash"] == saved["config_hash"]
         expected = saved["summary"]
-        assert summarize(rs) == expected  # the same records, the same numbers
         for category, metrics_ in expected.items():
             assert row[category] == metrics_["speedup"]
-        assert row["tau"] == expected["overall"]["tau"]
+            assert row[f"{category}_ci"] == metrics_["speedup_ci"]  # seeded: the run's own process, the same interval
+        assert row["tau"] == expected["overall"]["tau"] and row["tau_ci"] == expected["overall"]["tau_ci"]
         assert (row["method"], row["policy"]) == (saved["method"], saved["policy"])
 
 
@@ -81,6 +83,8 @@ def test_markdown_table_shows_summary_numbers(runs, tmp_path):
         overall = json.loads((runs / policy / "summary.json").read_text())["summary"]["overall"]
         row = next(line for line in text.splitlines() if f"| {policy} |" in line)
         assert f"{overall['speedup']:.3f}" in row and f"{overall['tau']:.3f}" in row
+        lo, hi = overall["speedup_ci"]
+        assert f"{overall['speedup']:.3f} [{lo:.3f}, {hi:.3f}]" in row
     assert "\\begin{tabular}" in (tmp_path / "speedup_by_category.tex").read_text()
 
 
@@ -108,7 +112,7 @@ def test_length_table_has_a_column_per_length_in_numeric_order(runs):
     sd = [r for rs in lengths.values() for r in rs]  # first seen: 512, 2048, 128 (text order of sweep folders)
     assert [k[GROUP_LENGTH] for k in metrics.group(sd)] == [128, 512, 2048]
     table = metrics.speedup_length_table(metrics.speedup_by_length(sd))
-    assert list(table.columns) == ["series", "128", "512", "2048"]
+    assert list(table.columns) == ["series", "128", "128_ci", "512", "512_ci", "2048", "2048_ci"]
     for n, rs in lengths.items():
         assert table.loc[0, str(n)] == summarize_group(rs)["speedup"]
 
@@ -126,7 +130,7 @@ def test_length_table_keeps_configurations_apart(runs):
     imported = variant(svip, max_new_tokens=None, temperature=None)
     by_length = metrics.speedup_by_length([r for rs in big + small for r in rs] + imported)
     table = metrics.speedup_length_table(by_length)
-    assert list(table.columns)[-3:] == ["128", "512", "2048"]
+    assert [c for c in table.columns if not c.endswith("_ci")][-3:] == ["128", "512", "2048"]
     rows = {row["series"]: row for row in table.to_dict("records")}
     assert set(rows) == {"vanilla_sd / svip (top_k=10)", "vanilla_sd / svip (top_k=4)"}
     assert rows["vanilla_sd / svip (top_k=10)"]["512"] == summarize_group(big[0])["speedup"]
@@ -168,15 +172,82 @@ def record(drafted, accepted, draft_s, verify_s, wall_time, new_tokens, entropy=
     return r
 
 
+def test_summarize_by_hand():
+    """Three records, two categories: every summary number worked out by hand; the intervals are bootstrap_ci
+    of each record's (speed, AR speed) and (tokens, rounds), sorted by question_id."""
+    rs = [record([0, 3, 3, 3], [0, 2, 3, 3], [0.0] * 4, [0.1] * 4, 1.0, 12, question_id="q1", category="A",
+                 ar_new_tokens=12, ar_wall_time=3.0, lossless=True),                      # 12 tok/s vs AR 4
+          record([0, 2, 2], [0, 0, 1], [0.0] * 3, [0.1] * 3, 0.5, 4, question_id="q2", category="A",
+                 ar_new_tokens=4, ar_wall_time=1.0, lossless=False),                      # 8 vs 4
+          record([0, 4], [0, 4], [0.0] * 2, [0.1] * 2, 2.0, 6, question_id="q3", category="B",
+                 ar_new_tokens=6, ar_wall_time=2.0, lossless=True)]                       # 3 vs 3
+    s = summarize(rs[::-1])  # record order does not matter
+    assert list(s) == ["B", "A", "overall"]
+    o = s["overall"]
+    assert o["n"] == 3 and o["lossless"] == 2
+    assert o["tokens_per_s"] == pytest.approx(23 / 3) and o["ar_tokens_per_s"] == pytest.approx(11 / 3)
+    assert o["speedup"] == pytest.approx(23 / 11)                     # mean speed / mean AR speed
+    assert o["speedup_pooled"] == pytest.approx((22 / 3.5) / (22 / 6))  # total tokens / total time
+    assert o["tau"] == pytest.approx(22 / 9)                          # (accepted + 1) over all 9 rounds
+    assert o["acceptance_rate"] == pytest.approx(13 / 17) and o["mean_draft_len"] == pytest.approx(17 / 9)
+    assert o["speedup_ci"] == bootstrap_ci(np.array([[12, 4], [8, 4], [3, 3]]), ratio_of_means)
+    assert o["tau_ci"] == bootstrap_ci(np.array([[12, 4], [4, 3], [6, 2]]), ratio_of_means)
+    lo, hi = o["speedup_ci"]
+    assert 1.0 <= lo < o["speedup"] < hi <= 3.0  # within the range of the per-record ratios of means
+    assert s["A"]["speedup"] == pytest.approx(10 / 4) and s["A"]["tau"] == pytest.approx(16 / 7)
+    assert s["A"]["speedup_ci"] == bootstrap_ci(np.array([[12, 4], [8, 4]]), ratio_of_means)
+    assert s["B"]["speedup"] == pytest.approx(1.0) and s["B"]["tau"] == pytest.approx(3.0)
+    assert s["B"]["speedup_ci"] is None and s["B"]["tau_ci"] is None  # one question-turn: no interval
+    assert f"{o['speedup']:.3f} [{lo:.3f}, {hi:.3f}]" in format_summary(s)
+
+
 def test_position_acceptance_is_conditional():
     r = record([0, 3, 3, 2], [0, 3, 1, 0], [0.0] * 4, [0.1] * 4, 1.0, 7)
     assert metrics.position_acceptance([r], positions=4) == [2 / 3, 1 / 2, 1.0, None]
 
 
-def test_chain_outcomes_mark_tokens_before_the_first_rejection():
-    r = record([0, 3], [0, 1], [0.0, 0.3], [0.1, 0.1], 1.0, 3, entropy=[[], [0.1, 0.2, 0.3]])
+def test_chain_outcomes_keep_only_tested_tokens():
+    """Accepted before the first rejection, rejected at it, never tested (left out) after it."""
+    r = record([0, 3, 2, 2], [0, 1, 2, 0], [0.0] * 4, [0.1] * 4, 1.0, 6,
+               entropy=[[], [0.1, 0.2, 0.3], [0.4, 0.5], [0.6, 0.7]])
     frame = metrics.chain_token_outcomes([r])
-    assert frame["entropy"].tolist() == [0.1, 0.2, 0.3] and frame["accepted"].tolist() == [True, False, False]
+    assert frame["entropy"].tolist() == [0.1, 0.2, 0.4, 0.5, 0.6]
+    assert frame["accepted"].tolist() == [True, False, True, True, False]
+
+
+def synthetic_chains(rng, stop, rounds=10000, per_record=1000):
+    """Chain rounds of up to 5 tokens, entropy ~ U(0, 2), token i accepted with probability 0.95 - 0.4 * entropy
+    given the tokens before it were; stop(entropies) -> how many tokens the policy drafted."""
+    h = rng.uniform(0, 2, (rounds, 5))
+    ok = rng.uniform(size=(rounds, 5)) < 0.95 - 0.4 * h
+    drafted = stop(h)
+    accepted = np.minimum(np.where(ok.all(axis=1), 5, np.argmin(ok, axis=1)), drafted)
+    return [record([0, *drafted[k:k + per_record]], [0, *accepted[k:k + per_record]], [0.0] * (per_record + 1),
+                   [0.1] * (per_record + 1), 1.0, 1,
+                   entropy=[[], *(h[i, :drafted[i]].tolist() for i in range(k, k + per_record))])
+            for k in range(0, rounds, per_record)]
+
+
+def test_entropy_acceptance_curve_does_not_depend_on_the_length_policy():
+    """One draft, two policies (fixed 5 tokens; stop after the first token with entropy > 1): the curve of
+    P(accept | entropy, tokens before accepted) is the same and equals the truth; counting every token after
+    the first rejection as rejected (the old statistic) gives two different curves."""
+    rng = np.random.default_rng(0)
+    edges = np.linspace(0, 2, 9)
+    policies = {"fixed": lambda h: np.full(len(h), 5),
+                "entropy": lambda h: np.where((h > 1).any(axis=1), np.argmax(h > 1, axis=1) + 1, 5)}
+    new, old = {}, {}
+    for name, stop in policies.items():
+        records = synthetic_chains(rng, stop)
+        new[name] = metrics.acceptance_by_entropy(metrics.chain_token_outcomes(records), edges)
+        every = pd.DataFrame([(x, i < a) for r in records for h, a in zip(r["draft_entropy"], r["rounds"]["accepted"])
+                              for i, x in enumerate(h)], columns=["entropy", "accepted"])
+        old[name] = metrics.acceptance_by_entropy(every, edges)
+    truth = 0.95 - 0.4 * new["fixed"]["centre"].to_numpy()
+    assert len(new["fixed"]) == len(new["entropy"]) == 8
+    assert np.abs(new["fixed"]["mean"].to_numpy() - new["entropy"]["mean"].to_numpy()).max() < 0.04
+    assert np.abs(new["fixed"]["mean"].to_numpy() - truth).max() < 0.03
+    assert np.abs(old["fixed"]["mean"].to_numpy() - old["entropy"]["mean"].to_numpy()).max() > 0.2
 
 
 def test_efficiency_and_oracle_formulas():
@@ -218,6 +289,22 @@ def test_config_column_names_the_parameters_that_differ():
                    config_params={**params, "drafter.top_k": 4, "drafter.total_token": 12})
     frame = metrics.label_frame(metrics.group([official, small]))
     assert frame["config"].tolist() == ["top_k=10, total_token=60", "top_k=4, total_token=12"]
+
+def test_comparisons_of_the_two_runs(runs):
+    """svip vs fixed share the method: one paired comparison over every question-turn, shown as a table."""
+    sd = [r for r in load_records([runs]) if r["method"] != "ar"]
+    frame = metrics.comparisons(sd)
+    assert len(frame) == 1
+    row = frame.iloc[0]
+    groups = list(metrics.group(sd).values())
+    assert row["same"] == "method vanilla_sd" and row["n"] == len(groups[0])
+    assert {row["a"], row["b"]} == {"vanilla_sd / svip", "vanilla_sd / fixed"}
+    a, b = (summarize_group(rs) for rs in groups)
+    assert row["speedup_a"] == pytest.approx(a["speedup"]) and row["speedup_b"] == pytest.approx(b["speedup"])
+    assert row["speedup_diff"] == pytest.approx(b["speedup"] - a["speedup"])
+    lo, hi = row["speedup_diff_ci"]
+    assert row["speedup_verdict"] == ("within noise" if lo <= 0 <= hi else "resolved")
+
 
 # ---- user errors -----------------------------------------------------------------------------------------------
 

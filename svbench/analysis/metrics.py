@@ -1,20 +1,24 @@
 """The analysis tables as DataFrames: one row per configuration (method, policy and whatever else varies).
 
 Every speedup and tau comes from ``svbench.results.summarize`` / ``summarize_group`` (ALGORITHMS.md §7),
-so a row equals the summary.json of the same records. Round 0 of a record is the prefill (nothing drafted).
+so a row equals the summary.json of the same records; a column ``X_ci`` beside ``X`` holds X's 95% interval
+[lo, hi] (``svbench.results.bootstrap_ci``). Round 0 of a record is the prefill (nothing drafted).
 """
 from __future__ import annotations
 
+import itertools
 import statistics
 
 import numpy as np
 import pandas as pd
 
-from svbench.results import summarize, summarize_group
+from svbench.results import bootstrap_ci, difference_of_ratios, ratio_of_means, summarize, summarize_group, unit_values
 
 # One configuration. method and policy always label a row; the others only when they vary.
 # (seed is not in config_hash but a summary.json holds one seed, so it is part of a configuration here.)
 GROUP_KEY = ("method", "policy", "pair", "benchmark", "temperature", "max_new_tokens", "seed", "config_hash")
+# Two configurations are compared only within one setting.
+SETTING = ("pair", "benchmark", "temperature", "max_new_tokens")
 POSITIONS = 8
 
 
@@ -104,14 +108,18 @@ def has_drafts(records: list[dict]) -> bool:
 
 
 def speedup_by_category(sd: list[dict]) -> pd.DataFrame:
-    """Speedup per category and overall, plus overall tau (the SVIP paper's Table 1 layout)."""
+    """Speedup per category and overall, plus overall tau (the SVIP paper's Table 1 layout), each with its
+    95% interval (column X_ci)."""
     groups = group(sd)
     categories = list(dict.fromkeys(r["category"] for r in sd))
     rows = []
     for rs in groups.values():
         s = summarize(rs)
-        row = {c: s[c]["speedup"] if c in s else None for c in categories}
-        row.update(overall=s["overall"]["speedup"], tau=s["overall"]["tau"])
+        row = {}
+        for c in categories:
+            row.update({c: s[c]["speedup"], f"{c}_ci": s[c]["speedup_ci"]} if c in s else {c: None, f"{c}_ci": None})
+        row.update(overall=s["overall"]["speedup"], overall_ci=s["overall"]["speedup_ci"],
+                   tau=s["overall"]["tau"], tau_ci=s["overall"]["tau_ci"])
         rows.append(row)
     return with_labels(groups, rows)
 
@@ -147,14 +155,19 @@ def draft_lengths(records: list[dict]) -> list[int]:
 
 
 def chain_token_outcomes(records: list[dict]) -> pd.DataFrame:
-    """One row per drafted token of a chain round (one entropy per drafted token): its draft entropy and
-    whether it was accepted (token i of a round is accepted iff i < accepted)."""
-    rows = []
-    for r in records:
-        for h, d, a in zip(r.get("draft_entropy") or [], r["rounds"]["drafted"], r["rounds"]["accepted"]):
-            if d and len(h) == d:
-                rows.extend((x, i < a) for i, x in enumerate(h))
-    return pd.DataFrame(rows, columns=["entropy", "accepted"])
+    """One row per TESTED drafted token of a chain round (one entropy per drafted token): its draft entropy
+    and whether it was accepted given that the tokens before it were. Token i of a round is accepted when
+    i < accepted, rejected when i == accepted; tokens after the first rejection were never tested and are
+    left out."""
+    rounds = pd.DataFrame([(h, a) for r in records
+                           for h, d, a in zip(r.get("draft_entropy") or [], r["rounds"]["drafted"],
+                                               r["rounds"]["accepted"]) if d and len(h) == d],
+                          columns=["entropy", "accepted_len"])
+    tokens = rounds.explode("entropy")
+    position = tokens.groupby(level=0).cumcount()
+    tested = position <= tokens["accepted_len"]
+    return pd.DataFrame({"entropy": tokens["entropy"][tested].astype(float),
+                         "accepted": (position < tokens["accepted_len"])[tested].astype(bool)}).reset_index(drop=True)
 
 
 def acceptance_by_entropy(outcomes: pd.DataFrame, edges: np.ndarray, min_count: int = 5) -> pd.DataFrame:
@@ -188,10 +201,10 @@ def efficiency(sd: list[dict]) -> pd.DataFrame:
         t_draft, t_verify = decode_costs(rs)
         c = t_draft / t_verify if t_draft is not None and t_verify else None
         ideal = s["tau"] / (1 + c * s["mean_draft_len"]) if c is not None else None
-        rows.append({"tau": s["tau"], "mean_draft_len": s["mean_draft_len"],
+        rows.append({"tau": s["tau"], "tau_ci": s["tau_ci"], "mean_draft_len": s["mean_draft_len"],
                      "t_draft_ms": t_draft * 1e3 if t_draft is not None else None,
                      "t_verify_ms": t_verify * 1e3 if t_verify is not None else None, "c": c, "ideal": ideal,
-                     "achieved": s["speedup"],
+                     "achieved": s["speedup"], "achieved_ci": s["speedup_ci"],
                      "efficiency": s["speedup"] / ideal if ideal and s["speedup"] is not None else None})
     return with_labels(groups, rows)
 
@@ -228,7 +241,7 @@ def oracle(sd: list[dict]) -> pd.DataFrame:
         s = summarize_group(rs)
         drafting = [(d, a) for r in rs for d, a in zip(r["rounds"]["drafted"], r["rounds"]["accepted"]) if d]
         speed = statistics.fmean(r["new_tokens"] / oracle_time(r) for r in rs)
-        rows.append({"achieved": s["speedup"],
+        rows.append({"achieved": s["speedup"], "achieved_ci": s["speedup_ci"],
                      "oracle": speed / s["ar_tokens_per_s"] if s["ar_tokens_per_s"] else None,
                      "draft_len": statistics.fmean(d for d, _ in drafting),
                      "oracle_len": statistics.fmean(a for _, a in drafting),
@@ -245,22 +258,27 @@ def mean_std(values: list[float]) -> tuple[float | None, float | None]:
 
 
 def repeats(sd: list[dict]) -> pd.DataFrame:
-    """Mean and sample std (ddof=1) over the repeated runs (`run` index) of overall speedup and tau."""
+    """Mean and sample std (ddof=1) over the repeated runs (`run` index) of overall speedup and tau; and
+    speedup_all / tau_all: the statistic over every run's records together, with its 95% interval (runs of
+    a question-turn resampled as one cluster)."""
     groups = group(sd)
     rows = []
     for rs in groups.values():
         per_run = [summarize_group(x) for x in group(rs, ("run",)).values()]
         speedup, speedup_std = mean_std([s["speedup"] for s in per_run])
         tau, tau_std = mean_std([s["tau"] for s in per_run])
+        every = summarize_group(rs)
         rows.append({"runs": len(per_run), "speedup": speedup, "speedup_std": speedup_std,
-                     "tau": tau, "tau_std": tau_std})
+                     "speedup_all": every["speedup"], "speedup_all_ci": every["speedup_ci"],
+                     "tau": tau, "tau_std": tau_std, "tau_all": every["tau"], "tau_all_ci": every["tau_ci"]})
     return with_labels(groups, rows)
 
 
 def speedup_length_table(by_length: pd.DataFrame) -> pd.DataFrame | None:
-    """The SVIP Table 2 layout: one row per configuration, one column per generation length (speedup),
-    lengths in numeric order; None when fewer than two lengths are known. Rows without a length
-    (imported answers) are left out. Never averages: two configurations with one label is an error."""
+    """The SVIP Table 2 layout: one row per configuration, one column per generation length (speedup,
+    and its interval in column '<length>_ci'), lengths in numeric order; None when fewer than two lengths are
+    known. Rows without a length (imported answers) are left out. Never averages: two configurations with
+    one label is an error."""
     known = by_length[by_length["length"].notna()]
     lengths = sorted({int(n) for n in known["length"]})
     if len(lengths) < 2:
@@ -272,19 +290,71 @@ def speedup_length_table(by_length: pd.DataFrame) -> pd.DataFrame | None:
         if str(int(r["length"])) in row:
             raise ValueError(f"two configurations are both labelled {r['series']!r} at length {r['length']}")
         row[str(int(r["length"]))] = r["speedup"]
-    table = pd.DataFrame(list(rows.values()), columns=keys + [str(n) for n in lengths])
+        row[f"{int(r['length'])}_ci"] = r["speedup_ci"]
+    table = pd.DataFrame(list(rows.values()), columns=keys + [c for n in lengths for c in (str(n), f"{n}_ci")])
     return table[[c for c in table.columns if c not in ("pair", "benchmark", "T") or table[c].astype(str).nunique() > 1]]
 
 
 def speedup_by_length(sd: list[dict]) -> pd.DataFrame:
     """Overall speedup per configuration and max_new_tokens (long rows: series, pair, benchmark, T, length,
-    speedup). series = method / policy plus what tells configurations apart apart from the length
+    speedup, speedup_ci). series = method / policy plus what tells configurations apart apart from the length
     (the differing policy/drafter parameters, the seed), so one series is one line across lengths."""
     groups = group(sd)
     series = row_labels(groups, leave_out=("length", "pair", "benchmark", "T"))
     rows = []
     for (key, rs), name in zip(groups.items(), series):
         k = dict(zip(GROUP_KEY, key))
+        s = summarize_group(rs)
         rows.append({"series": name, "pair": k["pair"], "benchmark": k["benchmark"], "T": k["temperature"],
-                     "length": k["max_new_tokens"], "speedup": summarize_group(rs)["speedup"]})
+                     "length": k["max_new_tokens"], "speedup": s["speedup"], "speedup_ci": s["speedup_ci"]})
     return pd.DataFrame(rows)
+
+
+def compare(a: list[dict], b: list[dict]) -> dict:
+    """b against a over the (question_id, turn, run) both have (n): speedup and tau of each over those, the
+    difference b - a with its 95% interval (bootstrap_ci: a question-turn's numbers for a and b resampled
+    together, runs of a question-turn as one cluster) and a verdict: 'resolved' where the interval excludes 0,
+    'within noise' where it does not, None without an interval."""
+    def key(r):
+        return r["question_id"], r["turn"], r["run"]
+
+    in_b = {key(r): r for r in b}
+    common = [r for r in a if key(r) in in_b]
+    ua, ub = unit_values(common), unit_values([in_b[key(r)] for r in common])  # both sorted by the same key
+    out = {"n": len(common)}
+    for name, (x, y) in {"speedup": ("speed", "ar_speed"), "tau": ("tokens", "rounds")}.items():
+        if not common or ua[y] is None or ub[y] is None:
+            out.update({f"{name}_a": None, f"{name}_b": None, f"{name}_diff": None, f"{name}_diff_ci": None,
+                        f"{name}_verdict": None})
+            continue
+        values = np.column_stack([ua[x], ua[y], ub[x], ub[y]])
+        means = values.mean(axis=0)
+        ci = bootstrap_ci(values, difference_of_ratios, ua["cluster"])
+        out.update({f"{name}_a": float(ratio_of_means(means[:2])), f"{name}_b": float(ratio_of_means(means[2:])),
+                    f"{name}_diff": float(difference_of_ratios(means)), f"{name}_diff_ci": ci,
+                    f"{name}_verdict": None if ci is None else
+                    ("resolved" if ci[0] > 0 or ci[1] < 0 else "within noise")})
+    return out
+
+
+def comparisons(sd: list[dict]) -> pd.DataFrame:
+    """compare() for every two configurations of one setting (pair, benchmark, T, length) that share a
+    method (policy vs policy) or, failing that, a policy (method vs method). a, b: the rows' labels less the
+    setting, which has its own columns where it varies. Same-method pairs first."""
+    groups = group(sd)
+    setting = {"pair": "pair", "benchmark": "benchmark", "temperature": "T", "max_new_tokens": "length"}
+    labels = dict(zip(groups, row_labels(groups, leave_out=tuple(setting.values()))))
+    rows = []
+    for ka, kb in itertools.combinations(groups, 2):
+        da, db = dict(zip(GROUP_KEY, ka)), dict(zip(GROUP_KEY, kb))
+        if any(da[k] != db[k] for k in SETTING):
+            continue
+        shared = next((k for k in ("method", "policy") if da[k] == db[k]), None)
+        if shared is not None:
+            rows.append({**{setting[k]: da[k] for k in SETTING}, "same": f"{shared} {da[shared]}",
+                         "a": labels[ka], "b": labels[kb], **compare(groups[ka], groups[kb])})
+    columns = [*setting.values(), "same", "a", "b", "n", "speedup_a", "speedup_b", "speedup_diff", "speedup_diff_ci",
+               "speedup_verdict", "tau_diff", "tau_diff_ci", "tau_verdict"]
+    frame = pd.DataFrame(rows, columns=columns)
+    frame = frame.drop(columns=[c for c in setting.values() if frame[c].astype(str).nunique() <= 1])
+    return frame.sort_values("same", key=lambda s: ~s.str.startswith("method"), kind="stable", ignore_index=True)

@@ -60,7 +60,8 @@ def entropy_vs_acceptance(sd: list[dict], path: Path, bins: int = 12) -> Path:
 
 
 def speedup_vs_length(by_length, path: Path) -> Path | None:
-    """Overall speedup against max_new_tokens, one line per configuration; None when only one length."""
+    """Overall speedup against max_new_tokens, one line per configuration, error bars from the 95% intervals
+    (speedup_ci); None when only one length."""
     if by_length["length"].nunique() < 2:
         return None
     fig = Figure(figsize=(7, 4.5))
@@ -68,12 +69,15 @@ def speedup_vs_length(by_length, path: Path) -> Path | None:
     keys = ["series", "pair", "benchmark", "T"]
     for key, frame in by_length.dropna(subset=["speedup", "length"]).groupby(keys, sort=False, dropna=False):
         frame = frame.sort_values("length")
-        ax.plot(frame["length"], frame["speedup"], marker="o", label=f"{key[0]} [{key[1]}, T={key[3]}]")
+        ci = np.array([c if isinstance(c, (list, tuple)) else (np.nan, np.nan) for c in frame["speedup_ci"]])
+        yerr = np.abs(ci - frame["speedup"].to_numpy()[:, None]).T  # (2, n): below, above
+        ax.errorbar(frame["length"], frame["speedup"], yerr=yerr, marker="o", capsize=3,
+                    label=f"{key[0]} [{key[1]}, T={key[3]}]")
     ax.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
     ax.set_xscale("log", base=2)
     lengths = sorted({int(n) for n in by_length["length"].dropna()})
     ax.set_xticks(lengths, [str(n) for n in lengths])
     ax.minorticks_off()
-    ax.set(xlabel="max_new_tokens", ylabel="speedup over AR", title="Speedup vs generation length")
+    ax.set(xlabel="max_new_tokens", ylabel="speedup over AR", title="Speedup vs generation length (95% intervals)")
     ax.legend(fontsize=7)
     return save(fig, path)

@@ -6,24 +6,39 @@ from pathlib import Path
 from svbench.analysis import metrics, plots
 from svbench.analysis.inputs import load_records, sd_records
 from svbench.analysis.tables import plus_minus, write_table
+from svbench.results import LEVEL, RESAMPLES, SEED
+
+INTERVALS = (f"[lo, hi]: {LEVEL:.0%} BCa bootstrap interval over question-turns ({RESAMPLES} resamples, seed "
+             f"{SEED}; a record's speed and its AR speed resampled together; repeated runs of a question-turn "
+             "resampled within it as one cluster); none for fewer than 2 question-turns.")
 
 CAPTIONS = {
     "speedup_by_category": "Speedup over AR (mean tokens/s of the method / mean tokens/s of AR, over question-turns) "
-                           "per category and overall; tau = mean accepted draft tokens + 1 per round, overall.",
+                           "per category and overall; tau = mean accepted draft tokens + 1 per round, overall. "
+                           + INTERVALS,
     "per_position_acceptance": "P(draft position i accepted | positions < i accepted), over rounds that drafted at "
                                "least i deep (tree methods: depth = drafted steps, accepted = path length). "
                                "'-': no round reached that position.",
     "efficiency": "ideal = tau / (1 + c * mean_draft_len), c = t_draft / t_verify (draft time per drafted token / "
                   "verify time per round, rounds after the prefill); efficiency = achieved / ideal. "
-                  "Times in ms.",
+                  "Times in ms. " + INTERVALS,
     "oracle": "Oracle length policy from greedy chain traces: each round drafts exactly its accepted tokens. "
               "Oracle time = verify time + accepted x draft time per drafted token + time outside draft/verify. "
               "Censored: rounds with accepted == drafted, where the draft might have agreed further, so the "
               "oracle length is a lower bound there and the oracle speedup an estimate from below. "
               "draft_len / oracle_len: mean drafted / accepted tokens over drafting rounds; "
-              "wasted = drafted tokens not accepted / drafted.",
-    "speedup_by_length": "Overall speedup over AR per generation length (max_new_tokens; SVIP Table 2 layout).",
-    "summary": "Mean ± sample std (ddof=1) over repeated runs (`run` index) of overall speedup and tau.",
+              "wasted = drafted tokens not accepted / drafted. " + INTERVALS,
+    "speedup_by_length": "Overall speedup over AR per generation length (max_new_tokens; SVIP Table 2 layout). "
+                         + INTERVALS,
+    "summary": "Mean ± sample std (ddof=1) over repeated runs (`run` index) of overall speedup and tau; "
+               "speedup_all / tau_all: over the records of every run together. " + INTERVALS,
+    "comparisons": "Configurations of one setting (pair, benchmark, T, length) that share a method (policy vs "
+                   "policy) or a policy (method vs method), b against a, over the question-turns and runs both "
+                   "have (n, paired on question_id, turn, run); speedup_a / speedup_b over those; diff = b - a "
+                   f"with its {LEVEL:.0%} paired BCa bootstrap interval (a question-turn's numbers for a and b "
+                   f"resampled together; runs within a question-turn as one cluster; {RESAMPLES} resamples, "
+                   f"seed {SEED}). resolved: the interval excludes 0; within noise: it does not. Each interval "
+                   "holds for one comparison on its own (no correction for making many).",
 }
 
 
@@ -53,6 +68,9 @@ def analyze(paths, out) -> list[Path]:
                            tex=False)
     frame = plus_minus(plus_minus(metrics.repeats(sd), "speedup"), "tau")
     written += write_table(frame, out, "summary", CAPTIONS["summary"], tex=False)
+    frame = metrics.comparisons(sd)
+    if len(frame):
+        written += write_table(frame, out, "comparisons", CAPTIONS["comparisons"], tex=False)
     written.append(plots.draft_length_hist(sd, out / "draft_length_hist.png"))
     written.append(plots.entropy_vs_acceptance(sd, out / "entropy_vs_acceptance.png"))
     by_length = metrics.speedup_by_length(sd)

@@ -1,4 +1,5 @@
-"""Markdown and LaTeX renderings of the analysis DataFrames (numbers to 3 decimals, '-' for none)."""
+"""Markdown and LaTeX renderings of the analysis DataFrames (numbers to 3 decimals, '-' for none; a column X
+with an interval column X_ci beside it is shown as 'X [lo, hi]')."""
 from __future__ import annotations
 
 import math
@@ -6,7 +7,10 @@ from pathlib import Path
 
 import pandas as pd
 
-LABELS = ("method", "policy", "pair", "benchmark", "T", "length", "seed", "config", "series")
+from svbench.results import with_interval
+
+LABELS = ("method", "policy", "pair", "benchmark", "T", "length", "seed", "config", "series", "same", "a", "b",
+          "speedup_verdict", "tau_verdict")
 
 
 def cell(value) -> str:
@@ -17,9 +21,17 @@ def cell(value) -> str:
     return str(value)
 
 
+def intervals(frame: pd.DataFrame) -> pd.DataFrame:
+    """Join each column X that has an X_ci column into one 'X [lo, hi]' text column."""
+    out = frame.copy()
+    for column in [c for c in frame.columns if f"{c}_ci" in frame.columns]:
+        out[column] = [with_interval(v, ci) for v, ci in zip(out[column], out.pop(f"{column}_ci"))]
+    return out
+
+
 def formatted(frame: pd.DataFrame) -> pd.DataFrame:
-    """Every cell as text; label columns as they are."""
-    return frame.astype(object).map(cell)
+    """Every cell as text (intervals joined); label columns as they are."""
+    return intervals(frame).astype(object).map(cell)
 
 
 def plus_minus(frame: pd.DataFrame, column: str) -> pd.DataFrame:
