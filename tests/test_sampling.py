@@ -29,12 +29,12 @@ def target():
     return small_llama(5, 2)
 
 
-def exact_joint(model, sampling):
+def exact_joint(model, sampling, prompt=PROMPT):
     """P(x1, x2, x3 | prompt) by enumeration."""
     probs = {}
     with torch.no_grad():
         for prefix in itertools.chain.from_iterable(itertools.product(range(V), repeat=k) for k in range(LENGTH)):
-            logits = model(input_ids=torch.tensor([PROMPT + list(prefix)])).logits[0, -1]
+            logits = model(input_ids=torch.tensor([list(prompt) + list(prefix)])).logits[0, -1]
             probs[prefix] = warp(logits, sampling)
     joint = np.zeros(V**LENGTH)
     for cell, seq in enumerate(itertools.product(range(V), repeat=LENGTH)):
@@ -42,11 +42,11 @@ def exact_joint(model, sampling):
     return joint / joint.sum()
 
 
-def sampled_counts(target, drafter, policy, sampling, n=N):
+def sampled_counts(target, drafter, policy, sampling, n=N, prompt=PROMPT):
     counts = np.zeros(V**LENGTH)
     for seed in range(n):
         gen = torch.Generator().manual_seed(seed)
-        ids = generate(target, PROMPT, LENGTH, drafter, policy, sampling, generator=gen).ids
+        ids = generate(target, list(prompt), LENGTH, drafter, policy, sampling, generator=gen).ids
         counts[int(np.ravel_multi_index(ids, (V,) * LENGTH))] += 1
     return counts
 
