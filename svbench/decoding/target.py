@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import torch
-from transformers import DynamicCache
-
+from svbench.decoding.kv_cache import StaticKVCache
 from svbench.decoding.tree import DraftTree
 
 
 class TargetRunner:
-    """Owns the target's DynamicCache. Invariant between rounds: the cache holds every emitted token
+    """Runs the target and owns its KV cache (svbench's StaticKVCache: written in place, rolled back by
+    moving its length, an accepted tree path compacted by copying only the path's rows). Invariant between rounds: the cache holds every emitted token
     except the last one (the next tree's root).
 
     Drafters that read the target (GliDe: its cache; EAGLE: its features) get this object at reset().
@@ -16,9 +16,9 @@ class TargetRunner:
     cache at the last prefill / keep_path, in order (the EAGLE head's input f_t).
     """
 
-    def __init__(self, model):
+    def __init__(self, model, capacity: int = 1024):
         self.model = model
-        self.cache = DynamicCache(config=model.config)
+        self.cache = StaticKVCache(model.config.num_hidden_layers, capacity)
         self.cached_len = 0
         self.new_features: torch.Tensor | None = None
         self._tree_features: torch.Tensor | None = None
@@ -55,11 +55,8 @@ class TargetRunner:
             drop = n - 1 - len(path)
             if drop:
                 self.cache.crop(-drop)
-        else:  # gather the path's K/V into contiguous slots right after the root
-            keep = torch.tensor([self.cached_len + i for i in [0] + path], device=self.model.device)
-            for layer in self.cache.layers:
-                # keys/values: (B, kv_heads, P + n, head_dim) -> keep the prefix, then the path
-                layer.keys = torch.cat([layer.keys[:, :, : self.cached_len], layer.keys[:, :, keep]], dim=2)
-                layer.values = torch.cat([layer.values[:, :, : self.cached_len], layer.values[:, :, keep]], dim=2)
+        else:  # move the path's K/V rows to the slots right after the root, in place (the prefix stays put)
+            rows = torch.tensor([self.cached_len + i for i in path], device=self.model.device)  # (k,)
+            self.cache.keep(self.cached_len + 1, rows)
         self.cached_len += 1 + len(path)
         self.new_features = self._tree_features[[0] + path]  # (1 + len(path), d): root, then the path

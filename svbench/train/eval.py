@@ -26,11 +26,11 @@ from pathlib import Path
 
 import torch
 from tqdm import tqdm
-from transformers import DynamicCache
 
 from svbench.benchmarks import build_prompt, load_benchmark
 from svbench.decoding.drafters.draft_model import DraftModelDrafter
 from svbench.decoding.drafters.eagle import EagleDrafter
+from svbench.decoding.kv_cache import StaticKVCache
 from svbench.decoding.drafters.glide import GlideDrafter
 from svbench.decoding.target import TargetRunner
 from svbench.decoding.policies import FixedPolicy
@@ -85,7 +85,7 @@ def acceptance_stats(lengths: list[int]) -> dict:
 @torch.inference_mode()
 def forward_ms(model, n_tokens: int = 1, context: int = 200, reps: int = 20, vocab_ids=None) -> float:
     """Median time of one cached forward of n_tokens (with the head the drafter uses)."""
-    cache = DynamicCache(config=model.config)
+    cache = StaticKVCache(model.config.num_hidden_layers)
     vocab_size = model.config.vocab_size
     model(input_ids=torch.randint(0, vocab_size, (1, context)), cache=cache, use_cache=True, logits_to_keep=1)
     drafter = DraftModelDrafter(model, vocab_ids) if vocab_ids is not None else None

@@ -24,7 +24,8 @@ class Drafter(Protocol):
 
     Class attributes:
         network: the pair entry holding this drafter's network ("draft", "glide", "eagle", ...), or None
-            for a drafter without one (prompt lookup). ``load_network(spec, target)`` loads that entry.
+            for a drafter without one (one that copies from the context). ``load_network(spec, target)`` loads
+            that entry.
         draft_distribution: True when each drafted step comes with a draft distribution (its entropy and
             probability reach the policy); policies that need one (svip, confidence) refuse a drafter
             without it.

@@ -11,8 +11,8 @@ deterministic-siblings rule. The length policy stops the spine (svbench's choice
 from __future__ import annotations
 
 import torch
-from transformers import DynamicCache
 
+from svbench.decoding.kv_cache import StaticKVCache
 from svbench.decoding.tree import DraftTree
 from svbench.decoding.verify import Sampling, warp
 from svbench.models import load_draft_lm
@@ -46,7 +46,7 @@ class DraftModelDrafter:
 
     def reset(self, target=None) -> None:
         self.target = target  # the TargetRunner (GliDe reads its K/V; vanilla SD ignores it)
-        self.cache = DynamicCache(config=self.model.config)
+        self.cache = StaticKVCache(self.model.config.num_hidden_layers)
         self.cached_ids: list[int] = []  # the tokens whose K/V the draft cache holds, in order
         self._round_start = 0  # len(ids) at the previous round: ids[:that] is known to be in the cache
 

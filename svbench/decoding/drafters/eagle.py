@@ -22,8 +22,8 @@ official code exists).
 from __future__ import annotations
 
 import torch
-from transformers import DynamicCache
 
+from svbench.decoding.kv_cache import StaticKVCache
 from svbench.decoding.tree import DraftTree
 from svbench.errors import SvbenchError
 from svbench.models import load_target_reader
@@ -70,7 +70,7 @@ class EagleDrafter:
 
     def reset(self, target=None) -> None:
         self.target = target
-        self.cache = DynamicCache()
+        self.cache = StaticKVCache(len(self.head.layers))
         self.fed = 0  # verified head positions in self.cache
         self.pending: torch.Tensor | None = None  # (k, d) target features not yet fed to the head
 

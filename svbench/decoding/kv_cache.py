@@ -1,0 +1,91 @@
+"""svbench's KV cache: pre-allocated buffers written in place, for the target and every draft network.
+
+transformers' DynamicCache concatenates on every forward (a copy of the whole cache per forward, per
+layer). Here each layer owns buffers of ``capacity`` positions:
+
+    update   writes the new K/V rows at [length, length + t) in place and returns views of [0, length + t)
+    crop     moves ``length`` back (a rollback is free)
+    keep     compacts an accepted tree path: copies only the path's rows to [start, start + k) in place
+
+Only when a sequence outgrows the buffers are they re-allocated (capacity doubles: O(log n) copies per
+sequence, none in steady state). The class plugs into the transformers models through their Cache
+interface, so the models stay transformers' own.
+"""
+from __future__ import annotations
+
+import torch
+from transformers.cache_utils import Cache, CacheLayerMixin
+
+DEFAULT_CAPACITY = 1024
+
+
+class StaticKVLayer(CacheLayerMixin):
+    """One layer: keys / values (B, kv_heads, capacity, head_dim); rows [0, length) are valid."""
+    is_croppable = True
+
+    def __init__(self, capacity: int = DEFAULT_CAPACITY):
+        super().__init__()
+        self.capacity, self.length = capacity, 0
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        B, H, _, D = key_states.shape  # (B, kv_heads, t, head_dim)
+        self.device = key_states.device
+        self.keys = key_states.new_zeros(B, H, self.capacity, D)
+        self.values = value_states.new_zeros(B, H, self.capacity, value_states.shape[-1])
+        self.is_initialized = True
+
+    def _grow(self, needed: int) -> None:
+        capacity = max(needed, 2 * self.capacity)
+        for name in ("keys", "values"):
+            old = getattr(self, name)
+            new = old.new_zeros(*old.shape[:2], capacity, old.shape[-1])
+            new[:, :, : self.length] = old[:, :, : self.length]  # rare: only when a sequence outgrows the buffer
+            setattr(self, name, new)
+        self.capacity = capacity
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        end = self.length + key_states.shape[-2]
+        if end > self.capacity:
+            self._grow(end)
+        self.keys[:, :, self.length: end] = key_states  # in place: the cached rows are not touched
+        self.values[:, :, self.length: end] = value_states
+        self.length = end
+        return self.keys[:, :, :end], self.values[:, :, :end]  # views (B, kv_heads, end, head_dim)
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.length + query_length, 0  # (kv_length, kv_offset), as DynamicLayer
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def get_max_length(self) -> int:
+        return -1  # grows on demand
+
+    def crop(self, tokens_to_remove: int) -> None:
+        """Negative: drop that many rows from the end; non-negative (transformers' legacy): keep that many."""
+        self.length = max(0, self.length + tokens_to_remove) if tokens_to_remove < 0 else min(self.length,
+                                                                                                  tokens_to_remove)
+
+    def keep(self, start: int, rows: torch.Tensor) -> None:
+        """Rows ``rows`` (ascending positions >= start) move to [start, start + k); the rest after start go."""
+        k = rows.numel()
+        self.keys[:, :, start: start + k] = self.keys.index_select(2, rows)  # (B, H, k, D): only the path's rows
+        self.values[:, :, start: start + k] = self.values.index_select(2, rows)
+        self.length = start + k
+
+    def reset(self) -> None:
+        self.length = 0
+
+
+class StaticKVCache(Cache):
+    """A Cache of StaticKVLayer, one per decoder layer of the network it serves."""
+
+    def __init__(self, num_layers: int, capacity: int = DEFAULT_CAPACITY):
+        super().__init__(layers=[StaticKVLayer(capacity) for _ in range(num_layers)])
+
+    def keep(self, start: int, rows: torch.Tensor) -> None:
+        """Compact every layer: rows (LongTensor of positions >= start) go to [start, start + len(rows))."""
+        for layer in self.layers:
+            layer.keep(start, rows)

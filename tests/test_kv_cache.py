@@ -1,0 +1,71 @@
+"""StaticKVCache: in place (no copy of the cached rows on the hot path), same numbers as transformers'
+DynamicCache, rollback by length, tree-path compaction, growth past the initial capacity."""
+import torch
+from transformers import DynamicCache
+
+from svbench.decoding.kv_cache import StaticKVCache
+from svbench.decoding.target import TargetRunner
+from svbench.decoding.tree import DraftTree
+from svbench.models import tiny_llama
+
+
+def logits(model, cache, ids, **kwargs):
+    return model(input_ids=torch.tensor([ids]), cache=cache, use_cache=True, **kwargs).logits[0]
+
+
+@torch.inference_mode()
+def test_same_logits_as_dynamic_cache_through_appends_and_rollbacks():
+    model = tiny_llama(seed=1)
+    static, dynamic = StaticKVCache(model.config.num_hidden_layers, capacity=8), DynamicCache(config=model.config)
+    steps = [[5, 9, 11, 2, 40, 41], [7], [8, 3, 300], "crop2", [12, 13], [14], "crop1", [15, 16, 17, 18, 19, 20]]
+    for step in steps:
+        if isinstance(step, str):
+            static.crop(-int(step[-1]))
+            dynamic.crop(-int(step[-1]))
+            continue
+        torch.testing.assert_close(logits(model, static, step), logits(model, dynamic, step), rtol=1e-5, atol=1e-5)
+        assert static.get_seq_length() == dynamic.get_seq_length()
+    assert static.layers[0].capacity >= static.get_seq_length() > 8  # grew past its first capacity
+
+
+@torch.inference_mode()
+def test_appends_and_rollbacks_write_in_place():
+    model = tiny_llama(seed=1)
+    cache = StaticKVCache(model.config.num_hidden_layers, capacity=64)
+    logits(model, cache, list(range(10, 30)))
+    pointers = [(layer.keys.data_ptr(), layer.values.data_ptr()) for layer in cache.layers]
+    prefix = cache.layers[0].keys[:, :, :20].clone()
+    for token in range(30, 40):
+        logits(model, cache, [token])
+        cache.crop(-1) if token % 3 == 0 else None
+    assert [(layer.keys.data_ptr(), layer.values.data_ptr()) for layer in cache.layers] == pointers
+    torch.testing.assert_close(cache.layers[0].keys[:, :, :20], prefix, rtol=0, atol=0)  # never rewritten
+
+
+@torch.inference_mode()
+def test_keep_path_compacts_like_a_concatenation_and_matches_a_fresh_forward():
+    """After a tree forward and an off-spine accepted path, the cache equals prefix + root + path, and the next
+    forward's logits equal those of an uncached forward over the same tokens."""
+    model = tiny_llama(seed=2)
+    prompt = [3, 17, 99, 4, 250, 8]
+    runner = TargetRunner(model, capacity=8)
+    runner.prefill(prompt)
+    tree = DraftTree.from_parents([7, 21, 22, 23, 24, 25], [-1, 0, 0, 2, 3, 2])  # paths 2-3-4 and 2-5
+    before = [layer.keys.data_ptr() for layer in runner.cache.layers]
+    runner.forward_tree(tree)
+    runner.keep_path(tree, [2, 3, 4])
+    kept = prompt + [7, 22, 23, 24]
+    assert runner.cached_len == runner.cache.get_seq_length() == len(kept)
+    fresh = DynamicCache(config=model.config)
+    expected = logits(model, fresh, kept + [30])[-1]
+    got = model.lm_head(runner._run(torch.tensor([[30]])))[0, -1]
+    runner.cache.crop(-1)  # _run cached token 30 behind the runner's back: take it out again
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    for layer, fresh_layer in zip(runner.cache.layers, fresh.layers):
+        torch.testing.assert_close(layer.keys[:, :, : len(kept)], fresh_layer.keys[:, :, : len(kept)],
+                                   rtol=1e-5, atol=1e-5)
+    # the tree forward outgrew capacity 8 once (prompt 6 + 6 nodes); afterwards the buffers stay put
+    after = [layer.keys.data_ptr() for layer in runner.cache.layers]
+    runner.forward_tree(DraftTree.from_parents([30, 31, 32], [-1, 0, 0]))
+    runner.keep_path(DraftTree.from_parents([30, 31, 32], [-1, 0, 0]), [2])
+    assert [layer.keys.data_ptr() for layer in runner.cache.layers] == after and after != before
