@@ -14,8 +14,8 @@ from svbench.errors import SvbenchError
 
 # A record's identity: resume is a set difference on these keys.
 RECORD_KEY = ("method", "policy", "pair", "benchmark", "question_id", "turn", "seed", "run", "config_hash")
-SUMMARY_METRICS = ("speedup", "speedup_pooled", "tau", "acceptance_rate", "mean_draft_len", "tokens_per_s",
-                   "ar_tokens_per_s", "lossless", "n")
+AGREEMENT = ("exact", "tie", "mismatch")
+PRINTED_METRICS = ("speedup", "tau", "acceptance_rate", "mean_draft_len", "tokens_per_s", "ar_tokens_per_s")
 # Intervals: BCa bootstrap over question-turns, fixed seed so that summary.json is reproducible.
 LEVEL, RESAMPLES, SEED = 0.95, 2000, 0
 
@@ -176,6 +176,8 @@ def summarize_group(records: list[dict]) -> dict:
         "acceptance_rate": (sum(accepted) / sum(drafted)) if sum(drafted) else None,
         "mean_draft_len": statistics.fmean(drafted) if drafted else None,
         "lossless": sum(1 for r in records if r.get("lossless") is True),
+        # greedy ids vs AR (svbench.runner.divergence): identical / a float32 near-tie / a real difference
+        **{a: sum(1 for r in records if r.get("agreement") == a) for a in AGREEMENT},
         "speedup": None, "speedup_ci": None, "speedup_pooled": None, "ar_tokens_per_s": None,
     }
     if with_ar and len(with_ar) == len(records):
@@ -209,9 +211,11 @@ def with_interval(value, ci, digits: int = 3) -> str:
 
 
 def format_summary(summary: dict[str, dict]) -> str:
-    """The summary as a text table; speedup and tau with their 95% intervals, '-' for none."""
+    """The summary as a text table: speedup and tau with their 95% intervals ('-' for none), the other
+    means, and how many records are exact / near-tie / mismatch against AR's ids (greedy)."""
     import pandas as pd
 
-    frame = pd.DataFrame({name: {k: str(m[k]) if k in ("lossless", "n") else with_interval(m[k], m.get(f"{k}_ci"))
-                                 for k in SUMMARY_METRICS} for name, m in summary.items()}).T
+    counts = ("n",) + AGREEMENT
+    frame = pd.DataFrame({name: {**{k: with_interval(m[k], m.get(f"{k}_ci")) for k in PRINTED_METRICS},
+                                 **{k: str(m.get(k, "-")) for k in counts}} for name, m in summary.items()}).T
     return frame.to_string()

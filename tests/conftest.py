@@ -9,7 +9,10 @@ from svbench import benchmarks
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# One thread, here and (OMP_NUM_THREADS) in the CLI subprocesses: the tiny test models gain nothing from more,
+# and on a busy 2-core machine two OpenMP threads per process contend, making forwards 10-100x slower.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
 
 
 def noisy_copy(model, scale: float, seed: int = 123):
@@ -29,3 +32,13 @@ def data_dir() -> Path:
     if not (path / "spec_bench" / "question.jsonl").is_file():
         pytest.fail(f"benchmark data not found under {path}; unset SVBENCH_DATA to use svbench/data/")
     return path
+
+
+# The CLI's default is the CPU's best configuration (EAGLE-2 + svip, bfloat16); tests pin what they do not
+# override: vanilla SD, fixed, float32.
+PINNED = {"method": "vanilla_sd", "policy": "fixed", "dtype": "float32"}
+
+
+def pinned(*overrides: str) -> list[str]:
+    """PINNED as Hydra overrides, less the keys the caller overrides itself (Hydra refuses a key twice)."""
+    return [f"{k}={v}" for k, v in PINNED.items() if not any(o.startswith(f"{k}=") for o in overrides)]

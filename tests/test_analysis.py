@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import pinned
+
 from svbench.analysis import analyze, export_answers, import_answers, load_records
 from svbench.analysis import metrics
 from svbench.analysis.__main__ import main
@@ -28,7 +30,7 @@ LENGTH_OUTPUTS = {"speedup_vs_length.png", "speedup_by_length.md", "speedup_by_l
 
 def svbench_run(run_dir, *overrides):
     cmd = [sys.executable, "-m", "svbench", "pair=tiny", "progress=false", "benchmark.limit=1", "max_new_tokens=16",
-           f"hydra.run.dir={run_dir}", *overrides]
+           f"hydra.run.dir={run_dir}", *pinned(*overrides), *overrides]
     result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
 

@@ -7,11 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from conftest import pinned
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def svbench(run_dir, *overrides, env=None):
-    cmd = [sys.executable, "-m", "svbench", "pair=tiny", "progress=false", f"hydra.run.dir={run_dir}", *overrides]
+    cmd = [sys.executable, "-m", "svbench", "pair=tiny", "progress=false", f"hydra.run.dir={run_dir}",
+           *pinned(*overrides), *overrides]
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
                           env={**os.environ, **(env or {})})
 

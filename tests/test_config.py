@@ -2,6 +2,8 @@
 from pathlib import Path
 
 import pytest
+
+from conftest import pinned
 from hydra import compose, initialize_config_dir
 
 from svbench.config import validate
@@ -44,8 +46,13 @@ def test_groups_are_complete():
 
 
 def test_defaults_follow_the_spec():
-    cfg = validate(cfg_with())
-    assert cfg["benchmark"]["name"] == "smoke" and cfg["method"]["name"] == "vanilla_sd"
+    cfg = validate(cfg_with())  # the offline default: the best configuration measured on this CPU
+    assert cfg["benchmark"]["name"] == "smoke" and cfg["method"]["name"] == "eagle2"
+    assert (cfg["policy"]["name"], cfg["dtype"]) == ("svip", "bfloat16")
+    assert {k: cfg["method"]["drafter"][k] for k in ("top_k", "depth", "total_token")} == {
+        "top_k": 4, "depth": 3, "total_token": 12}
+    official = validate(cfg_with("method=eagle2"))["method"]["drafter"]  # the papers' tree: one override away
+    assert (official["top_k"], official["depth"], official["total_token"]) == (10, 5, 60)
     svip = validate(cfg_with("policy=svip"))["policy"]
     assert (svip["c"], svip["h"], svip["max_len"]) == (0.15, 0.3, 40)
     spec = validate(cfg_with("benchmark=spec_bench"))
@@ -101,7 +108,7 @@ def test_cuda_requested_without_cuda():
     (["benchmark.limit=0"], "benchmark.limit=0"),
     (["pair=vicuna_7b_68m"], "cannot load target 'lmsys/vicuna-7b-v1.3'.*pair.target.path=DIR"),
     (["pair.target.source=local", "+pair.target.path=/nonexistent"], "pair.target.path='/nonexistent' does not exist"),
-    (["pair.draft.num_layers=99"], "pair.draft.num_layers=99"),
+    (["method=vanilla_sd", "pair.draft.num_layers=99"], "pair.draft.num_layers=99"),
     (["method=eagle2", "pair.eagle=null"], "needs the pair's `eagle` entry"),
     (["method=glide", "pair.glide.source=s3"], "pair.glide.source='s3'"),
     (["method=glide", "pair.glide.source=local", "+pair.glide.path=/nonexistent"], "pair.glide.path='/nonexistent'"),
@@ -113,7 +120,7 @@ def test_cuda_requested_without_cuda():
 ])
 def test_bad_inputs_at_run_time(tmp_path, overrides, message):
     with pytest.raises(SvbenchError, match=message):
-        run(cfg_with("pair=tiny", "progress=false", *overrides), tmp_path)
+        run(cfg_with("pair=tiny", "progress=false", *pinned(*overrides), *overrides), tmp_path)
 
 
 def test_scripts_name_an_unknown_pair_clearly():

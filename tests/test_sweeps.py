@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import pinned
+
 REPO = Path(__file__).resolve().parents[1]
 DETERMINISTIC = ("n", "tau", "acceptance_rate", "mean_draft_len", "lossless")  # summary fields not made of timings
 KEY = ("method", "policy", "pair", "benchmark", "question_id", "turn", "seed", "run", "config_hash")
@@ -17,7 +19,7 @@ KEY = ("method", "policy", "pair", "benchmark", "question_id", "turn", "seed", "
 
 def command(*overrides, multirun=False):
     return [sys.executable, "-m", "svbench", *(["--multirun"] if multirun else []), "pair=tiny", "progress=false",
-            *overrides]
+            *pinned(*overrides), *overrides]
 
 
 def records(run_dir):

@@ -313,8 +313,7 @@ def speedup_by_length(sd: list[dict]) -> pd.DataFrame:
 def compare(a: list[dict], b: list[dict]) -> dict:
     """b against a over the (question_id, turn, run) both have (n): speedup and tau of each over those, the
     difference b - a with its 95% interval (bootstrap_ci: a question-turn's numbers for a and b resampled
-    together, runs of a question-turn as one cluster) and a verdict: 'resolved' where the interval excludes 0,
-    'within noise' where it does not, None without an interval."""
+    together, runs of a question-turn as one cluster) and a verdict (``verdict``), None without an interval."""
     def key(r):
         return r["question_id"], r["turn"], r["run"]
 
@@ -332,9 +331,19 @@ def compare(a: list[dict], b: list[dict]) -> dict:
         ci = bootstrap_ci(values, difference_of_ratios, ua["cluster"])
         out.update({f"{name}_a": float(ratio_of_means(means[:2])), f"{name}_b": float(ratio_of_means(means[2:])),
                     f"{name}_diff": float(difference_of_ratios(means)), f"{name}_diff_ci": ci,
-                    f"{name}_verdict": None if ci is None else
-                    ("resolved" if ci[0] > 0 or ci[1] < 0 else "within noise")})
+                    f"{name}_verdict": None if ci is None else verdict(ci, len(set(ua["cluster"])))})
     return out
+
+
+MIN_VERDICT_N = 5  # fewer question-turns than this: a bootstrap interval means little, no verdict
+
+
+def verdict(ci, n_clusters: int) -> str:
+    """'resolved' where the interval of a difference excludes 0, else 'within noise'; 'too few (n<5)' below
+    MIN_VERDICT_N question-turns."""
+    if n_clusters < MIN_VERDICT_N:
+        return f"too few (n<{MIN_VERDICT_N})"
+    return "resolved" if ci[0] > 0 or ci[1] < 0 else "within noise"
 
 
 def comparisons(sd: list[dict]) -> pd.DataFrame:
