@@ -1,10 +1,10 @@
-# svbench — `make run` installs into .venv and runs the offline default; `make test` runs the tests.
+# svbench — `make run` installs into .venv and runs the offline default; `make test` runs the fast tests, `make test-all` all of them.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 ARGS ?=
 
-.PHONY: install run test bench drafts clean
+.PHONY: install run test test-all bench drafts clean
 
 install: $(VENV)/.installed
 
@@ -21,7 +21,11 @@ $(VENV)/.installed: pyproject.toml
 run: install
 	$(PY) -m svbench $(ARGS)
 
+# test: the fast suite (minutes); test-all adds the tests marked slow (subprocess runs, sweeps, training)
 test: install
+	$(PY) -m pytest tests -m "not slow"
+
+test-all: install
 	$(PY) -m pytest tests
 
 bench: install

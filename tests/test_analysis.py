@@ -411,18 +411,21 @@ def run_notebook(monkeypatch, runs_dir, out_dir) -> dict:
     return namespace
 
 
+@pytest.mark.slow
 def test_notebook_runs(runs, tmp_path, monkeypatch, capsys):
     namespace = run_notebook(monkeypatch, runs, tmp_path / "out")
     assert {p.name for p in namespace["files"]} == OUTPUTS - LENGTH_OUTPUTS
     assert "### speedup_by_category" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_notebook_without_runs(tmp_path, monkeypatch, capsys):
     namespace = run_notebook(monkeypatch, tmp_path / "empty", tmp_path / "out")
     assert namespace["files"] == [] and "nothing to analyse" in capsys.readouterr().out
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_notebook_over_the_committed_paper_tables(tmp_path, monkeypatch, capsys):
     """The notebook's default input: the records of SVIP Tables 1-4 committed under results/experiments."""
     runs = REPO / "results" / "experiments"

@@ -31,6 +31,7 @@ def svip_run(tmp_path_factory):
     return run_dir, result
 
 
+@pytest.mark.slow
 def test_end_to_end_records_and_summary(svip_run):
     run_dir, result = svip_run
     recs = records(run_dir)
@@ -47,6 +48,7 @@ def test_end_to_end_records_and_summary(svip_run):
     assert "overall" in result.stdout and "speedup" in result.stdout
 
 
+@pytest.mark.slow
 def test_rerun_resumes_without_duplicates(svip_run):
     run_dir, _ = svip_run
     before = (run_dir / "records.jsonl").read_text()
@@ -57,6 +59,7 @@ def test_rerun_resumes_without_duplicates(svip_run):
     assert json.loads((run_dir / "summary.json").read_text())["summary"] == summary_before
 
 
+@pytest.mark.slow
 def test_torn_last_record_is_dropped_and_rerun(tmp_path):
     assert svbench(tmp_path, "method=ar").returncode == 0
     path = tmp_path / "records.jsonl"
@@ -68,6 +71,7 @@ def test_torn_last_record_is_dropped_and_rerun(tmp_path):
     assert [r["question_id"] for r in records(tmp_path)] == [json.loads(x)["question_id"] for x in lines]
 
 
+@pytest.mark.slow
 def test_ar_baseline_is_reused_from_another_run(svip_run, tmp_path):
     run_dir, _ = svip_run
     result = svbench(tmp_path, "policy=fixed", f"baseline_records=[{run_dir}/records.jsonl]")
@@ -75,6 +79,7 @@ def test_ar_baseline_is_reused_from_another_run(svip_run, tmp_path):
     assert {r["method"] for r in records(tmp_path)} == {"vanilla_sd"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overrides, message", [
     (["method=nope"], "method/nope"),
     (["policy=nope"], "policy/nope"),
@@ -92,6 +97,7 @@ def test_bad_input_is_one_clear_error_and_keeps_records(svip_run, overrides, mes
     assert (run_dir / "records.jsonl").read_text() == before
 
 
+@pytest.mark.slow
 def test_malformed_question_file_reports_the_line(tmp_path):
     bad = tmp_path / "q.jsonl"
     bad.write_text('{"question_id": 1, "category": "qa", "turns": ["hi"]}\n{"question_id": 2,\n')
@@ -113,6 +119,7 @@ def test_complete_but_invalid_last_record_is_an_error_not_dropped(tmp_path):
     assert path.read_text() == '{"method": "ar"}\n'
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["glide", "glide_cape", "eagle2"])
 def test_tree_methods_end_to_end(tmp_path, method):
     result = svbench(tmp_path, f"method={method}", "policy=svip", "benchmark.limit=2", "max_new_tokens=24")
@@ -121,6 +128,7 @@ def test_tree_methods_end_to_end(tmp_path, method):
     assert sd and all(r["lossless"] for r in sd)
 
 
+@pytest.mark.slow
 def test_wandb_logging_offline_writes_a_run(tmp_path):
     result = svbench(tmp_path, "logger=wandb", "benchmark.limit=1", "max_new_tokens=8", env={"WANDB_MODE": "offline"})
     assert result.returncode == 0, result.stderr

@@ -129,7 +129,7 @@ def test_bad_parameters_are_one_clear_error(kwargs, key):
 
 def test_pld_is_one_drafter_file_and_one_conf():
     """The registry's test: nothing in svbench/ outside the drafter file names the method."""
-    hits = subprocess.run(["git", "grep", "-l", "-i", "-e", "pld", "-e", "prompt.lookup", "--", "svbench/"],
+    hits = subprocess.run(["git", "grep", "-I", "-l", "-i", "-e", "pld", "-e", "prompt.lookup", "--", "svbench/"],
                           cwd=REPO, capture_output=True, text=True).stdout.split()
     assert hits in ([], ["svbench/decoding/drafters/pld.py"]), hits
     assert (REPO / "conf" / "method" / "pld.yaml").is_file()

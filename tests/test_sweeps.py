@@ -35,6 +35,7 @@ def deterministic_summary(run_dir):
     return {k: overall[k] for k in DETERMINISTIC}
 
 
+@pytest.mark.slow
 def test_submitit_local_multirun_and_resume(tmp_path):
     sweep = tmp_path / "sweep"
     cmd = command("hydra/launcher=local", "policy=fixed,svip", "benchmark.limit=1", "max_new_tokens=8",
@@ -84,6 +85,7 @@ def test_slurm_launcher_config_is_accepted_by_submitit(tmp_path, monkeypatch, la
         executor.update_parameters(slurm_gpus_per_nod=1)
 
 
+@pytest.mark.slow
 def test_unknown_launcher_key_is_one_clear_error_before_launching(tmp_path):
     cmd = command("hydra/launcher=slurm", "+hydra.launcher.partiton=gpu", f"hydra.sweep.dir={tmp_path / 'sweep'}",
                   multirun=True)
@@ -102,6 +104,7 @@ def uninterrupted(tmp_path_factory):
     return run_dir
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_loses_and_duplicates_nothing(uninterrupted, tmp_path):
     run_dir = tmp_path / "killed"
     cmd = command("policy=svip", "max_new_tokens=48", f"hydra.run.dir={run_dir}")
@@ -125,6 +128,7 @@ def test_sigkill_then_resume_loses_and_duplicates_nothing(uninterrupted, tmp_pat
     assert deterministic_summary(run_dir) == deterministic_summary(uninterrupted)
 
 
+@pytest.mark.slow
 def test_same_seed_same_ids_and_acceptance(uninterrupted, tmp_path):
     again = tmp_path / "again"
     result = subprocess.run(command("policy=svip", "max_new_tokens=48", f"hydra.run.dir={again}"), cwd=REPO,
@@ -138,6 +142,7 @@ def test_same_seed_same_ids_and_acceptance(uninterrupted, tmp_path):
     assert deterministic_summary(again) == deterministic_summary(uninterrupted)
 
 
+@pytest.mark.slow
 def test_sampling_is_reproducible_per_seed_and_differs_across_seeds(tmp_path):
     runs = {}
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):

@@ -111,6 +111,7 @@ def test_data_generation_shards_manifest_and_resume(tiny_data):
         train_data.run(data_args(tiny_data, max_new_tokens=5))
 
 
+@pytest.mark.slow
 def test_train_export_load_and_eval(tiny_data, tmp_path):
     out, export = tmp_path / "ckpt", tmp_path / "draft"
     cmd = [sys.executable, "-m", "svbench.train", "pair=tiny", f"data={tiny_data}", f"out={out}", "batch_size=2",
@@ -136,17 +137,36 @@ def test_train_export_load_and_eval(tiny_data, tmp_path):
     results = train_eval.run(Namespace(pair="tiny", draft=str(export), layercut=None, data=str(tiny_data),
                                        heldout_seqs=10, spec_bench=0, starts_per_seq=2, full_vocab=False,
                                        dtype="float32", out=str(tmp_path / "eval.json"), seed=0))
-    assert results["heldout"]["n_starts"] > 0
     assert set(results["heldout"]["tau"]) == set(range(1, 9))
-    assert results["cost"]["ratio"] > 0
+    check_eval_results(results, tiny_data, heldout_seqs=10, starts_per_seq=2)
     train_eval.write_card(export, results, "python -m svbench.train.eval ...")
     card = (export / "README.md").read_text()
     assert "tau at gamma" in card and meta["data_manifest_hash"] in card
 
 
+def check_eval_results(results, data, heldout_seqs, starts_per_seq):
+    """train_eval.run's numbers against values counted here: the drafting starts from the held-out greedy rows
+    (every answer position with GAMMA_MAX reference tokens after it, at most starts_per_seq per row), tau from
+    the per-position acceptance (tau(g) = 1 + sum_{i<g} P(the first i+1 drafts accepted)), the cost ratio."""
+    gamma = train_eval.GAMMA_MAX
+    rows = [r for r in train_data.read_shards(data, split="heldout") if r["temperature"] == 0.0][:heldout_seqs]
+    heldout = results["heldout"]
+    assert heldout["n_seqs"] == len(rows) > 0
+    assert heldout["n_starts"] == sum(min(starts_per_seq, max(0, len(r["ids"]) - r["prompt_len"] - gamma))
+                                      for r in rows) > 0
+    reached, tau = 1.0, 1.0
+    for g in range(1, gamma + 1):
+        reached *= heldout["per_position_acceptance"][g - 1] or 0.0  # None: no start reached position g
+        tau += reached
+        assert heldout["tau"][g] == pytest.approx(tau)
+    cost = results["cost"]
+    assert cost["ratio"] == pytest.approx(cost["draft_forward_ms"] / cost["target_forward_ms"])
+
+
 recipe_title = {"glide": "GliDe draft", "eagle": "EAGLE head"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe, role, method", [("glide", "glide", "glide_cape"), ("eagle", "eagle", "eagle2")])
 def test_glide_and_eagle_recipes_train_resume_export_and_load(tiny_data, tmp_path, recipe, role, method):
     out, export = tmp_path / "ckpt", tmp_path / recipe
@@ -175,11 +195,13 @@ def test_glide_and_eagle_recipes_train_resume_export_and_load(tiny_data, tmp_pat
     results = train_eval.run(Namespace(pair="tiny", kind=role, draft=str(export), layercut=None, data=str(tiny_data),
                                        heldout_seqs=4, spec_bench=0, starts_per_seq=2, full_vocab=False,
                                        dtype="float32", out=str(tmp_path / "eval.json"), seed=0))
-    assert results["kind"] == role and results["heldout"]["n_starts"] > 0 and results["cost"]["ratio"] > 0
+    assert results["kind"] == role
+    check_eval_results(results, tiny_data, heldout_seqs=4, starts_per_seq=2)
     train_eval.write_card(export, results, "python -m svbench.train.eval ...")
     assert recipe_title[recipe] in (export / "README.md").read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (["-m", "svbench.train", "pair=tiny", "data=/nonexistent"], "have no manifest.json"),
     (["-m", "svbench.train", "pair=nope"], "pair='nope' is not one of"),
@@ -193,3 +215,53 @@ def test_training_clis_answer_bad_input_with_one_line(tmp_path, data_dir, args, 
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr and message in result.stderr
+
+
+# measured (60 full-batch AdamW steps, lr 1e-2, 1 thread, ~0.5 s each): final/initial loss 0.0003 (draft_lm),
+# 0.66 (glide: soft CE, floored by the target's entropy H(p)), 0.25 (eagle); final top-1 agreement 1.0, 0.95, 0.83
+MEMORISE = {"draft_lm": (0.01, 1.0), "glide": (0.75, 0.9), "eagle": (0.4, 0.7)}  # max loss ratio, min top-1
+
+
+@pytest.mark.parametrize("recipe", sorted(MEMORISE))
+def test_recipes_memorise_a_tiny_set(recipe):
+    """Each recipe's loss falls by a stated margin, and its top-1 agreement with the target rises to a stated
+    level, on 4 target-written sequences seen 60 times (in-process, no subprocess: seconds)."""
+    import torch
+    from hydra import compose, initialize_config_dir
+
+    from svbench.models import tiny_llama
+    from svbench.train.__main__ import make_batch
+    from svbench.train.recipes import RECIPES
+
+    target = tiny_llama(num_layers=3, seed=0)
+    gen = torch.Generator().manual_seed(0)
+    rows = []
+    for _ in range(4):
+        prompt = torch.randint(0, 256, (6,), generator=gen).tolist()
+        rows.append({"ids": prompt + generate(target, prompt, 24).ids, "prompt_len": 6})
+    ids, attention, answer = make_batch(rows, 64, 0)
+    layers = [] if recipe == "eagle" else ["num_layers=1", "init_layers=[0]"]
+    with initialize_config_dir(config_dir=str(REPO / "conf" / "train"), version_base="1.3"):
+        cfg = compose(config_name=recipe, overrides=layers)
+    torch.manual_seed(0)
+    trainer = RECIPES[recipe](cfg, target, None)
+
+    def evaluate():
+        trainer.module.eval()
+        with torch.no_grad():
+            loss, top1, n_tokens = trainer.loss(ids, attention, answer, keys=list(range(4)))
+        assert n_tokens == 4 * 24  # every answer token is a training position
+        return float(loss), top1
+
+    before, _ = evaluate()
+    optimiser = torch.optim.AdamW([p for p in trainer.module.parameters() if p.requires_grad], lr=1e-2)
+    trainer.module.train()
+    for _ in range(60):
+        loss, _, _ = trainer.loss(ids, attention, answer, keys=list(range(4)))
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    after, top1 = evaluate()
+    max_ratio, min_top1 = MEMORISE[recipe]
+    assert after <= max_ratio * before, (before, after)
+    assert top1 >= min_top1, top1

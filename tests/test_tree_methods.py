@@ -19,6 +19,7 @@ from svbench.decoding.drafters.glide import GlideDrafter
 from svbench.decoding.loop import generate
 from svbench.decoding.policies import ConfidencePolicy, FixedPolicy, HeuristicPolicy, SVIPPolicy
 from svbench.decoding.target import TargetRunner
+from svbench.decoding.tree import DraftTree
 from svbench.decoding.verify import Sampling
 from svbench.errors import SvbenchError
 from svbench.models import tiny_llama
@@ -146,7 +147,8 @@ def test_glide_incremental_cache_matches_a_full_forward(target, nets):
     drafter.reset(cache)
     tree = drafter.get_candidates(ids, FixedPolicy(3), 3, Sampling())
     full = list(ids)
-    kv = [(cache.cache.layers[j].keys, cache.cache.layers[j].values) for j in draft.target_layers()]
+    P = cache.cached_len  # the buffers hold P valid rows
+    kv = [(cache.cache.layers[j].keys[:, :, :P], cache.cache.layers[j].values[:, :, :P]) for j in draft.target_layers()]
     for token in tree.tokens[1:]:
         with torch.no_grad():
             hidden = draft(torch.tensor([full]), torch.arange(len(full))[None], kv)
@@ -159,22 +161,34 @@ def test_cape_width_bins():
         [8, 8, 6, 6, 4, 4, 2, 2, 2]
 
 
-def test_cape_tree_shape(target, nets):
-    """Spine + top-k_i siblings: sum k_i nodes plus the root; siblings are leaves hanging off the spine."""
-    cache = TargetRunner(target)
-    ids = prompt_for(2)
-    cache.prefill(ids[:-1])
-    drafter = GlideDrafter(nets["glide"], OFFICIAL_CAPE_BINS)
-    drafter.reset(cache)
-    tree = drafter.get_candidates(ids, FixedPolicy(4), 4, Sampling())
-    children = tree.children()
-    spine = [0]
-    while any(tree.depths[c] == tree.depths[spine[-1]] + 1 and children[c] for c in children[spine[-1]]):
-        spine.append(next(c for c in children[spine[-1]] if children[c]))
-    assert max(tree.depths) == 4
-    widths = [len(children[s]) for s in spine]
-    assert all(w in set(OFFICIAL_CAPE_BINS) for w in widths)
-    assert len(tree) == 1 + sum(len(children[i]) for i in range(len(tree)))
+def test_cape_widths_follow_the_drafts_top1_probability(target, nets):
+    """At spine step i the tree hangs k_i = cape_width(bins, max q_i) nodes off the previous spine node: the
+    spine token, then the other top-k_i tokens of q_i as leaves. q_i is recomputed here by an uncached
+    forward of the GliDe draft over prompt + spine so far, reading the same (verified) target K/V."""
+    draft, widths_seen = nets["glide"], set()
+    assert draft.vocab_ids is None  # draft index == token id
+    for seed in range(1, 15):  # prompts of 2..15 tokens: the cached prefix ids[:-1] is never empty
+        cache, ids = TargetRunner(target), prompt_for(seed)
+        cache.prefill(ids[:-1])
+        drafter = GlideDrafter(draft, OFFICIAL_CAPE_BINS)
+        drafter.reset(cache)
+        tree = drafter.get_candidates(ids, FixedPolicy(4), 4, Sampling())
+        P = cache.cached_len  # the buffers hold P valid rows
+        kv = [(cache.cache.layers[j].keys[:, :, :P], cache.cache.layers[j].values[:, :, :P]) for j in draft.target_layers()]
+        children, node, prefix = tree.children(), 0, list(ids)
+        for step in range(4):
+            with torch.no_grad():
+                hidden = draft(torch.tensor([prefix]), torch.arange(len(prefix))[None], kv)
+                q = torch.softmax(draft.logits(hidden[0, -1]).float(), dim=-1)
+            width = cape_width(OFFICIAL_CAPE_BINS, float(q.max()))
+            kids = children[node]
+            assert [tree.tokens[c] for c in kids] == q.topk(width).indices.tolist(), (seed, step)
+            assert all(not children[c] for c in kids[1:])  # siblings are leaves
+            widths_seen.add(width)
+            node = kids[0]  # the spine continues from the step's first (greedy) node
+            prefix.append(tree.tokens[node])
+        assert not children[node] and tree.depths[node] == 4  # FixedPolicy(4): four spine steps
+    assert widths_seen >= {4, 6, 8}  # the drafts' confidences span several bins
 
 
 @settings(max_examples=40, deadline=None)
@@ -192,13 +206,45 @@ def test_eagle_tree_invariants(target, top_k, depth, total_token, max_len, promp
     tree = drafter.get_candidates(ids, policy, max_len, Sampling())
     assert len(tree) <= total_token
     assert max(tree.depths) <= min(depth + 1, max_len)
-    visible = tree.ancestor_matrix()
-    for i in range(1, len(tree)):
-        assert 0 <= tree.parents[i] < i  # parents kept and earlier (topological)
-        assert visible[i, tree.parents[i]] and visible[i].sum() == tree.depths[i] + 1
-    mask = tree.attention_mask(5, torch.float32)[0, 0]
-    assert torch.equal(mask[:, 5:] == 0, visible) and bool((mask[:, :5] == 0).all())
+    # mask and positions against each node's root path, found here by walking parents
+    n, mask, positions = len(tree), tree.attention_mask(5, torch.float32)[0, 0], tree.position_ids(5)[0].tolist()
+    assert mask.shape == (n, 5 + n) and bool((mask[:, :5] == 0).all())  # every node sees the cached prefix
+    for i in range(n):
+        assert i == 0 or 0 <= tree.parents[i] < i  # parents kept and earlier (topological)
+        path, j = set(), i
+        while j != -1:
+            path.add(j)
+            j = tree.parents[j]
+        assert {j for j in range(n) if mask[i, 5 + j] == 0} == path
+        assert positions[i] == 5 + len(path) - 1
     assert drafter.cache.get_seq_length() == len(ids) - 1  # the head keeps verified positions only
+
+
+def test_tree_mask_and_positions_on_a_hand_built_tree():
+    """A tree whose node order is not by depth (node 3 is a depth-1 node after a depth-2 one)."""
+    #       0
+    #     /   \
+    #    1     3
+    #   / \    |
+    #  2   6   5
+    #  |
+    #  4
+    tree = DraftTree.from_parents([10, 11, 12, 13, 14, 15, 16], [-1, 0, 1, 0, 2, 3, 1])
+    expected = torch.tensor([[1, 0, 0, 0, 0, 0, 0],
+                             [1, 1, 0, 0, 0, 0, 0],
+                             [1, 1, 1, 0, 0, 0, 0],
+                             [1, 0, 0, 1, 0, 0, 0],
+                             [1, 1, 1, 0, 1, 0, 0],
+                             [1, 0, 0, 1, 0, 1, 0],
+                             [1, 1, 0, 0, 0, 0, 1]], dtype=torch.bool)
+    assert torch.equal(tree.ancestor_matrix(), expected)
+    mask = tree.attention_mask(4, torch.bfloat16)
+    assert mask.shape == (1, 1, 7, 11) and mask.dtype == torch.bfloat16
+    low = torch.finfo(torch.bfloat16).min
+    assert torch.equal(mask[0, 0, :, :4], torch.zeros(7, 4, dtype=torch.bfloat16))
+    assert torch.equal(mask[0, 0, :, 4:], torch.where(expected, 0.0, low).to(torch.bfloat16))
+    assert tree.position_ids(4).tolist() == [[4, 5, 6, 5, 7, 6, 6]]
+    assert tree.depths == [0, 1, 2, 1, 3, 2, 2] and not tree.is_chain
 
 
 def test_eagle_bad_options(target):
