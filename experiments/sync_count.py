@@ -17,7 +17,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from svbench.config import build_drafter, build_policy, group_config  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+
+from svbench.config import build_drafter, build_policy, validate  # noqa: E402
 from svbench.decoding.drafters import drafter_class  # noqa: E402
 from svbench.decoding.loop import generate  # noqa: E402
 from svbench.decoding.verify import Sampling  # noqa: E402
@@ -29,10 +31,10 @@ PROMPT = [5, 17, 42, 99, 3, 250, 11, 5, 17, 42]
 
 
 def measure(method: str, policy: str, sampling: Sampling, tokens: int) -> dict:
-    c = {"method": group_config("method", method), "policy": group_config("policy", policy)}
-    if policy == "fixed":
-        c["policy"]["gamma"] = c["method"].get("fixed_gamma", 5)
-    pair = load_pair(group_config("pair", "tiny"), "float32", "cpu", drafter_cls=drafter_class(c["method"]))
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        c = validate(compose(config_name="config", overrides=[f"method={method}", f"policy={policy}", "pair=tiny",
+                                                              "dtype=float32"]))
+    pair = load_pair(c["pair"], "float32", "cpu", drafter_cls=drafter_class(c["method"]))
     drafter, length_policy = build_drafter(c, pair), build_policy(c)
     generator = torch.Generator().manual_seed(0)
     generate(pair.target, PROMPT, 8, drafter, length_policy, sampling, generator=generator)  # warm-up
