@@ -10,6 +10,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from svbench.attention import CHOICES as ATTENTION_CHOICES
 from svbench.benchmarks import PROMPT_TEMPLATES
 from svbench.decoding.drafters import drafter_class
 from svbench.errors import SvbenchError
@@ -65,6 +66,8 @@ def validate(cfg) -> dict:
     if c["dtype"] not in DTYPES:
         raise SvbenchError(f"dtype={c['dtype']!r} is not one of {sorted(DTYPES)}")
     resolve_device(str(c["device"]))
+    if c["attention"] not in ATTENTION_CHOICES:
+        raise SvbenchError(f"attention={c['attention']!r} must be one of {ATTENTION_CHOICES}")
     if c["prompt_template"] not in PROMPT_TEMPLATES:
         raise SvbenchError(f"prompt_template={c['prompt_template']!r} is not one of {list(PROMPT_TEMPLATES)}")
     if c["benchmark"].get("turns", "all") not in ("all", "first"):
@@ -127,7 +130,7 @@ def generation_settings(c: dict) -> dict:
     """Everything that changes the AR baseline's output or speed (the draft does not)."""
     bench = c["benchmark"]
     return {
-        "target": c["pair"]["target"], "dtype": c["dtype"], "device": c["device"],
+        "target": c["pair"]["target"], "dtype": c["dtype"], "device": c["device"], "attention": c["attention"],
         "temperature": c["temperature"], "top_k": c["top_k"], "top_p": c["top_p"],
         "max_new_tokens": c["max_new_tokens"], "prompt_template": c["prompt_template"],
         "ignore_eos": bench["ignore_eos"], "benchmark_file": [bench.get("path"), bench.get("file")],

@@ -213,9 +213,13 @@ def eos_ids_of(model, tokenizer) -> tuple[int, ...]:
     return tuple(sorted(ids))
 
 
-def load_pair(pair_cfg, dtype: str = "float32", device: str = "cpu", drafter_cls=None) -> ModelPair:
+def load_pair(pair_cfg, dtype: str = "float32", device: str = "cpu", drafter_cls=None,
+              attention: str = "auto") -> ModelPair:
     """The target, its tokenizer and, when the method's drafter class declares a ``network``, that entry of
-    the pair loaded by the class's own ``load_network`` (svbench.decoding.drafters: the registry)."""
+    the pair loaded by the class's own ``load_network`` (svbench.decoding.drafters: the registry).
+    ``attention``: the target's (and a draft LM's) attention path, svbench.attention."""
+    from svbench.attention import set_attention
+
     torch_dtype, torch_device = resolve_dtype(dtype), resolve_device(device)
     target, tok_source = load_model(pair_cfg["target"], "target")
     tokenizer = tiny_tokenizer(target.config.vocab_size) if tok_source == "tiny" else _load_tokenizer(tok_source)
@@ -228,8 +232,11 @@ def load_pair(pair_cfg, dtype: str = "float32", device: str = "cpu", drafter_cls
                                f"(add {role}: {{source: ..., path: ...}} to conf/pair/{pair_cfg.get('name')}.yaml)")
         network, vocab_subset = drafter_cls.load_network(spec, target)
     target = target.to(device=torch_device, dtype=torch_dtype)
+    set_attention(target, attention)
     if network is not None:
         network = network.to(device=torch_device, dtype=torch_dtype)
+        if hasattr(network, "set_attn_implementation"):  # a transformers LM (the draft LM); the draft nets keep sdpa
+            set_attention(network, attention)
     return ModelPair(pair_cfg.get("name", "?"), target, network, tokenizer, eos_ids_of(target, tokenizer), vocab_subset)
 
 

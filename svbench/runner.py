@@ -23,7 +23,7 @@ from svbench.benchmarks import build_prompt, load_benchmark
 from svbench.config import build_drafter, build_policy, config_hash, generation_settings, method_settings, validate
 from svbench.decoding.drafters import drafter_class
 from svbench.decoding.loop import generate
-from svbench.decoding.target import TargetRunner
+from svbench.decoding.agreement import TIE_BOUND, agreement
 from svbench.decoding.verify import Sampling
 from svbench.environment import environment
 from svbench.errors import SvbenchError
@@ -60,13 +60,6 @@ def _write_json(path: Path, data) -> None:
     tmp.replace(path)  # atomic
 
 
-# |logit(AR token) - logit(SD token)| at the first divergence, in float32 from a fresh prefill, below
-# which a divergence is a near-tie that the run's dtype may resolve either way (AR scores a position with a
-# 1-token forward, SD's verify with a k-token one; both round). bfloat16: the largest error of the top-2 gap
-# seen for each (0.47 one token at a time, 0.59 in chunks of 6; 1,152 positions, SmolLM2,
-# results/dtype_tie_bound.json from experiments/dtype_tie_bound.py), summed and rounded up. float16: not
-# measured, 8x smaller (3 more mantissa bits). float32: kernel-order noise only.
-TIE_BOUND = {"float32": 1e-3, "bfloat16": 1.1, "float16": 0.15}
 
 
 @dataclass
@@ -123,7 +116,8 @@ def plan(cfg, out_dir: Path) -> Plan:
     is_ar = c["method"].get("drafter") is None
     method_hash = ar_hash if is_ar else config_hash(generation_settings(c), hardware, method_settings(c))
     ar_index = _ar_index(_external_ar_records(c["baseline_records"]) + store.records)
-    pair = load_pair(c["pair"], c["dtype"], c["device"], drafter_cls=drafter_class(c["method"]))
+    pair = load_pair(c["pair"], c["dtype"], c["device"], drafter_cls=drafter_class(c["method"]),
+                     attention=c["attention"])
     sampling = Sampling(float(c["temperature"]), int(c["top_k"]), float(c["top_p"]))
     p = Plan(c, Path(out_dir), questions, store, env, ar_hash, method_hash, ar_index, pair, build_drafter(c, pair),
              build_policy(c), sampling)
@@ -166,28 +160,13 @@ def make_record(p: Plan, name, pol, chash, question, turn, run_idx, prompt_ids, 
     }
 
 
-def divergence(p: Plan, prompt_ids: list[int], ar_ids: list[int], ids: list[int]) -> dict | None:
-    """Where greedy SD output first differs from AR's: position, both tokens and the target's float32 logit
-    gap there (recomputed from a fresh prefill of prompt + AR's tokens before it). ``agreement`` is
-    ``exact`` (no difference), ``tie`` (|logit(AR) - logit(SD)| <= TIE_BOUND[dtype]: a near-tie the run's
-    dtype may resolve either way) or ``mismatch`` (a real difference: a bug unless the dtype explains it)."""
-    if ids == ar_ids:
-        return {"agreement": "exact", "divergence": None}
-    pos = next((i for i, (a, b) in enumerate(zip(ar_ids, ids)) if a != b), min(len(ar_ids), len(ids)))
-    if pos >= min(len(ar_ids), len(ids)):  # one is a prefix of the other: an EOS / length difference
-        return {"agreement": "mismatch", "divergence": {"position": pos, "ar_token": None, "token": None,
-                                                        "gap": None, "top2_gap": None}}
-    if p._reference is None:
+def divergence(p: Plan, prompt_ids: list[int], ar_ids: list[int], ids: list[int]) -> dict:
+    """``agreement`` of a greedy record with its AR baseline (see ``agreement``), the float32 reference made
+    on first need."""
+    if ids != ar_ids and p._reference is None:
         target = p.pair.target
         p._reference = target if target.dtype == torch.float32 else copy.deepcopy(target).float()
-    runner = TargetRunner(p._reference)
-    with torch.inference_mode():
-        logits = runner.prefill(list(prompt_ids) + ar_ids[:pos])[0].float()  # (V,) next-token logits
-    top2 = logits.topk(2).values
-    gap = abs(float(logits[ar_ids[pos]] - logits[ids[pos]]))
-    agreement = "tie" if gap <= TIE_BOUND[p.c["dtype"]] else "mismatch"
-    return {"agreement": agreement, "divergence": {"position": pos, "ar_token": ar_ids[pos], "token": ids[pos],
-                                                   "gap": round(gap, 5), "top2_gap": round(float(top2[0] - top2[1]), 5)}}
+    return agreement(p._reference, prompt_ids, ar_ids, ids, TIE_BOUND[p.c["dtype"]])
 
 
 def warm_up(p: Plan, todo) -> None:

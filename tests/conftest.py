@@ -12,6 +12,8 @@ os.environ.setdefault("WANDB_MODE", "offline")
 # One thread, here and (OMP_NUM_THREADS) in the CLI subprocesses: the tiny test models gain nothing from more,
 # and on a busy 2-core machine two OpenMP threads per process contend, making forwards 10-100x slower.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# the device the decoding tests run their models on (experiments/gpu_check.sh: SVBENCH_TEST_DEVICE=cuda)
+DEVICE = torch.device(os.environ.get("SVBENCH_TEST_DEVICE", "cpu"))
 torch.set_num_threads(1)
 
 
@@ -21,7 +23,7 @@ def noisy_copy(model, scale: float, seed: int = 123):
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in draft.parameters():
-            p.add_(torch.randn(p.shape, generator=gen) * scale * p.std())
+            p.add_((torch.randn(p.shape, generator=gen) * scale).to(p.device) * p.std())
     return draft
 
 

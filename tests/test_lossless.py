@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from conftest import noisy_copy
+from conftest import DEVICE, noisy_copy
 from svbench.decoding.drafters.draft_model import DraftModelDrafter
 from svbench.decoding.loop import generate
 from svbench.decoding.policies import ConfidencePolicy, FixedPolicy, HeuristicPolicy, SVIPPolicy
@@ -17,13 +17,13 @@ POLICIES = {
 
 @pytest.fixture(scope="module")
 def target():
-    return tiny_llama(num_layers=3, seed=0)
+    return tiny_llama(num_layers=3, seed=0).to(DEVICE)
 
 
 @pytest.fixture(scope="module")
 def drafts(target):
     # one that agrees often (long accepted runs, bonus tokens) and one that rarely does
-    return {"close": noisy_copy(target, 0.005), "layercut": layercut(target, 1), "random": tiny_llama(num_layers=1, seed=9)}
+    return {"close": noisy_copy(target, 0.005), "layercut": layercut(target, 1), "random": tiny_llama(num_layers=1, seed=9).to(DEVICE)}
 
 
 @pytest.mark.parametrize("policy", sorted(POLICIES))
@@ -85,7 +85,7 @@ def test_drafter_reuse_across_sequences(target, drafts):
 def test_ar_equals_transformers_generate(target):
     prompt = [3, 1, 4, 1, 5]
     with torch.inference_mode():
-        reference = target.generate(torch.tensor([prompt]), max_new_tokens=40, do_sample=False, eos_token_id=None,
+        reference = target.generate(torch.tensor([prompt], device=DEVICE), max_new_tokens=40, do_sample=False, eos_token_id=None,
                                     pad_token_id=0)
     assert generate(target, prompt, 40).ids == reference[0, len(prompt):].tolist()
 
@@ -150,10 +150,11 @@ def test_bfloat16_tiny_pair_matches_ar_up_to_near_ties(method):
     from svbench.decoding.drafters import drafter_class
     from svbench.decoding.target import TargetRunner
     from svbench.models import load_pair
-    from svbench.runner import TIE_BOUND
+    from svbench.decoding.agreement import TIE_BOUND
 
     method_cfg = group_config("method", method)
-    pair = load_pair(group_config("pair", "tiny"), dtype="bfloat16", drafter_cls=drafter_class(method_cfg))
+    pair = load_pair(group_config("pair", "tiny"), dtype="bfloat16", device=str(DEVICE),
+                     drafter_cls=drafter_class(method_cfg))
     assert pair.target.dtype == torch.bfloat16 and next(pair.network.parameters()).dtype == torch.bfloat16
     drafter, max_new, exact = build_drafter({"method": method_cfg}, pair), 48, 0
     reference = copy.deepcopy(pair.target).float()

@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from conftest import noisy_copy
+from conftest import DEVICE, noisy_copy
 from svbench.decoding.drafters.draft_model import DraftModelDrafter
 from svbench.decoding.loop import generate
 from svbench.decoding.policies import FixedPolicy, SVIPPolicy
@@ -21,7 +21,7 @@ SAMPLING = Sampling(temperature=1.0)
 
 def small_llama(seed, num_layers):
     return tiny_llama(vocab_size=V, hidden_size=32, num_layers=num_layers, num_heads=2, num_kv_heads=1,
-                      intermediate_size=64, init_std=0.5, seed=seed, eos_token_id=None)
+                      intermediate_size=64, init_std=0.5, seed=seed, eos_token_id=None).to(DEVICE)
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def exact_joint(model, sampling, prompt=PROMPT):
     probs = {}
     with torch.no_grad():
         for prefix in itertools.chain.from_iterable(itertools.product(range(V), repeat=k) for k in range(LENGTH)):
-            logits = model(input_ids=torch.tensor([list(prompt) + list(prefix)])).logits[0, -1]
+            logits = model(input_ids=torch.tensor([list(prompt) + list(prefix)], device=model.device)).logits[0, -1]
             probs[prefix] = warp(logits, sampling)
     joint = np.zeros(V**LENGTH)
     for cell, seq in enumerate(itertools.product(range(V), repeat=LENGTH)):
@@ -45,7 +45,7 @@ def exact_joint(model, sampling, prompt=PROMPT):
 def sampled_counts(target, drafter, policy, sampling, n=N, prompt=PROMPT):
     counts = np.zeros(V**LENGTH)
     for seed in range(n):
-        gen = torch.Generator().manual_seed(seed)
+        gen = torch.Generator(device=target.device).manual_seed(seed)
         ids = generate(target, list(prompt), LENGTH, drafter, policy, sampling, generator=gen).ids
         counts[int(np.ravel_multi_index(ids, (V,) * LENGTH))] += 1
     return counts
@@ -92,7 +92,7 @@ def perturbed(module, scale, seed=0):
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in module.parameters():
-            p.add_(torch.randn(p.shape, generator=gen) * scale)
+            p.add_((torch.randn(p.shape, generator=gen) * scale).to(p.device))
     return module
 
 
@@ -106,9 +106,9 @@ def test_tree_methods_sample_the_target_distribution(target, method):
     from svbench.nets.glide import glide_from_target
 
     if method == "eagle2":
-        drafter = EagleDrafter(perturbed(head_from_target(target), 0.3), top_k=2, depth=2, total_token=6)
+        drafter = EagleDrafter(perturbed(head_from_target(target).to(DEVICE), 0.3), top_k=2, depth=2, total_token=6)
     else:
-        glide = perturbed(glide_from_target(target), 0.1)
+        glide = perturbed(glide_from_target(target).to(DEVICE), 0.1)
         drafter = GlideDrafter(glide, [3, 3, 3, 2, 2, 2, 2, 2, 1, 1, 1] if method == "glide_cape" else None)
     joint = exact_joint(target, SAMPLING)
     counts = sampled_counts(target, drafter, SVIPPolicy(h=0.9) if method == "eagle2" else FixedPolicy(2),

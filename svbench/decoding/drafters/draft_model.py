@@ -33,6 +33,7 @@ class DraftModelDrafter:
 
     def __init__(self, draft_model, vocab_ids: list[int] | None = None, cape_bins=None):
         self.model = draft_model
+        self.device = next(draft_model.parameters()).device
         self.cape_bins = None if cape_bins is None else [int(k) for k in cape_bins]
         self.vocab_ids = None
         if vocab_ids is not None:  # (N,) token ids and the matching rows of the head
@@ -50,9 +51,9 @@ class DraftModelDrafter:
         self.cached_ids: list[int] = []  # the tokens whose K/V the draft cache holds, in order
         self._round_start = 0  # len(ids) at the previous round: ids[:that] is known to be in the cache
 
-    def _forward(self, new_ids: list[int]) -> torch.Tensor:
-        """Feed new_ids; return the next-token logits over the drafting vocabulary: (V,) or (N,)."""
-        input_ids = torch.tensor([new_ids], device=self.model.device)  # (1, t)
+    def _forward(self, input_ids: torch.Tensor, new_ids: list[int]) -> torch.Tensor:
+        """Feed input_ids (1, t) on the device (new_ids: the same tokens on the host); return the next-token
+        logits over the drafting vocabulary: (V,) or (N,)."""
         self.cached_ids.extend(new_ids)
         if self.vocab_ids is None:
             return self.model(input_ids=input_ids, cache=self.cache, use_cache=True, logits_to_keep=1).logits[0, -1]
@@ -70,7 +71,7 @@ class DraftModelDrafter:
         if stale:
             self.cache.crop(-stale)
             del self.cached_ids[common:]
-        return self._forward(ids[common:])
+        return self._forward(torch.tensor([ids[common:]], device=self.device), ids[common:])  # (1, t)
 
     def get_candidates(self, ids, policy, max_len, sampling: Sampling, generator=None) -> DraftTree:
         if max_len <= 0:
@@ -78,29 +79,34 @@ class DraftModelDrafter:
         logits = self._catch_up(ids)
         self._round_start = len(ids)
         drafted, draft_probs, draft_entropy, siblings = [], [], [], []
-        while True:
-            log_q = torch.log_softmax(logits.float(), dim=-1)  # raw draft distribution, T = 1
-            entropy = float(-(log_q.exp() * log_q).sum())  # H_t = -sum_v q(v) ln q(v)
+        while True:  # one draft step; its only host transfer is `step` below (the policy needs it)
+            log_q = torch.log_softmax(logits.float(), dim=-1)  # raw draft distribution, T = 1: (V,) or (N,)
+            entropy = -(log_q.exp() * log_q).sum()  # H_t = -sum_v q(v) ln q(v)
             if sampling.greedy or self.cape_bins:  # the CaPE spine is greedy under sampling too
-                index = int(log_q.argmax())
+                index = log_q.argmax()
             else:
                 q = warp(logits, sampling)  # same warping as the target's p
-                index = int(torch.multinomial(q, 1, generator=generator))
+                index = torch.multinomial(q, 1, generator=generator)[0]
                 draft_probs.append(q)
-            if self.cape_bins:  # top-k_i of q_i; the first one is the spine token itself
-                k = cape_width(self.cape_bins, float(log_q[index].exp()))
-                siblings.append([self._token(int(i)) for i in log_q.topk(min(k, log_q.shape[-1])).indices[1:]])
-            drafted.append(self._token(index))
-            draft_entropy.append(entropy)
-            if len(drafted) >= max_len or policy.should_stop(len(drafted), float(log_q[index].exp()), entropy):
+            parts = [entropy, log_q[index].exp(), self._token(index)]  # H_t, q(y_t), y_t
+            if self.cape_bins:  # top-k_i of q_i (k_i known once q(y_t) is): the largest k, cut on the host
+                parts.append(self._token(log_q.topk(min(max(self.cape_bins), log_q.shape[-1])).indices))
+            step = torch.cat([p.double().reshape(-1) for p in parts]).tolist()  # ONE device->host transfer
+            token, prob = int(step[2]), step[1]
+            if self.cape_bins:  # the first of the top-k is the spine token itself
+                siblings.append([int(t) for t in step[4: 3 + cape_width(self.cape_bins, prob)]])
+            drafted.append(token)
+            draft_entropy.append(step[0])
+            if len(drafted) >= max_len or policy.should_stop(len(drafted), prob, step[0]):
                 break
-            logits = self._forward([drafted[-1]])
+            logits = self._forward(self._token(index).view(1, 1), [token])  # the token stays on the device
         if self.cape_bins:
             return cape_tree(ids[-1], drafted, siblings, draft_entropy)
         return DraftTree.chain(ids[-1], drafted, self._full_vocab(draft_probs), draft_entropy)
 
-    def _token(self, index: int) -> int:
-        return index if self.vocab_ids is None else int(self.vocab_ids[index])
+    def _token(self, index: torch.Tensor) -> torch.Tensor:
+        """Drafting-vocabulary index (tensor) -> token id (tensor), on the device."""
+        return index if self.vocab_ids is None else self.vocab_ids[index]
 
     def _full_vocab(self, draft_probs: list[torch.Tensor]) -> torch.Tensor | None:
         """(n, V) rows of q over the full vocabulary; row 0 (the root) is never a sampled node."""

@@ -34,15 +34,16 @@ class GlideDrafter(DraftModelDrafter):
     def from_pair(cls, pair, cape_bins=None) -> "GlideDrafter":
         return cls(pair.network, cape_bins)
 
-    def _forward(self, new_ids: list[int]) -> torch.Tensor:
-        device = self.model.model.norm.weight.device
+    def _forward(self, input_ids: torch.Tensor, new_ids: list[int]) -> torch.Tensor:
+        """input_ids (1, n) on the device; new_ids the same tokens on the host."""
+        device = input_ids.device
         past, n = len(self.cached_ids), len(new_ids)
         positions = torch.arange(past, past + n, device=device)[None]  # (1, n) absolute positions
         verified = self.target.cached_len  # the target cache holds exactly the verified prefix now
         target_kv = [(self.target.cache.layers[j].keys[:, :, :verified], self.target.cache.layers[j].values[:, :, :verified])
                      for j in self.model.target_layers()]  # per draft layer: (1, kv_T, P, hd_T) each
         mask = causal_mask(past, n, self.model.model.norm.weight.dtype, device)  # (1, 1, n, past + n)
-        hidden = self.model(torch.tensor([new_ids], device=device), positions, target_kv, self_mask=mask,
+        hidden = self.model(input_ids, positions, target_kv, self_mask=mask,
                             cache=self.cache)  # (1, n, d)
         self.cached_ids.extend(new_ids)
         return self.model.logits(hidden[0, -1])  # (V,) or (N,)

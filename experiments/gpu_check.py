@@ -1,0 +1,166 @@
+"""The GPU check: every method x {fixed, svip} on a random-weight Llama (~1B parameters with --size 1b) with a
+random draft (the target's first 2 layers), a fresh GliDe draft and a fresh EAGLE head, in float16 and
+bfloat16, on one device. Per configuration: ids vs AR (exact / near-tie / mismatch, svbench.decoding.agreement),
+speedup, the per-round time split (target forward, draft, everything else) and host-device syncs per round.
+Writes OUT.json and OUT.md. Run through experiments/gpu_check.sh; on a CPU: --device cpu --size tiny.
+
+    python experiments/gpu_check.py --device cuda --size 1b --out results/gpu/gpu_check_cuda
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from svbench.decoding.agreement import TIE_BOUND, agreement  # noqa: E402
+from svbench.decoding.drafters.draft_model import OFFICIAL_CAPE_BINS, DraftModelDrafter  # noqa: E402
+from svbench.decoding.drafters.eagle import EagleDrafter  # noqa: E402
+from svbench.decoding.drafters.glide import GlideDrafter  # noqa: E402
+from svbench.decoding.drafters.pld import PromptLookupDrafter  # noqa: E402
+from svbench.decoding.loop import clock, generate  # noqa: E402
+from svbench.decoding.policies import FixedPolicy, HeuristicPolicy, SVIPPolicy  # noqa: E402
+from svbench.decoding.target import TargetRunner  # noqa: E402
+from svbench.environment import environment  # noqa: E402
+from svbench.models import layercut, tiny_llama  # noqa: E402
+from svbench.nets.eagle import head_from_target  # noqa: E402
+from svbench.nets.glide import glide_from_target  # noqa: E402
+from svbench.sync_count import count_syncs  # noqa: E402
+
+SIZES = {  # init_std: peaked enough that greedy choices are rarely near-ties in low precision
+    "1b": dict(vocab_size=32000, hidden_size=2048, num_layers=22, num_heads=32, num_kv_heads=4,
+               intermediate_size=5632, init_std=0.05, max_positions=4096, eos_token_id=None),
+    "tiny": dict(vocab_size=512, hidden_size=64, num_layers=3, num_heads=4, num_kv_heads=2, intermediate_size=128,
+                 init_std=0.3, max_positions=4096, eos_token_id=None),
+}
+
+
+def configurations(nets):
+    """(method, policy name, drafter factory, policy factory): every method x {fixed, svip}; pld x {fixed,
+    heuristic} (svip needs a draft distribution)."""
+    methods = {
+        "vanilla_sd": (lambda: DraftModelDrafter(nets["draft"]), 5),
+        "glide": (lambda: GlideDrafter(nets["glide"]), 4),
+        "glide_cape": (lambda: GlideDrafter(nets["glide"], OFFICIAL_CAPE_BINS), 4),
+        "eagle2": (lambda: EagleDrafter(nets["eagle"], 10, 5, 60), 6),
+        "eagle2_cpu": (lambda: EagleDrafter(nets["eagle"], 4, 3, 12), 6),
+        "pld": (lambda: PromptLookupDrafter(), 10),
+    }
+    for method, (drafter, gamma) in methods.items():
+        second = ("heuristic", HeuristicPolicy) if method == "pld" else ("svip", SVIPPolicy)
+        for policy, make in (("fixed", lambda g=gamma: FixedPolicy(g)), second):
+            yield method, policy, drafter, make
+
+
+def time_split(target, prompt, tokens, drafter, policy) -> dict:
+    """One instrumented run: seconds in target forwards (TargetRunner.forward_tree, synchronised), drafting,
+    and the rest of each round; syncs counted over the same run."""
+    spent = {"target": 0.0}
+    original = TargetRunner.forward_tree
+
+    def timed_forward(self, tree):
+        start = clock(self.model.device)
+        out = original(self, tree)
+        spent["target"] += clock(self.model.device) - start
+        return out
+
+    TargetRunner.forward_tree = timed_forward
+    try:
+        with count_syncs() as counts:
+            out = generate(target, prompt, tokens, drafter, policy, eos_ids=())
+    finally:
+        TargetRunner.forward_tree = original
+    rounds = out.rounds[1:]
+    round_s = sum(r.draft_s + r.verify_s for r in rounds)
+    draft_s = sum(r.draft_s for r in rounds)
+    n = max(1, len(rounds))
+    return {"rounds": len(rounds), "target_ms": 1e3 * spent["target"] / n, "draft_ms": 1e3 * draft_s / n,
+            "other_ms": 1e3 * (round_s - spent["target"] - draft_s) / n, "syncs_per_round": sum(counts.values()) / n,
+            "steps_per_round": sum(r.steps for r in rounds) / n}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--size", choices=sorted(SIZES), default="1b")
+    ap.add_argument("--dtypes", default="float16,bfloat16")
+    ap.add_argument("--prompts", type=int, default=3)
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--out", default=str(REPO / "results" / "gpu" / "gpu_check"))
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    base = tiny_llama(seed=0, **SIZES[args.size])  # float32, on the CPU: each dtype's target is a copy
+    params = sum(p.numel() for p in base.parameters())
+    gen = torch.Generator().manual_seed(0)
+    vocab = SIZES[args.size]["vocab_size"]
+    prompts = []
+    for i in range(args.prompts):  # random ids with a repeated span, so prompt lookup finds something
+        ids = torch.randint(0, vocab, (48 + 32 * i,), generator=gen).tolist()
+        prompts.append(ids + ids[8:24])
+    rows, out = [], Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for dtype_name in [d.strip() for d in args.dtypes.split(",") if d.strip()]:
+        dtype = getattr(torch, dtype_name)
+        target = copy.deepcopy(base).to(device=device, dtype=dtype)
+        reference = copy.deepcopy(target).float()  # the dtype's weights, computed in float32: agreement's yardstick
+        nets = {"draft": layercut(target, 2), "glide": glide_from_target(target, 1).to(device=device, dtype=dtype),
+                "eagle": head_from_target(target).to(device=device, dtype=dtype)}
+        for prompt in prompts[:1]:  # warm-up (kernels, allocator)
+            generate(target, prompt, 8, eos_ids=())
+        ar = []
+        for prompt in prompts:
+            run = generate(target, prompt, args.tokens, eos_ids=())
+            ar.append(run)
+        for method, policy_name, drafter, make_policy in configurations(nets):
+            d = drafter()
+            generate(target, prompts[0], 8, d, make_policy(), eos_ids=())  # warm-up
+            speedups, agreements, splits = [], [], []
+            for prompt, ar_run in zip(prompts, ar):
+                sd = generate(target, prompt, args.tokens, d, make_policy(), eos_ids=())
+                speedups.append(ar_run.wall_time / sd.wall_time * len(sd.ids) / len(ar_run.ids))
+                agreements.append(agreement(reference, prompt, ar_run.ids, sd.ids, TIE_BOUND[dtype_name])["agreement"])
+                splits.append(time_split(target, prompt, args.tokens, d, make_policy()))
+            row = {"dtype": dtype_name, "method": method, "policy": policy_name,
+                   "speedup_median": statistics.median(speedups),
+                   **{a: agreements.count(a) for a in ("exact", "tie", "mismatch")},
+                   **{k: statistics.median(s[k] for s in splits) for k in splits[0]}}
+            rows.append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)
+            write(out, args, params, rows)
+        del target, reference, nets
+    write(out, args, params, rows)
+    print(out.with_suffix(".md").read_text())
+
+
+def write(out: Path, args, params: int, rows: list[dict]) -> None:
+    """OUT.json and OUT.md, rewritten after every configuration (a timeout keeps what finished)."""
+    env = environment(args.device)
+    command = "python experiments/gpu_check.py " + " ".join(sys.argv[1:])
+    out.with_suffix(".json").write_text(json.dumps({"command": command, "params": params, "env": env,
+                                                    "rows": rows}, indent=2) + "\n")
+    lines = [f"# GPU check: {args.size} random Llama ({params / 1e9:.2f}B parameters), {args.device}", "",
+             f"Command: `{command}`. {args.prompts} random prompts x {args.tokens} new tokens, greedy. Speedup: "
+             "median per-prompt AR time / SD time. Time split per drafting round (median over prompts): target "
+             "forward, drafting, everything else (verify, cache, policy, bookkeeping). Syncs: host-device "
+             "synchronisation points per round (svbench.sync_count).", "",
+             "| dtype | method | policy | speedup | exact | tie | mismatch | steps/round | target ms | draft ms | "
+             "other ms | syncs/round |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['dtype']} | {r['method']} | {r['policy']} | {r['speedup_median']:.2f} | {r['exact']} | "
+                     f"{r['tie']} | {r['mismatch']} | {r['steps_per_round']:.1f} | {r['target_ms']:.2f} | "
+                     f"{r['draft_ms']:.2f} | {r['other_ms']:.2f} | {r['syncs_per_round']:.1f} |")
+    lines += ["", "Environment: `" + json.dumps(env) + "`", ""]
+    out.with_suffix(".md").write_text("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+"""experiments/gpu_check.sh runs here as it would on a GPU machine, on the CPU with the tiny model size."""
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_on_cpu(tmp_path):
+    env = {**os.environ, "DEVICE": "cpu", "SIZE": "tiny", "OUT": str(tmp_path), "PY": str(Path(os.sys.executable))}
+    result = subprocess.run(["bash", "experiments/gpu_check.sh"], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert " passed" in (tmp_path / "tests_cpu.log").read_text()
+    rows = json.loads((tmp_path / "gpu_check_cpu.json").read_text())["rows"]
+    assert {(r["method"], r["policy"]) for r in rows} >= {("vanilla_sd", "svip"), ("eagle2", "fixed"), ("pld", "fixed")}
+    assert {r["dtype"] for r in rows} == {"float16", "bfloat16"}
+    for r in rows:
+        assert r["exact"] + r["tie"] + r["mismatch"] == 3 and r["mismatch"] == 0, r
+        assert r["target_ms"] > 0 and r["syncs_per_round"] > 0
+    assert "| float16 | vanilla_sd | fixed |" in (tmp_path / "gpu_check_cpu.md").read_text()
