@@ -69,3 +69,15 @@ def test_keep_path_compacts_like_a_concatenation_and_matches_a_fresh_forward():
     runner.forward_tree(DraftTree.from_parents([30, 31, 32], [-1, 0, 0]))
     runner.keep_path(DraftTree.from_parents([30, 31, 32], [-1, 0, 0]), [2])
     assert [layer.keys.data_ptr() for layer in runner.cache.layers] == after and after != before
+
+
+def test_crop_zero_is_a_no_op():
+    model = tiny_llama(seed=1)
+    cache = StaticKVCache(model.config.num_hidden_layers)
+    with torch.inference_mode():
+        logits(model, cache, [5, 6, 7, 8, 9])
+    cache.crop(0)
+    cache.crop(-0)
+    assert cache.get_seq_length() == 5
+    cache.crop(-2)
+    assert cache.get_seq_length() == 3

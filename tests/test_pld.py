@@ -31,7 +31,8 @@ def brute_force(ids, limit, sizes, latest=True):
         starts = [j for j in range(len(ids) - n) if ids[j: j + n] == key]  # occurrences ending before the last token
         if starts:
             j = max(starts) if latest else min(starts)
-            return ids[j + n: j + n + limit]
+            period = len(ids) - (j + n)  # the n-gram recurs at this distance: the text repeats with this period
+            return [ids[j + n + (i % period)] for i in range(limit)]
     return []
 
 
@@ -50,9 +51,12 @@ def test_lookup_examples():
     assert d.lookup([7, 1, 2, 9, 9, 1, 2, 5, 1, 2], 3) == [5, 1, 2]  # latest "1 2" wins, not the first
     d = PromptLookupDrafter(max_ngram=2, num_tokens=3, match="first")
     assert d.lookup([7, 1, 2, 9, 9, 1, 2, 5, 1, 2], 3) == [9, 9, 1]
+    assert d.lookup([7, 1, 2, 9, 9, 1, 2, 5, 1, 2], 12) == [9, 9, 1, 2, 5, 1, 2, 9, 9, 1, 2, 5]
     d = PromptLookupDrafter(max_ngram=3, num_tokens=4)
     assert d.lookup([1, 2, 3, 4], 4) == []  # nothing repeats
-    assert PromptLookupDrafter(max_ngram=2).lookup([4, 6, 8, 6], 5) == [8, 6]  # falls back to a 1-gram
+    assert PromptLookupDrafter(max_ngram=2).lookup([4, 6, 8, 6], 5) == [8, 6, 8, 6, 8]  # a 1-gram; 8 6 repeats
+    repeating = [9, 8] + [1, 2] * 6  # the latest "1 2" is followed by "1 2" only: the repeat goes on
+    assert PromptLookupDrafter(num_tokens=10).lookup(repeating, 10) == [1, 2] * 5
 
 
 @pytest.fixture(scope="module")

@@ -64,9 +64,12 @@ class StaticKVLayer(CacheLayerMixin):
         return -1  # grows on demand
 
     def crop(self, tokens_to_remove: int) -> None:
-        """Negative: drop that many rows from the end; non-negative (transformers' legacy): keep that many."""
-        self.length = max(0, self.length + tokens_to_remove) if tokens_to_remove < 0 else min(self.length,
-                                                                                                  tokens_to_remove)
+        """Negative: drop that many rows from the end; 0: nothing (as transformers' DynamicLayer); positive
+        (transformers' legacy): keep that many."""
+        if tokens_to_remove < 0:
+            self.length = max(0, self.length + tokens_to_remove)
+        elif tokens_to_remove > 0:
+            self.length = min(self.length, tokens_to_remove)
 
     def keep(self, start: int, rows: torch.Tensor) -> None:
         """Rows ``rows`` (ascending positions >= start) move to [start, start + k); the rest after start go."""

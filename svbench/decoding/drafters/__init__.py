@@ -73,6 +73,8 @@ def drafter_class(method_cfg: dict):
         raise SvbenchError(f"method.drafter._target_={path!r} cannot be imported") from None
     missing = [a for a in ("network", "draft_distribution", "from_pair", "get_candidates",
                            "update_candidate_strategy", "reset") if not hasattr(cls, a)]
+    if getattr(cls, "network", None) is not None and not hasattr(cls, "load_network"):
+        missing.append("load_network")
     if missing:
         raise SvbenchError(f"method.drafter._target_={path!r} is not a Drafter: it lacks {missing}")
     return cls

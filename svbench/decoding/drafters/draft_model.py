@@ -82,7 +82,10 @@ class DraftModelDrafter:
         while True:  # one draft step; its only host transfer is `step` below (the policy needs it)
             log_q = torch.log_softmax(logits.float(), dim=-1)  # raw draft distribution, T = 1: (V,) or (N,)
             entropy = -(log_q.exp() * log_q).sum()  # H_t = -sum_v q(v) ln q(v)
-            if sampling.greedy or self.cape_bins:  # the CaPE spine is greedy under sampling too
+            if self.cape_bins:  # the CaPE spine is greedy under sampling too: the first of the top-k
+                top = log_q.topk(min(max(self.cape_bins), log_q.shape[-1])).indices  # (k_max,), ties as topk breaks them
+                index = top[0]
+            elif sampling.greedy:
                 index = log_q.argmax()
             else:
                 q = warp(logits, sampling)  # same warping as the target's p
@@ -90,7 +93,7 @@ class DraftModelDrafter:
                 draft_probs.append(q)
             parts = [entropy, log_q[index].exp(), self._token(index)]  # H_t, q(y_t), y_t
             if self.cape_bins:  # top-k_i of q_i (k_i known once q(y_t) is): the largest k, cut on the host
-                parts.append(self._token(log_q.topk(min(max(self.cape_bins), log_q.shape[-1])).indices))
+                parts.append(self._token(top))
             step = torch.cat([p.double().reshape(-1) for p in parts]).tolist()  # ONE device->host transfer
             token, prob = int(step[2]), step[1]
             if self.cape_bins:  # the first of the top-k is the spine token itself

@@ -2,7 +2,8 @@
 
 The draft is the continuation of an earlier occurrence of the last n tokens, n from ``max_ngram`` down to
 ``min_ngram`` (the first n that matches wins), searched in the prompt and everything generated so far,
-as transformers' ``prompt_lookup_num_tokens`` does. ``match=latest`` (default) takes the most recent
+as transformers' ``prompt_lookup_num_tokens`` does; a continuation that reaches the end of the text is
+extended periodically (the text is repeating; svbench's choice, transformers stops there). ``match=latest`` (default) takes the most recent
 occurrence; ``match=first`` the earliest one, which is transformers' choice. At most ``num_tokens``
 tokens are drafted, fewer if the policy stops earlier or the continuation runs out; no match drafts
 nothing (the round is one AR step).
@@ -67,12 +68,18 @@ class PromptLookupDrafter:
         self.indexed = max(self.indexed, len(ids) - 1)
 
     def lookup(self, ids: list[int], limit: int) -> list[int]:
-        """Up to ``limit`` tokens that followed an earlier occurrence of ids' last n tokens (largest n first)."""
+        """Up to ``limit`` tokens that followed an earlier occurrence of ids' last n tokens (largest n first).
+        A continuation that runs into the end of ids is a repeat with period len(ids) - start: it goes on
+        periodically (in ``1 2 1 2 1 2`` the latest ``1 2`` is followed by ``1 2`` only, the draft by
+        ``1 2 1 2 ...``)."""
         self._extend_index(ids)
         for n in self.sizes:
             start = self.index[n].get(tuple(ids[-n:])) if len(ids) >= n else None
             if start is not None:
-                return ids[start: start + limit]
+                draft, period = ids[start: start + limit], len(ids) - start
+                while len(draft) < limit:
+                    draft.append(draft[len(draft) - period])  # x_{i} = x_{i - period}
+                return draft
         return []
 
     def get_candidates(self, ids, policy, max_len, sampling, generator=None) -> DraftTree:
