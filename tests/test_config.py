@@ -144,3 +144,10 @@ def test_every_experiment_composes_with_its_sweep(name):
                 job = compose(config_name="config", overrides=[f"+experiment={name}", f"method={method}",
                                                                f"policy={policy}"])
             validate(job)
+
+
+def test_a_drafter_target_that_is_not_a_drafter_is_one_clear_error():
+    with pytest.raises(SvbenchError, match="is not a Drafter: it lacks"):
+        validate(cfg_with("method=vanilla_sd", "method.drafter._target_=svbench.decoding.tree.DraftTree"))
+    with pytest.raises(SvbenchError, match="cannot be imported"):
+        validate(cfg_with("method=vanilla_sd", "method.drafter._target_=svbench.nowhere.Nothing"))
