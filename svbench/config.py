@@ -90,7 +90,8 @@ def validate(cfg) -> dict:
     return c
 
 
-def _locate(path, key, getter):
+def locate(path, key, getter=get_class):
+    """Import ``path`` (a class by default) or raise one SvbenchError naming ``key``."""
     try:
         return getter(path)
     except Exception:  # hydra raises ImportError/ValueError variants here
@@ -102,7 +103,7 @@ def build_policy(c: dict):
     if c["method"]["name"] == "ar":
         return None
     params = {k: v for k, v in c["policy"].items() if k not in ("name", "_target_")}
-    cls = _locate(c["policy"].get("_target_"), "policy._target_", get_class)
+    cls = locate(c["policy"].get("_target_"), "policy._target_")
     try:
         return cls(**params)
     except TypeError as exc:

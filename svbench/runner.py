@@ -236,7 +236,7 @@ def report(p: Plan) -> dict:
           f"-> {p.out_dir / 'records.jsonl'}")
     print(format_summary(summary))
     if p.sampling.greedy and not p.is_ar:
-        counts = {a: sum(r.get("agreement") == a for r in mine) for a in ("exact", "tie", "mismatch")}
+        counts = summary["overall"]  # exact / tie / mismatch, counted once in summarize
         print(f"token ids vs AR: {counts['exact']} exact, {counts['tie']} near-tie divergence(s) "
               f"(|logit gap| <= {TIE_BOUND[c['dtype']]} in float32), {counts['mismatch']} mismatch(es)")
         if counts["mismatch"]:

@@ -47,7 +47,7 @@ def generate(target_model, prompt_ids: list[int], max_new_tokens: int, drafter=N
     eos = set() if ignore_eos else set(eos_ids)
     ids, out = list(prompt_ids), Generation(ids=[])
     start = clock(device)
-    target = TargetRunner(target_model)
+    target = TargetRunner(target_model, capacity=len(ids) + max_new_tokens + 64)  # grows if a tree needs more
     if drafter is not None:
         drafter.reset(target)  # GliDe reads target.cache, EAGLE target.new_features
         policy.reset()

@@ -59,18 +59,14 @@ class Drafter(Protocol):
 
 def drafter_class(method_cfg: dict):
     """The Drafter class a method config names (``drafter._target_``), or None for the AR baseline."""
-    from hydra.utils import get_class
-
+    from svbench.config import locate  # here: svbench.config imports this module
     from svbench.errors import SvbenchError
 
     spec = method_cfg.get("drafter")
     if not spec:
         return None
     path = spec.get("_target_")
-    try:
-        cls = get_class(path)
-    except Exception:  # hydra raises ImportError/ValueError variants here
-        raise SvbenchError(f"method.drafter._target_={path!r} cannot be imported") from None
+    cls = locate(path, "method.drafter._target_")
     missing = [a for a in ("network", "draft_distribution", "from_pair", "get_candidates",
                            "update_candidate_strategy", "reset") if not hasattr(cls, a)]
     if getattr(cls, "network", None) is not None and not hasattr(cls, "load_network"):
