@@ -62,3 +62,25 @@ def test_packaged_gguf_converts_once_then_loads_fast(tmp_path, monkeypatch):
     assert pair.target.config.num_hidden_layers == 30 and pair.eos_token_ids == (2,)
     ids = pair.tokenizer("Hello", add_special_tokens=False).input_ids
     assert pair.target(torch.tensor([ids])).logits.shape[-1] == 49152
+
+
+def test_glide_draft_takes_the_targets_whole_rope_configuration(tmp_path):
+    """A target at theta 1e5 with linear scaling: the GliDe draft's self-attention and its cross-attention
+    queries both rotate with exactly the target's RoPE (the shipped drafts before 2026-11-29 ran base 10000),
+    and the configuration survives save/load."""
+    from svbench.nets.glide import glide_from_target, load_glide, save_glide
+
+    target = tiny_llama(num_layers=3)
+    target.config.rope_parameters = {"rope_type": "linear", "rope_theta": 100000.0, "factor": 2.0}
+    target.model.rotary_emb = type(target.model.rotary_emb)(target.config)
+    draft = glide_from_target(target, num_layers=2)
+    x = torch.zeros(1, 7, target.config.hidden_size)
+    positions = torch.arange(7)[None] * 37
+    want = target.model.rotary_emb(x, positions)
+    for got in (draft.model.rotary_emb(x, positions), draft.model.target_rotary_emb(x, positions)):
+        torch.testing.assert_close(got, want)
+    assert draft.config.rope_parameters["rope_theta"] == 100000.0 != 10000.0
+    save_glide(draft, tmp_path / "g")
+    loaded = load_glide(tmp_path / "g", target)
+    for got in (loaded.model.rotary_emb(x, positions), loaded.model.target_rotary_emb(x, positions)):
+        torch.testing.assert_close(got, want)

@@ -76,7 +76,7 @@ def test_shipped_prompts_load_like_their_plain_copy(tmp_path, monkeypatch):
 
 
 def data_args(out, **kw):
-    args = dict(out=str(out), pair="tiny", prompts_dir=None, num_prompts=12, shard_size=4, batch_size=4,
+    args = dict(out=str(out), pair="tiny", prompts_dir=None, fixed=False, num_prompts=12, shard_size=4, batch_size=4,
                 max_new_tokens=12, max_prompt_tokens=3000, temperatures="0,1.0", heldout_permille=400, dtype="float32",
                 seed=0, threads=None)
     args.update(kw)
@@ -103,12 +103,38 @@ def test_data_generation_shards_manifest_and_resume(tiny_data):
     for r in greedy[:2]:  # a greedy answer is the target's own greedy continuation
         prompt = r["ids"][: r["prompt_len"]]
         assert r["ids"][r["prompt_len"]:] == generate(pair.target, prompt, len(r["ids"]) - r["prompt_len"]).ids
-    before = (tiny_data / "shard-00001.jsonl").read_text()
-    (tiny_data / "shard-00001.jsonl").unlink()  # an interrupted run: the missing shard is regenerated
+    before = (tiny_data / "shard-00001.parquet").read_bytes()
+    (tiny_data / "shard-00001.parquet").unlink()  # an interrupted run: the missing shard is regenerated
     train_data.run(data_args(tiny_data))
-    assert (tiny_data / "shard-00001.jsonl").read_text() == before
+    assert (tiny_data / "shard-00001.parquet").read_bytes() == before
     with pytest.raises(Exception, match="other settings"):
         train_data.run(data_args(tiny_data, max_new_tokens=5))
+
+
+def test_fixed_responses_are_the_files_own_answers(tmp_path):
+    """--fixed: each row is the chat prompt + the file's own response (GSM8K without its <<calc>> marks) + EOS,
+    split by the same prompt hash as generated data; a response longer than --max-new-tokens is cut, no EOS."""
+    shipped = default_data_dir(packaged=True) / "train_prompts"
+    gunzipped_copy(shipped, tmp_path / "p", ["gsm8k/train.jsonl.gz", "gpteacher/codegen-instruct.json.gz"])
+    train_data.run(data_args(tmp_path / "d", prompts_dir=str(tmp_path / "p"), fixed=True, num_prompts=40,
+                             shard_size=16, max_new_tokens=64))
+    rows = train_data.read_shards(tmp_path / "d")
+    assert len(rows) == 40 and {r["temperature"] for r in rows} == {None}
+    pair = load_pair(group_config("pair", "tiny"), drafter_cls=None)
+    gsm = {json.loads(line)["question"]: json.loads(line)["answer"]
+           for line in (tmp_path / "p/gsm8k/train.jsonl").read_text().splitlines()}
+    prompts = {tuple(build_prompt(pair.tokenizer, "chat", [q], [])): a for q, a in gsm.items()}
+    checked = 0
+    for r in rows:
+        answer = prompts.get(tuple(r["ids"][: r["prompt_len"]]))
+        if answer is None:
+            continue
+        want = pair.tokenizer.encode(__import__("re").sub(r"<<[^>]*>>", "", answer).strip(), add_special_tokens=False)
+        got = r["ids"][r["prompt_len"]:]
+        assert "<<" not in answer or len(want) < len(pair.tokenizer.encode(answer, add_special_tokens=False))
+        assert got == (want + [pair.eos_token_ids[0]] if len(want) < 64 else want[:64])
+        checked += 1
+    assert checked >= 5 and any(r["split"] == "heldout" for r in rows)  # heldout_permille=400 in data_args
 
 
 @pytest.mark.slow
@@ -265,3 +291,36 @@ def test_recipes_memorise_a_tiny_set(recipe):
     max_ratio, min_top1 = MEMORISE[recipe]
     assert after <= max_ratio * before, (before, after)
     assert top1 >= min_top1, top1
+
+
+def test_training_time_test_unroll_equals_drafting_a_chain():
+    """Step j of the unrolled head at position t equals drafting j tokens past x_{t+1} with a KV cache, as the
+    drafter does: context f_0..f_t from the target, then the head's own outputs (one query per step)."""
+    import torch
+    from transformers import DynamicCache
+
+    from svbench.models import tiny_llama
+    from svbench.nets.eagle import head_from_target
+    from svbench.train.recipes import training_time_test_mask, unrolled_head
+
+    target = tiny_llama(num_layers=2)
+    head = head_from_target(target)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in head.parameters():  # leave the identity start: every part of the head must matter
+            p.add_(torch.randn_like(p) * 0.1)
+    ids = torch.randint(3, 500, (2, 14))
+    features = target.model(input_ids=ids).last_hidden_state.detach()  # (2, 14, d)
+    steps = 4
+    with torch.no_grad():
+        unrolled = list(unrolled_head(head, ids[:, 1:], features[:, :-1], steps))  # each (2, 13, d)
+        for t in (0, 4, 8):
+            cache = DynamicCache()
+            out = head(ids[:, 1:t + 2], features[:, :t + 1], torch.arange(t + 1)[None].expand(2, -1), cache=cache)
+            feature = out[:, t:t + 1]
+            torch.testing.assert_close(feature[:, 0], unrolled[0][:, t])
+            for j in range(1, steps):
+                feature = head(ids[:, t + j + 1: t + j + 2], feature, torch.full((2, 1), t + j), cache=cache)
+                torch.testing.assert_close(feature[:, 0], unrolled[j][:, t], atol=1e-4, rtol=1e-4)
+    mask = training_time_test_mask(3, 2)[0, 0].int().tolist()
+    assert mask == [[1, 0, 0, 1, 0, 0, 1, 0, 0], [1, 1, 0, 0, 1, 0, 0, 1, 0], [1, 1, 1, 0, 0, 1, 0, 0, 1]]

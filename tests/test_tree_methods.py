@@ -36,6 +36,8 @@ METHODS = {
     "glide": lambda nets: GlideDrafter(nets["glide"]),
     "glide_cape": lambda nets: GlideDrafter(nets["glide"], OFFICIAL_CAPE_BINS),
     "glide_cape_small": lambda nets: GlideDrafter(nets["glide"], [3, 3, 2, 2, 2, 2, 2, 2, 1, 1, 1]),
+    "glide2_reencode": lambda nets: GlideDrafter(nets["glide2"], reencode_accepted=True),
+    "glide2_cape_reencode": lambda nets: GlideDrafter(nets["glide2"], [3, 3, 2, 2, 2, 2, 2, 2, 1, 1, 1], True),
     "eagle2": lambda nets: EagleDrafter(nets["eagle"], top_k=4, depth=4, total_token=16),
     "eagle2_wide": lambda nets: EagleDrafter(nets["eagle"], top_k=10, depth=5, total_token=60),
     "eagle2_max": lambda nets: EagleDrafter(nets["eagle"], top_k=3, depth=3, total_token=8, entropy_aggregate="max"),
@@ -78,6 +80,7 @@ def nets(target):
     cfg = OmegaConf.create({"num_layers": 1, "block_size": 5, "init_layer": None, "ce_weight": 1.0,
                             "feature_noise": 0.02})
     return {"glide": train_quickly(GlideRecipe(cfg, target, None), target),
+            "glide2": train_quickly(GlideRecipe(OmegaConf.merge(cfg, {"num_layers": 2}), target, None), target),
             "eagle": train_quickly(EagleRecipe(cfg, target, None), target)}
 
 
@@ -114,7 +117,7 @@ def test_trained_drafts_exercise_multi_token_and_sibling_paths(target, nets, met
     finally:
         TargetRunner.keep_path = original_keep
     assert accepted / rounds > 0.5  # mean accepted draft tokens per round
-    if method != "glide":
+    if method not in ("glide", "glide2_reencode"):  # chains never leave the spine
         assert off_spine > 0
 
 
@@ -154,6 +157,35 @@ def test_glide_incremental_cache_matches_a_full_forward(target, nets):
             hidden = draft(torch.tensor([full]), torch.arange(len(full))[None], kv)
         assert int(draft.logits(hidden[0, -1]).argmax()) == token
         full.append(token)
+
+
+@pytest.mark.parametrize("reencode", [False, True])
+def test_glide_reencodes_the_old_root_and_accepted_tokens_when_asked(target, nets, reencode):
+    """reencode_accepted: each round's first draft forward re-feeds the old root, the accepted tokens and the
+    new root (accepted + 2 tokens); without it only what the draft cache lacks (the accepted tokens' K/V
+    are kept)."""
+    drafter = GlideDrafter(nets["glide2"], reencode_accepted=reencode)
+    fed, original = [], GlideDrafter._forward
+
+    def spy(self, input_ids, new_ids):
+        fed.append(len(new_ids))
+        return original(self, input_ids, new_ids)
+
+    GlideDrafter._forward = spy
+    try:
+        out = generate(target, prompt_for(5), 40, drafter, FixedPolicy(4))
+    finally:
+        GlideDrafter._forward = original
+    drafting = [r for r in out.rounds if r.drafted > 0]  # (the prefill's round drafts nothing)
+    firsts, i = [], 0
+    for r in drafting:  # the first forward of a round, then one per further drafted token
+        firsts.append(fed[i])
+        i += r.drafted
+    # without: the new root, plus the last drafted token when all were accepted (it was never fed)
+    want = [len(prompt_for(5)) + 1] + [r.accepted + 2 if reencode else 1 + (r.accepted == r.drafted)
+                                       for r in drafting[:-1]]
+    assert firsts == want and any(r.accepted > 0 for r in out.rounds)
+    assert out.ids == generate(target, prompt_for(5), 40).ids
 
 
 def test_cape_width_bins():

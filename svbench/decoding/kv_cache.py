@@ -78,6 +78,10 @@ class StaticKVLayer(CacheLayerMixin):
         self.values[:, :, start: start + k] = self.values.index_select(2, rows)
         self.length = start + k
 
+    def select_batch(self, rows: torch.Tensor) -> None:
+        """Keep only batch rows ``rows`` (batched generation drops finished sequences; a copy, off the SD path)."""
+        self.keys, self.values = self.keys.index_select(0, rows), self.values.index_select(0, rows)
+
     def reset(self) -> None:
         self.length = 0
 
@@ -92,3 +96,7 @@ class StaticKVCache(Cache):
         """Compact every layer: rows (LongTensor of positions >= start) go to [start, start + len(rows))."""
         for layer in self.layers:
             layer.keep(start, rows)
+
+    def select_batch(self, rows: torch.Tensor) -> None:
+        for layer in self.layers:
+            layer.select_batch(rows)

@@ -13,7 +13,10 @@ state dict loads as is. Its config.json is a LlamaConfig plus ``large_hidden_siz
 ``large_num_attention_heads``, ``large_head_dim`` (the target's), which svbench's files carry too, plus
 ``large_num_key_value_heads``, ``large_num_hidden_layers`` and ``large_rope_theta``.
 Deviation: the official code rotates queries with base 10000 whatever the target; svbench uses the
-target's rope_theta (equal for Vicuna/Llama-2; required for SmolLM2, theta 1e5).
+target's whole RoPE configuration (``large_rope_parameters``: theta and scaling; equal for Vicuna/Llama-2,
+required for SmolLM2, theta 1e5), and the draft's own self-attention uses it too (``rope_parameters``).
+Drafts written before 2026-11-29 ran their self-attention at base 10000 (transformers 5 configs carry
+``rope_parameters``, which was not copied); their files still load with what they were trained with.
 The embedding and lm_head are the draft's own in official checkpoints; svbench's drafts share the
 target's (frozen, not saved). Either way they live in the non-persistent buffers embed_weight/head_weight.
 """
@@ -36,10 +39,21 @@ FORMAT = "glide-draft"
 OWN_EMBEDDINGS = ("model.embed_tokens.weight", "lm_head.weight")
 
 
+def rope_parameters(config) -> dict:
+    """A config's whole RoPE configuration (theta, type, scaling), as transformers 5 stores it."""
+    params = getattr(config, "rope_parameters", None)
+    if params:
+        return dict(params)
+    return {"rope_type": "default", "rope_theta": getattr(config, "rope_theta", None) or 10000.0}
+
+
 def target_rope_config(config: LlamaConfig) -> LlamaConfig:
-    """A config whose rotary embedding equals the target's (head_dim, theta)."""
+    """A config whose rotary embedding equals the target's (head_dim and its whole RoPE configuration:
+    ``large_rope_parameters``; older svbench and official files carry only ``large_rope_theta``)."""
+    params = getattr(config, "large_rope_parameters", None) or \
+        {"rope_type": "default", "rope_theta": getattr(config, "large_rope_theta", None) or 10000.0}
     return LlamaConfig(hidden_size=config.large_hidden_size, num_attention_heads=config.large_num_attention_heads,
-                       head_dim=config.large_head_dim, rope_theta=getattr(config, "large_rope_theta", 10000.0),
+                       head_dim=config.large_head_dim, rope_parameters=dict(params),
                        max_position_embeddings=config.max_position_embeddings)
 
 
@@ -121,12 +135,13 @@ def glide_config_from_target(target_config, num_layers: int = 1, **overrides) ->
     t = target_config
     head_dim = getattr(t, "head_dim", None) or t.hidden_size // t.num_attention_heads
     keys = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads", "head_dim",
-            "rms_norm_eps", "rope_theta", "max_position_embeddings", "vocab_size", "hidden_act")
+            "rms_norm_eps", "max_position_embeddings", "vocab_size", "hidden_act")
     base = {k: getattr(t, k) for k in keys if getattr(t, k, None) is not None}
-    base.update(num_hidden_layers=num_layers, large_hidden_size=t.hidden_size,
+    rope = rope_parameters(t)  # the draft's self-attention and its cross-attention queries both use the target's
+    base.update(num_hidden_layers=num_layers, rope_parameters=dict(rope), large_hidden_size=t.hidden_size,
                 large_num_attention_heads=t.num_attention_heads, large_head_dim=head_dim,
                 large_num_key_value_heads=t.num_key_value_heads, large_num_hidden_layers=t.num_hidden_layers,
-                large_rope_theta=getattr(t, "rope_theta", None) or t.rope_parameters["rope_theta"])
+                large_rope_theta=rope["rope_theta"], large_rope_parameters=dict(rope))
     return LlamaConfig(**{**base, **overrides})
 
 
@@ -170,7 +185,7 @@ def load_glide(folder: Path, target, use_vocab_subset: bool = True) -> GlideDraf
     t = target.config
     raw.setdefault("large_num_key_value_heads", t.num_key_value_heads)
     raw.setdefault("large_num_hidden_layers", t.num_hidden_layers)
-    raw.setdefault("large_rope_theta", getattr(t, "rope_theta", None) or t.rope_parameters["rope_theta"])
+    raw.setdefault("large_rope_theta", rope_parameters(t)["rope_theta"])
     target_head_dim = getattr(t, "head_dim", None) or t.hidden_size // t.num_attention_heads
     if (raw["large_num_attention_heads"], raw["large_head_dim"]) != (t.num_attention_heads, target_head_dim):
         raise SvbenchError(f"GliDe draft {folder} was made for a target with {raw['large_num_attention_heads']} "

@@ -1,13 +1,19 @@
-"""Target-generated distillation data: the frozen target answers the training prompts.
+"""Distillation data: the frozen target answers the training prompts; fixed responses ride along.
 
-    python -m svbench.train.data --out train_data/smollm2 --num-prompts 4000 [--temperatures 0,1.0]
+    python -m svbench.train.data --out train_data/smollm2                  (target answers; hours on 2 cores)
+    python -m svbench.train.data --out train_data/smollm2_fixed --fixed    (the prompt files' own responses)
 
-Prompts are shuffled once with a fixed seed; shard k holds prompts [k*S, (k+1)*S) of that order and is
-written atomically (tmp + rename), so an interrupted run resumes at the first missing shard. A prompt
-is held out (never trained on) when a hash of its text falls below --heldout-permille: the split is
-by prompt and does not depend on how many prompts are generated. Shard k is generated at temperature
-temperatures[k % len(temperatures)] (0 = greedy). Rows: {i, source, split, temperature, prompt_len,
-ids} where ids = prompt + answer (the answer ends at EOS when one was generated).
+Target answers: prompts are shuffled once with a fixed seed; shard k holds prompts [k*S, (k+1)*S) of that
+order, generated at temperature temperatures[k % len(temperatures)] (0 = greedy), and is written atomically
+(tmp + rename) as a Parquet file, so an interrupted run resumes at the first missing shard.
+Fixed responses (EAGLE-1's cheap data, ``--fixed``): the responses the prompt files already hold
+(svbench.train.prompts.FIXED_READERS), tokenised after the chat prompt; no model runs here, the target's
+features and next-token distributions over them are computed by the training recipes (one prefill).
+
+A prompt is held out (never trained on) when a hash of its text falls below --heldout-permille: the split
+is by prompt and does not depend on how many prompts are generated. Rows: {i, source, split, temperature
+(None for fixed responses), prompt_len, ids} where ids = prompt + answer (the answer ends at EOS when one
+was generated). The shards are read with `datasets` (memory-mapped Arrow).
 """
 from __future__ import annotations
 
@@ -24,65 +30,171 @@ from tqdm import tqdm
 
 from svbench.benchmarks import build_prompt
 from svbench.config import group_config
+from svbench.decoding.kv_cache import StaticKVCache
 from svbench.errors import SvbenchError, report_user_errors
 from svbench.models import load_pair
-from svbench.train.prompts import TrainPrompt, load_train_prompts, train_prompt_dir
+from svbench.train.prompts import TrainPrompt, load_fixed_responses, load_train_prompts, train_prompt_dir
 
+SHARD_GLOB = "shard-*.parquet"
 
 
 def is_heldout(text: str, permille: int) -> bool:
     return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) % 1000 < permille
 
 
-def shuffled(prompts: list[TrainPrompt], seed: int) -> list[TrainPrompt]:
-    order = list(prompts)
+def shuffled(items: list, seed: int) -> list:
+    order = list(items)
     random.Random(seed).shuffle(order)
     return order
 
 
 def read_shards(folder: Path, split: str | None = None) -> list[dict]:
-    rows = []
-    for shard in sorted(Path(folder).glob("shard-*.jsonl")):
-        with open(shard) as fh:
-            for line_no, line in enumerate(fh, start=1):
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise SvbenchError(f"{shard}, line {line_no}: not valid JSON ({exc.msg})") from None
-                if split is None or row["split"] == split:
-                    rows.append(row)
+    """Every row of a data folder's shards (optionally one split), in shard order."""
+    import datasets
+
+    files = sorted(str(f) for f in Path(folder).glob(SHARD_GLOB))
+    if not files:
+        raise SvbenchError(f"no generated data under {folder}; run python -m svbench.train.data")
+    try:
+        table = datasets.Dataset.from_parquet(files, keep_in_memory=False)  # memory-mapped Arrow
+    except Exception as exc:  # a truncated or foreign file
+        raise SvbenchError(f"{folder}: cannot read the Parquet shards ({exc})") from None
+    if split is not None:
+        table = table.filter(lambda s: [x == split for x in s], input_columns="split", batched=True)
+    rows = table.to_list()
     if not rows:
-        raise SvbenchError(f"no generated data under {folder} (split={split}); run python -m svbench.train.data")
+        raise SvbenchError(f"no rows under {folder} with split={split}")
     return rows
 
 
+def write_shard(path: Path, rows: list[dict], vocab_size: int) -> None:
+    """Atomically: tmp + rename, so a shard is either complete or absent. Token ids as uint16 when the
+    vocabulary fits (SmolLM2: 49,152), else int32."""
+    import datasets
+    import pyarrow.parquet as pq
+
+    columns = {k: [r[k] for r in rows] for k in ("i", "source", "split", "temperature", "prompt_len", "ids")}
+    features = datasets.Features({"i": datasets.Value("int32"), "source": datasets.Value("string"),
+                                  "split": datasets.Value("string"), "temperature": datasets.Value("float32"),
+                                  "prompt_len": datasets.Value("int32"),
+                                  "ids": datasets.Sequence(datasets.Value("uint16" if vocab_size <= 65536 else "int32"))})
+    tmp = path.with_suffix(".tmp")
+    table = datasets.Dataset.from_dict(columns, features=features).data.table  # Arrow, typed by `features`
+    pq.write_table(table, tmp, compression="zstd", compression_level=19)  # ~1.3 bytes per token id
+    tmp.replace(path)
+
+
+def fixed_answer(response: list[int], max_tokens: int, eos: int) -> list[int]:
+    """A fixed response as an answer: ended by EOS when it fits, cut (no EOS: it did not end) when not."""
+    return response + [eos] if len(response) < max_tokens else response[:max_tokens]
+
+
+def pick(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
+    """(B, V) -> (B,): argmax at temperature 0, else a sample of softmax(logits / temperature)."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)  # (B, V)
+    return torch.multinomial(probs, 1, generator=generator)[:, 0]
+
+
 @torch.inference_mode()
-def generate_batch(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, temperature: float,
-                   eos_ids) -> list[list[int]]:
-    """Left-padded batched generation; returns each answer cut after its first EOS."""
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
-    width = max(len(p) for p in prompts)
-    input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])  # (B, width)
-    attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-    sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if temperature > 0 \
-        else {"do_sample": False}
-    out = model.generate(input_ids, attention_mask=attention, max_new_tokens=max_new_tokens, eos_token_id=list(eos_ids),
-                         pad_token_id=pad, **sampling)
-    answers = []
-    for row in out[:, width:].tolist():
-        cut = next((j + 1 for j, t in enumerate(row) if t in eos_ids), len(row))
-        answers.append(row[:cut])
+def generate_batch(model, prompts: list[list[int]], budgets: list[int], temperature: float, eos_ids,
+                   generator: torch.Generator | None = None, min_live: int = 0,
+                   compact_at: float = 0.25) -> tuple[list[list[int]], list[bool]]:
+    """Left-padded batched generation with a pre-allocated KV cache (svbench's StaticKVCache, written in
+    place). Row b stops at its first EOS or after budgets[b] tokens. Rows that stop leave the batch: once
+    `compact_at` of the live rows are done, the cache, mask and positions keep only the live rows (a
+    logarithmic number of compactions). With min_live > 0 the call returns as soon as fewer rows than that
+    are still running, so the caller can refill the batch (generate_all). Returns (tokens per row,
+    finished per row: EOS or budget reached)."""
+    B, width = len(prompts), max(len(p) for p in prompts)
+    steps = max(budgets)
+    device = model.device
+    mask = torch.zeros(B, width + steps, dtype=torch.long, device=device)  # 1 = a real token
+    cache = StaticKVCache(model.config.num_hidden_layers, width + steps)
+    last = []
+    for b, p in enumerate(prompts):  # prefill row by row: no padded tokens, no masked attention
+        row = StaticKVCache(model.config.num_hidden_layers, len(p))
+        hidden = model.model(input_ids=torch.tensor([p], device=device), cache=row, use_cache=True).last_hidden_state
+        last.append(hidden[0, -1])  # (d,)
+        for layer, source in zip(cache.layers, row.layers):  # left-padded: the prompt ends at column width
+            if not layer.is_initialized:
+                layer.lazy_initialization(source.keys.expand(B, -1, -1, -1), source.values.expand(B, -1, -1, -1))
+            layer.keys[b, :, width - len(p): width] = source.keys[0]
+            layer.values[b, :, width - len(p): width] = source.values[0]
+        mask[b, width - len(p): width] = 1
+    for layer in cache.layers:
+        layer.length = width
+    logits = model.lm_head(torch.stack(last))  # (B, V)
+    position = torch.tensor([len(p) - 1 for p in prompts], device=device)  # (B,) the last prompt position
+    eos = torch.tensor(sorted(eos_ids), device=device)
+    live = list(range(B))  # the prompt index of each batch row
+    answers: list[list[int]] = [[] for _ in range(B)]
+    finished = [False] * B
+    for t in range(steps):
+        token = pick(logits, temperature, generator)  # (b,)
+        for row, (tok, stop) in enumerate(zip(token.tolist(), torch.isin(token, eos).tolist())):  # one transfer
+            b = live[row]
+            if not finished[b]:
+                answers[b].append(tok)
+                finished[b] = stop or len(answers[b]) >= budgets[b]
+        alive = [row for row, b in enumerate(live) if not finished[b]]
+        if not alive or len(alive) < min_live:
+            break
+        if len(live) - len(alive) >= compact_at * len(live):  # drop finished rows from the batch
+            keep = torch.tensor(alive, device=device)
+            cache.select_batch(keep)
+            mask, position, token = mask[keep], position[keep], token[keep]
+            live = [live[row] for row in alive]
+        mask[:, width + t] = 1
+        position = position + 1
+        hidden = model.model(input_ids=token[:, None], attention_mask=mask[:, : width + t + 1],
+                             position_ids=position[:, None], cache=cache, use_cache=True).last_hidden_state
+        logits = model.lm_head(hidden[:, -1])  # (b, V)
+    return answers, finished
+
+
+def generate_all(model, prompts: list[list[int]], max_new_tokens: int, temperature: float, eos_ids,
+                 generator: torch.Generator | None = None, batch_size: int = 64, max_batch_tokens: int = 32768,
+                 on_done=None) -> list[list[int]]:
+    """Answers to every prompt, batch_size at a time with refills: a batch runs until fewer than half its
+    rows are live; the unfinished rows go back to the pool as prompt + answer so far (one re-prefill each)
+    and the next batch takes the shortest sequences of the pool, so batches stay full and little is padded;
+    a batch of long sequences has fewer rows (rows x (longest + max_new_tokens) <= max_batch_tokens).
+    on_done(n) is called as n answers finish (a progress bar)."""
+    answers: list[list[int]] = [[] for _ in prompts]
+    pool = list(range(len(prompts)))
+    while pool:
+        pool.sort(key=lambda i: len(prompts[i]) + len(answers[i]))
+        batch = []  # the shortest sequences, as many as fit batch_size rows x (the batch's longest + budget) tokens
+        for i in pool:
+            if batch and (len(batch) + 1) * (len(prompts[i]) + len(answers[i]) + max_new_tokens) > max_batch_tokens:
+                break
+            batch.append(i)
+            if len(batch) == batch_size:
+                break
+        pool = pool[len(batch):]
+        got, finished = generate_batch(model, [prompts[i] + answers[i] for i in batch],
+                                       [max_new_tokens - len(answers[i]) for i in batch], temperature, eos_ids,
+                                       generator, min_live=batch_size // 2 if pool else 0)
+        for i, tokens, done in zip(batch, got, finished):
+            answers[i] += tokens
+            if not done:
+                pool.append(i)
+        if on_done is not None:
+            on_done(sum(finished))
     return answers
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description="Generate distillation data with the target model.")
-    ap.add_argument("--out", required=True, help="output folder (shards + manifest.json)")
+    ap.add_argument("--out", required=True, help="output folder (Parquet shards + manifest.json)")
     ap.add_argument("--pair", default="smollm2_layercut", help="conf/pair/<name>.yaml; only its target is used")
     ap.add_argument("--prompts-dir", default=None, help="default: $SVBENCH_DATA/train_prompts, else svbench/data/train_prompts")
+    ap.add_argument("--fixed", action="store_true", help="tokenise the prompt files' own responses; no generation")
     ap.add_argument("--num-prompts", type=int, default=None, help="first N prompts of the shuffled order (default all)")
-    ap.add_argument("--shard-size", type=int, default=256)
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--shard-size", type=int, default=512)
+    ap.add_argument("--batch-size", type=int, default=64, help="prompts per batch (sorted by length within a shard)")
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--max-prompt-tokens", type=int, default=768, help="longer prompts are skipped")
     ap.add_argument("--temperatures", default="0,1.0", help="comma list, cycled over shards; 0 = greedy")
@@ -103,58 +215,63 @@ def run(args) -> None:
     if any(t < 0 for t in temperatures) or args.shard_size < 1 or args.batch_size < 1 or args.max_new_tokens < 1 \
             or (args.num_prompts is not None and args.num_prompts < 1):
         raise SvbenchError("temperatures must be >= 0; shard-size, batch-size, max-new-tokens, num-prompts >= 1")
-    prompts = shuffled(load_train_prompts(train_prompt_dir(args.prompts_dir)), args.seed)
+    folder = train_prompt_dir(args.prompts_dir)
+    fixed = bool(getattr(args, "fixed", False))
+    items = load_fixed_responses(folder) if fixed else [(p, None) for p in load_train_prompts(folder)]
+    items = shuffled(items, args.seed)
     if args.num_prompts is not None:
-        prompts = prompts[: args.num_prompts]
+        items = items[: args.num_prompts]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    settings = {k: v for k, v in vars(args).items() if k not in ("out", "threads", "num_prompts")}
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "threads", "num_prompts", "batch_size")}
     manifest_path = out / "manifest.json"
     if manifest_path.is_file():
         old = json.loads(manifest_path.read_text())
         if old["settings"] != settings:
             raise SvbenchError(f"{out} was generated with other settings {old['settings']}; use another --out")
-    pair_cfg = group_config("pair", args.pair)
-    pair = load_pair(pair_cfg, args.dtype, "cpu", drafter_cls=None)
+    pair = load_pair(group_config("pair", args.pair), args.dtype, "cpu", drafter_cls=None)
     tok, eos = pair.tokenizer, pair.eos_token_ids
-    num_shards = (len(prompts) + args.shard_size - 1) // args.shard_size
-    todo = [k for k in range(num_shards) if not (out / f"shard-{k:05d}.jsonl").is_file()]
-    bar = tqdm(total=len(todo) * args.shard_size, unit="prompt", desc="generating", file=sys.stderr)
+    num_shards = (len(items) + args.shard_size - 1) // args.shard_size
+    todo = [k for k in range(num_shards) if not (out / f"shard-{k:05d}.parquet").is_file()]
+    bar = tqdm(total=sum(len(items[k * args.shard_size:(k + 1) * args.shard_size]) for k in todo), unit="prompt",
+               desc="tokenising" if fixed else "generating", file=sys.stderr)
     tokens, start = 0, time.perf_counter()
     for k in todo:
-        temperature = temperatures[k % len(temperatures)]
-        torch.manual_seed(args.seed * 100003 + k)
-        chunk = list(enumerate(prompts[k * args.shard_size:(k + 1) * args.shard_size], start=k * args.shard_size))
-        encoded = [(i, p, build_prompt(tok, "chat", [p.text], [])) for i, p in chunk]
-        encoded = sorted((e for e in encoded if len(e[2]) <= args.max_prompt_tokens), key=lambda e: len(e[2]))
+        temperature = None if fixed else temperatures[k % len(temperatures)]
+        generator = torch.Generator().manual_seed(args.seed * 100003 + k)
+        chunk = list(enumerate(items[k * args.shard_size:(k + 1) * args.shard_size], start=k * args.shard_size))
+        encoded = [(i, p, response, build_prompt(tok, "chat", [p.text], [])) for i, (p, response) in chunk]
+        encoded = sorted((e for e in encoded if len(e[3]) <= args.max_prompt_tokens), key=lambda e: len(e[3]))
+        if fixed:
+            answers = [fixed_answer(tok.encode(e[2], add_special_tokens=False), args.max_new_tokens, eos[0])
+                       for e in encoded]
+            bar.update(len(encoded))
+        else:
+            answers = generate_all(pair.target, [e[3] for e in encoded], args.max_new_tokens, temperature, eos,
+                                   generator, args.batch_size, on_done=bar.update)
         rows = []
-        for b in range(0, len(encoded), args.batch_size):
-            batch = encoded[b:b + args.batch_size]
-            answers = generate_batch(pair.target, tok, [e[2] for e in batch], args.max_new_tokens, temperature, eos)
-            for (i, p, ids), answer in zip(batch, answers):
-                rows.append({"i": i, "source": p.source, "temperature": temperature, "prompt_len": len(ids),
-                             "split": "heldout" if is_heldout(p.text, args.heldout_permille) else "train",
-                             "ids": ids + answer})
-                tokens += len(answer)
-            bar.update(len(batch))
-            bar.set_postfix(tok_s=f"{tokens / (time.perf_counter() - start):.0f}")
+        for (i, p, _, ids), answer in zip(encoded, answers):
+            rows.append({"i": i, "source": p.source, "temperature": temperature, "prompt_len": len(ids),
+                         "split": "heldout" if is_heldout(p.text, args.heldout_permille) else "train",
+                         "ids": ids + answer})
+            tokens += len(answer)
+        bar.set_postfix(tok_s=f"{tokens / (time.perf_counter() - start):.0f}")
         bar.update(len(chunk) - len(encoded))
-        tmp = out / f"shard-{k:05d}.jsonl.tmp"
-        tmp.write_text("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in sorted(rows, key=lambda r: r["i"])))
-        tmp.replace(out / f"shard-{k:05d}.jsonl")
-        write_manifest(out, settings, len(prompts))
+        write_shard(out / f"shard-{k:05d}.parquet", sorted(rows, key=lambda r: r["i"]), pair.target.config.vocab_size)
+        write_manifest(out, settings, len(items))
     bar.close()
-    write_manifest(out, settings, len(prompts))
+    write_manifest(out, settings, len(items))
 
 
 def write_manifest(out: Path, settings: dict, num_prompts: int) -> None:
+    import pyarrow.parquet as pq
+
     shards = []
-    for shard in sorted(out.glob("shard-*.jsonl")):
-        blob = shard.read_bytes()
-        rows = [json.loads(x) for x in blob.splitlines()]
-        shards.append({"file": shard.name, "sha256": hashlib.sha256(blob).hexdigest(), "rows": len(rows),
-                       "heldout": sum(r["split"] == "heldout" for r in rows),
-                       "answer_tokens": sum(len(r["ids"]) - r["prompt_len"] for r in rows)})
+    for shard in sorted(out.glob(SHARD_GLOB)):
+        table = pq.read_table(shard, columns=["split", "prompt_len", "ids"]).to_pydict()
+        shards.append({"file": shard.name, "sha256": hashlib.sha256(shard.read_bytes()).hexdigest(),
+                       "rows": len(table["split"]), "heldout": table["split"].count("heldout"),
+                       "answer_tokens": sum(len(ids) - n for ids, n in zip(table["ids"], table["prompt_len"]))})
     manifest = {"settings": settings, "num_prompts": num_prompts, "shards": shards,
                 "hash": hashlib.sha256(json.dumps([s["sha256"] for s in shards]).encode()).hexdigest()[:16]}
     tmp = out / "manifest.json.tmp"

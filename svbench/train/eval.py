@@ -38,7 +38,7 @@ from svbench.decoding.verify import Sampling
 from svbench.config import group_config
 from svbench.errors import SvbenchError, report_user_errors
 from svbench.models import load_pair
-from svbench.train.data import generate_batch, read_shards
+from svbench.train.data import generate_all, read_shards
 
 GAMMA_MAX = 8
 
@@ -168,9 +168,7 @@ def run(args) -> dict:
         per_category = max(1, args.spec_bench // 6)
         questions = load_benchmark({**spec, "limit": per_category, "turns": "first"})
         prompts = [build_prompt(pair.tokenizer, "chat", [q.turns[0]], []) for q in questions]
-        answers = []
-        for b in range(0, len(prompts), 8):
-            answers += generate_batch(pair.target, pair.tokenizer, prompts[b:b + 8], 128, 0.0, pair.eos_token_ids)
+        answers = generate_all(pair.target, prompts, 128, 0.0, pair.eos_token_ids, batch_size=8)
         seqs = [(p + a, len(p)) for p, a in zip(prompts, answers)]
         results["spec_bench"] = acceptance_stats(accepted_lengths(drafter, seqs, args.starts_per_seq, rng,
                                                                   reads_target))

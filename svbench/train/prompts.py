@@ -109,19 +109,69 @@ def train_prompt_dir(path: str | None = None) -> Path:
 def load_train_prompts(folder: Path) -> list[TrainPrompt]:
     """All prompts, in a fixed order (folders and files sorted by name without .gz), exact duplicates removed."""
     prompts, seen = [], set()
+    for source, texts in _files(folder, READERS):
+        for text in texts:
+            if text and text not in seen:
+                seen.add(text)
+                prompts.append(TrainPrompt(source, text))
+    if not prompts:
+        raise SvbenchError(f"no training prompts found under {folder}")
+    return prompts
+
+
+def _fixed_gsm8k(path):
+    return [(row["question"], re.sub(r"<<[^>]*>>", "", row["answer"])) for row in _jsonl(path)]  # no calculator marks
+
+
+def _fixed_gpteacher(path):
+    return [(_with_input(row["instruction"], row.get("input")), row["response"]) for row in json.loads(_read_text(path))]
+
+
+def _fixed_self_instruct(path):
+    out = []
+    for row in _jsonl(path):
+        first = (row.get("instances") or [{}])[0]
+        out.append((_with_input(row["instruction"], first.get("input")), first.get("output", "")))
+    return out
+
+
+def _fixed_t0(path):
+    return [(row["prompt"].strip(), row["completion"]) for row in _jsonl(path)]
+
+
+def _fixed_scitldr(path):
+    return [("Summarize: " + " ".join(row["source"]), (row.get("target") or [""])[0]) for row in _jsonl(path)]
+
+
+FIXED_READERS = {  # folder -> (prompt, response) pairs: the fixed responses EAGLE-1 trains on (NOTICE.md)
+    "gsm8k": _fixed_gsm8k, "gpteacher": _fixed_gpteacher, "self_instruct": _fixed_self_instruct,
+    "self_instruct_t0": _fixed_t0, "scitldr": _fixed_scitldr,
+}
+
+
+def _files(folder: Path, readers: dict):
     for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
-        reader = READERS.get(sub.name)
+        reader = readers.get(sub.name)
         if reader is None:
             continue
         files = [f for f in sub.iterdir() if Path(_plain_name(f)).suffix in (".json", ".jsonl", ".conllu")]
         for file in sorted(files, key=lambda f: (_plain_name(f), f.name)):
-            for text in reader(file):
-                if text and text not in seen:
-                    seen.add(text)
-                    prompts.append(TrainPrompt(f"{sub.name}/{_plain_name(file)}", text))
-    if not prompts:
-        raise SvbenchError(f"no training prompts found under {folder}")
-    return prompts
+            yield f"{sub.name}/{_plain_name(file)}", reader(file)
+
+
+def load_fixed_responses(folder: Path) -> list[tuple[TrainPrompt, str]]:
+    """(prompt, the file's own response) for every file that holds responses; fixed order, a prompt seen
+    before dropped, empty responses dropped. Prompt texts are the same strings load_train_prompts gives."""
+    pairs, seen = [], set()
+    for source, items in _files(folder, FIXED_READERS):
+        for text, response in items:
+            text = text.strip()
+            if text and response.strip() and text not in seen:
+                seen.add(text)
+                pairs.append((TrainPrompt(source, text), response.strip()))
+    if not pairs:
+        raise SvbenchError(f"no fixed responses found under {folder}")
+    return pairs
 
 
 def normalise(text: str) -> str:

@@ -29,7 +29,9 @@ def agreement(draft_logits: torch.Tensor, target_logits: torch.Tensor) -> float:
 
 
 class DraftLMRecipe:
-    """Vanilla-SD draft LM: a few target-width layers; CE on the target's answer tokens."""
+    """Vanilla-SD draft LM: a few target-width layers. Loss: soft cross-entropy to the target's next-token
+    distribution at every answer position (soft_labels, the default; over the reduced vocabulary the
+    target's distribution is renormalised to it), else cross-entropy on the answer tokens."""
 
     def __init__(self, cfg, target, vocab):
         self.module = draft_from_target(target, cfg.num_layers, list(cfg.init_layers))
@@ -40,13 +42,21 @@ class DraftLMRecipe:
         if vocab is not None:  # full id -> subset index, -100 (ignored) outside the subset
             self.to_index = torch.full((full.shape[0],), -100, dtype=torch.long)
             self.to_index[torch.tensor(vocab)] = torch.arange(len(vocab))
+        self.target_pass = TargetPass(target, max_tokens=cfg.get("feature_cache_tokens")) \
+            if cfg.get("soft_labels", True) else None
+        self.target_head = target.lm_head.weight if vocab is None else target.lm_head.weight[torch.tensor(vocab)]
 
     def loss(self, ids, attention, answer, keys=None):
-        labels = ids[:, 1:][answer[:, 1:]]  # (M,) the next token at every answer position
+        where = answer[:, 1:]  # positions t whose next token x_{t+1} the target wrote
+        hidden = self.module.model(input_ids=ids, attention_mask=attention).last_hidden_state  # (B, T, d)
+        logits = (hidden[:, :-1][where] @ self.head.T).float()  # (M, N)
+        if self.target_pass is not None:
+            features, _ = self.target_pass.batch(keys, ids, attention)  # (B, T, d)
+            target_logits = features[:, :-1][where].to(self.target_head.dtype) @ self.target_head.T  # (M, N)
+            return soft_cross_entropy(logits, target_logits), agreement(logits, target_logits), int(where.sum())
+        labels = ids[:, 1:][where]  # (M,) the next token at every answer position
         if self.to_index is not None:
             labels = self.to_index[labels]
-        hidden = self.module.model(input_ids=ids, attention_mask=attention).last_hidden_state  # (B, T, d)
-        logits = (hidden[:, :-1][answer[:, 1:]] @ self.head.T).float()  # (M, N)
         loss = F.cross_entropy(logits, labels, ignore_index=-100)
         valid = labels >= 0
         acc = float((logits.argmax(-1)[valid] == labels[valid]).float().mean()) if valid.any() else 0.0
@@ -60,19 +70,24 @@ class TargetPass:
     """The frozen target's outputs per training row, computed on first use: final-normed hidden states
     (T, d) and, for GliDe, the K/V of the given layers (kv_heads, T, head_dim) each; bf16 in memory."""
 
-    def __init__(self, target, kv_layers: list[int] = ()):
+    def __init__(self, target, kv_layers: list[int] = (), max_tokens: int | None = None):
         self.target, self.kv_layers, self.rows = target, list(kv_layers), {}
+        self.max_tokens, self.cached_tokens = max_tokens, 0  # memory cap: rows past it are recomputed each time
 
     @torch.no_grad()
     def batch(self, keys: list, ids, attention):
-        todo = [b for b, key in enumerate(keys) if key not in self.rows]
+        rows = dict(self.rows)
+        todo = [b for b, key in enumerate(keys) if key not in rows]
         if todo:
             out = self.target.model(input_ids=ids[todo], attention_mask=attention[todo], use_cache=bool(self.kv_layers))
             for j, b in enumerate(todo):
                 n = int(attention[b].sum())
                 kv = [(out.cache.layers[i].keys[j, :, :n].to(torch.bfloat16),
                        out.cache.layers[i].values[j, :, :n].to(torch.bfloat16)) for i in self.kv_layers]
-                self.rows[keys[b]] = (out.last_hidden_state[j, :n].to(torch.bfloat16), kv)
+                rows[keys[b]] = (out.last_hidden_state[j, :n].to(torch.bfloat16), kv)
+                if self.max_tokens is None or self.cached_tokens + n <= self.max_tokens:
+                    self.rows[keys[b]] = rows[keys[b]]
+                    self.cached_tokens += n
         T = ids.shape[1]
 
         def padded(t):  # (n, ...) or (heads, n, hd) -> padded to T on the token axis
@@ -80,9 +95,9 @@ class TargetPass:
             pad = [0, 0] * (t.dim() - 1 - axis) + [0, T - t.shape[axis]]
             return F.pad(t, pad)
 
-        features = torch.stack([padded(self.rows[k][0]) for k in keys])  # (B, T, d)
-        kv = [(torch.stack([padded(self.rows[k][1][i][0]) for k in keys]),  # (B, kv_heads, T, hd)
-               torch.stack([padded(self.rows[k][1][i][1]) for k in keys])) for i in range(len(self.kv_layers))]
+        features = torch.stack([padded(rows[k][0]) for k in keys])  # (B, T, d)
+        kv = [(torch.stack([padded(rows[k][1][i][0]) for k in keys]),  # (B, kv_heads, T, hd)
+               torch.stack([padded(rows[k][1][i][1]) for k in keys])) for i in range(len(self.kv_layers))]
         return features, kv
 
 
@@ -127,33 +142,69 @@ class GlideRecipe:
         save_glide(self.module.eval(), folder)
 
 
+def shifted(x: torch.Tensor, j: int) -> torch.Tensor:
+    """x (B, n, ...) moved j positions left along dim 1, zero-filled at the end: out[:, t] = x[:, t + j]."""
+    return x if j == 0 else torch.cat([x[:, j:], torch.zeros_like(x[:, :j])], dim=1)
+
+
+def training_time_test_mask(n: int, step: int, device=None) -> torch.Tensor:
+    """Boolean (1, 1, n, n * (step + 1)) mask for unrolled draft step `step` >= 1 (True = attend): query t
+    sees the step-0 keys s <= t (the context built from the target's features) and, of every later step's
+    keys, only its own position t (its draft path's earlier nodes), as a tree draft at depth `step` does."""
+    causal = torch.ones(n, n, dtype=torch.bool, device=device).tril()  # (n, n)
+    own = torch.eye(n, dtype=torch.bool, device=device)
+    return torch.cat([causal] + [own] * step, dim=1)[None, None]
+
+
+def unrolled_head(head, next_tokens, features, steps: int):
+    """The EAGLE head unrolled `steps` draft steps over every position at once (training-time test).
+    next_tokens (B, n) = x_{t+1}; features (B, n, d) = f_t. Yields step j's output (B, n, d): at position t,
+    f^_{t+j+1}, the head's feature after drafting j tokens past x_{t+1}, reading f_0..f_t and its own j
+    earlier outputs at t exactly as tree drafting at depth j does (tests/test_train.py checks this)."""
+    from transformers import DynamicCache
+
+    B, n = next_tokens.shape
+    cache = DynamicCache() if steps > 1 else None  # step j's keys follow step j-1's: (B, kv, n * (j + 1), hd)
+    for j in range(steps):
+        tokens = shifted(next_tokens, j)  # x_{t+j+1} at t
+        positions = (torch.arange(n, device=next_tokens.device) + j)[None].expand(B, n)  # the draft node's position
+        mask = None if j == 0 else training_time_test_mask(n, j, next_tokens.device)
+        features = head(tokens, features, positions, attention_mask=mask, cache=cache)  # the next step's input
+        yield features
+
+
 class EagleRecipe:
-    """EAGLE head, EAGLE-1 recipe: SmoothL1(f^_{t+1}, f_{t+1}) + w * soft CE(lm_head), uniform noise on the
-    input features (ALGORITHMS §5)."""
+    """EAGLE head. Step 0 is EAGLE-1's recipe: SmoothL1(f^_{t+1}, f_{t+1}) + w * soft CE(lm_head), uniform
+    noise on the input features (ALGORITHMS §5). Training-time test (ttt_steps > 1, HASS / EAGLE-3): the
+    head is unrolled on its own outputs, step j reading f^ from step j-1 with token x_{t+j+1} at position
+    t + j and attending to the step-0 context plus its own path (training_time_test_mask); step j's loss
+    is weighted ttt_decay ** j (EAGLE-3: 0.8)."""
 
     def __init__(self, cfg, target, vocab):
         init = cfg.init_layer if cfg.init_layer is None or cfg.init_layer >= 0 else \
             target.config.num_hidden_layers + cfg.init_layer
         self.module = head_from_target(target, init_layer=init, vocab_ids=vocab)
         self.noise, self.ce_weight = float(cfg.feature_noise), float(cfg.ce_weight)
-        self.target_pass = TargetPass(target)
+        self.steps, self.decay = int(cfg.get("ttt_steps", 1)), float(cfg.get("ttt_decay", 0.8))
+        self.target_pass = TargetPass(target, max_tokens=cfg.get("feature_cache_tokens"))
 
     def loss(self, ids, attention, answer, keys=None):
         features, _ = self.target_pass.batch(keys, ids, attention)
-        features = features.float()
-        B, T = ids.shape
+        features = features.float()  # (B, T, d)
         inputs = features[:, :-1]  # f_t, t = 0..T-2
         if self.noise and self.module.training:
             inputs = inputs + (torch.rand_like(inputs) - 0.5) * 2 * self.noise  # U(-noise, noise)
-        positions = torch.arange(T - 1)[None].expand(B, T - 1)
-        predicted = self.module(ids[:, 1:], inputs, positions)  # (B, T-1, d): f^_{t+1}
-        where = answer[:, 1:]  # f_{t+1} sits at an answer position
-        pred, true = predicted[where].float(), features[:, 1:][where]  # (M, d)
-        feature_loss = F.smooth_l1_loss(pred, true)
         head = self.module.head_weight.float()
-        draft_logits, target_logits = pred @ head.T, true @ head.T  # (M, N)
-        loss = feature_loss + self.ce_weight * soft_cross_entropy(draft_logits, target_logits)
-        return loss, agreement(draft_logits, target_logits), int(where.sum())
+        total, first = 0.0, None
+        for j, predicted in enumerate(unrolled_head(self.module, ids[:, 1:], inputs, self.steps)):  # f^_{t+j+1}
+            where = shifted(answer[:, 1:], j)  # f_{t+j+1} sits at an answer position (False past the end)
+            pred, true = predicted[where].float(), shifted(features[:, 1:], j)[where]  # (M_j, d)
+            draft_logits, target_logits = pred @ head.T, true @ head.T  # (M_j, N)
+            step_loss = F.smooth_l1_loss(pred, true) + self.ce_weight * soft_cross_entropy(draft_logits, target_logits)
+            total = total + self.decay ** j * step_loss
+            if j == 0:
+                first = (agreement(draft_logits, target_logits), int(where.sum()))
+        return total, first[0], first[1]
 
     def export(self, folder):
         save_head(self.module.eval(), folder)

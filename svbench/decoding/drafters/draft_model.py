@@ -31,6 +31,8 @@ class DraftModelDrafter:
     draft_distribution = True
     load_network = staticmethod(load_draft_lm)
 
+    reencode_accepted = False  # GliDe's option: re-feed the old root and the accepted tokens every round
+
     def __init__(self, draft_model, vocab_ids: list[int] | None = None, cape_bins=None):
         self.model = draft_model
         self.device = next(draft_model.parameters()).device
@@ -65,7 +67,7 @@ class DraftModelDrafter:
         next-token logits. Only the tail since the last round can differ (ids only ever grows)."""
         limit = min(len(self.cached_ids), len(ids) - 1)  # always re-feed at least the root
         common = min(max(0, self._round_start - 1), limit)
-        while common < limit and self.cached_ids[common] == ids[common]:
+        while common < limit and self.cached_ids[common] == ids[common] and not self.reencode_accepted:
             common += 1
         stale = len(self.cached_ids) - common
         if stale:

@@ -4,6 +4,13 @@ Same drafting loop as vanilla SD (chain, or a CaPE tree with ``cape_bins``); onl
 each draft layer also cross-attends to one target layer's cached K/V. The draft's own cache is rolled
 back lazily to the verified prefix (DraftModelDrafter._catch_up); at drafting time the target cache
 holds exactly the verified tokens (TargetRunner's invariant), and the cross-attention is not masked.
+
+``reencode_accepted`` (method.drafter.reencode_accepted): false keeps the draft's K/V of the accepted
+tokens as they were computed while drafting (against the target cache of the round before); true rolls
+the draft cache back to before the old root and re-encodes the old root and the accepted tokens against
+the fresh target cache every round, as ALGORITHMS.md §3 and the official code do. For a 1-layer draft
+both give the same self-attention K/V (its K/V depend only on the token and position); from 2 layers
+on, the upper layers' K/V differ. The cost is one draft forward over 1 + accepted tokens per round.
 """
 from __future__ import annotations
 
@@ -25,14 +32,15 @@ class GlideDrafter(DraftModelDrafter):
     network = "glide"
     load_network = staticmethod(load_glide_network)
 
-    def __init__(self, glide_draft, cape_bins=None):
+    def __init__(self, glide_draft, cape_bins=None, reencode_accepted: bool = False):
         super().__init__(glide_draft, None, cape_bins)
+        self.reencode_accepted = bool(reencode_accepted)
         if glide_draft.vocab_ids is not None:  # the net's head already has the subset's rows: ids only
             self.vocab_ids = torch.tensor(glide_draft.vocab_ids, device=glide_draft.head_weight.device)
 
     @classmethod
-    def from_pair(cls, pair, cape_bins=None) -> "GlideDrafter":
-        return cls(pair.network, cape_bins)
+    def from_pair(cls, pair, cape_bins=None, reencode_accepted: bool = False) -> "GlideDrafter":
+        return cls(pair.network, cape_bins, reencode_accepted)
 
     def _forward(self, input_ids: torch.Tensor, new_ids: list[int]) -> torch.Tensor:
         """input_ids (1, n) on the device; new_ids the same tokens on the host."""
