@@ -34,26 +34,25 @@ bench: install
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache
 
-# Retrain the shipped drafts from scratch (hours on 2 CPU cores): data -> draft LM -> GliDe draft (from
-# the draft LM) and EAGLE head -> held-out eval + model cards.
-# The shipped drafts saw only the first shard of train_data/smollm2 (256 prompts) and the first 12 of
-# train_data/smollm2_short (2,304 prompts; 2,307 training answers in all): generation was stopped there for
-# time. By default this target answers all 25,717 prompts (resumable; hours per data set on 2 cores), so its drafts
-# train on ~10x more data than the shipped ones.
+# Retrain the shipped drafts from scratch (hours on 2 CPU cores): data -> EAGLE head -> draft LM -> GliDe
+# draft (from the draft LM), each followed by its held-out eval + model card. To train candidates without
+# touching the shipped drafts: make drafts EAGLE_DIR=checkpoints/candidates/eagle DRAFT_DIR=... GLIDE_DIR=... The data ships in train_data/ (Parquet token
+# ids, see train_data/NOTICE.md): both data commands skip the shards already there (resumable), so on a
+# clone they only finish what is missing. Features and target logits are recomputed by the training runs.
 DRAFT_DIR ?= drafts/smollm2-135m-draft-lm
 GLIDE_DIR ?= drafts/smollm2-135m-glide
 EAGLE_DIR ?= drafts/smollm2-135m-eagle
-DATA ?= [train_data/smollm2,train_data/smollm2_short]
+DATA ?= [train_data/smollm2,train_data/smollm2_fixed]
 DATA_ARGS ?=
 TRAIN_ARGS ?=
-EVAL = $(PY) -m svbench.train.eval --pair smollm2 --data train_data/smollm2 train_data/smollm2_short --spec-bench 24 --write-card
+EVAL = $(PY) -m svbench.train.eval --pair smollm2 --data train_data/smollm2 --spec-bench 24 --write-card
 
 drafts: install
-	$(PY) -m svbench.train.data --out train_data/smollm2 --max-prompt-tokens 512 --max-new-tokens 256 --batch-size 64 $(DATA_ARGS)
-	$(PY) -m svbench.train.data --out train_data/smollm2_short --max-prompt-tokens 256 --max-new-tokens 128 --batch-size 48 --temperatures 0,0,1.0 --seed 1 $(DATA_ARGS)
+	$(PY) -m svbench.train.data --out train_data/smollm2 --max-prompt-tokens 512 --max-new-tokens 256 --shard-size 512 --batch-size 64 $(DATA_ARGS)
+	$(PY) -m svbench.train.data --out train_data/smollm2_fixed --fixed --max-prompt-tokens 512 --max-new-tokens 384 --shard-size 2048
+	$(PY) -m svbench.train --config-name eagle 'data=$(DATA)' out=checkpoints/eagle export=$(EAGLE_DIR) steps=1200 $(TRAIN_ARGS)
+	$(EVAL) --kind eagle --draft $(EAGLE_DIR)
 	$(PY) -m svbench.train 'data=$(DATA)' out=checkpoints/draft_lm export=$(DRAFT_DIR) lr=1e-3 warmup_steps=30 seq_len=512 steps=1200 $(TRAIN_ARGS)
 	$(EVAL) --kind draft --draft $(DRAFT_DIR)
 	$(PY) -m svbench.train --config-name glide 'data=$(DATA)' out=checkpoints/glide export=$(GLIDE_DIR) num_layers=2 init_from=$(DRAFT_DIR) lr=5e-5 warmup_steps=20 steps=400 $(TRAIN_ARGS)
 	$(EVAL) --kind glide --draft $(GLIDE_DIR)
-	$(PY) -m svbench.train --config-name eagle 'data=$(DATA)' out=checkpoints/eagle export=$(EAGLE_DIR) steps=1200 $(TRAIN_ARGS)
-	$(EVAL) --kind eagle --draft $(EAGLE_DIR)

@@ -98,75 +98,39 @@ def pick(logits: torch.Tensor, temperature: float, generator: torch.Generator | 
 
 
 @torch.inference_mode()
-def generate_batch(model, prompts: list[list[int]], budgets: list[int], temperature: float, eos_ids,
-                   generator: torch.Generator | None = None, min_live: int = 0,
-                   compact_at: float = 0.25) -> tuple[list[list[int]], list[bool]]:
-    """Left-padded batched generation with a pre-allocated KV cache (svbench's StaticKVCache, written in
-    place). Row b stops at its first EOS or after budgets[b] tokens. Rows that stop leave the batch: once
-    `compact_at` of the live rows are done, the cache, mask and positions keep only the live rows (a
-    logarithmic number of compactions). With min_live > 0 the call returns as soon as fewer rows than that
-    are still running, so the caller can refill the batch (generate_all). Returns (tokens per row,
-    finished per row: EOS or budget reached)."""
-    B, width = len(prompts), max(len(p) for p in prompts)
-    steps = max(budgets)
-    device = model.device
-    mask = torch.zeros(B, width + steps, dtype=torch.long, device=device)  # 1 = a real token
-    cache = StaticKVCache(model.config.num_hidden_layers, width + steps)
-    last = []
-    for b, p in enumerate(prompts):  # prefill row by row: no padded tokens, no masked attention
-        row = StaticKVCache(model.config.num_hidden_layers, len(p))
-        hidden = model.model(input_ids=torch.tensor([p], device=device), cache=row, use_cache=True).last_hidden_state
-        last.append(hidden[0, -1])  # (d,)
-        for layer, source in zip(cache.layers, row.layers):  # left-padded: the prompt ends at column width
-            if not layer.is_initialized:
-                layer.lazy_initialization(source.keys.expand(B, -1, -1, -1), source.values.expand(B, -1, -1, -1))
-            layer.keys[b, :, width - len(p): width] = source.keys[0]
-            layer.values[b, :, width - len(p): width] = source.values[0]
-        mask[b, width - len(p): width] = 1
-    for layer in cache.layers:
-        layer.length = width
-    logits = model.lm_head(torch.stack(last))  # (B, V)
-    position = torch.tensor([len(p) - 1 for p in prompts], device=device)  # (B,) the last prompt position
-    eos = torch.tensor(sorted(eos_ids), device=device)
-    live = list(range(B))  # the prompt index of each batch row
-    answers: list[list[int]] = [[] for _ in range(B)]
-    finished = [False] * B
-    for t in range(steps):
-        token = pick(logits, temperature, generator)  # (b,)
-        for row, (tok, stop) in enumerate(zip(token.tolist(), torch.isin(token, eos).tolist())):  # one transfer
-            b = live[row]
-            if not finished[b]:
-                answers[b].append(tok)
-                finished[b] = stop or len(answers[b]) >= budgets[b]
-        alive = [row for row, b in enumerate(live) if not finished[b]]
-        if not alive or len(alive) < min_live:
-            break
-        if len(live) - len(alive) >= compact_at * len(live):  # drop finished rows from the batch
-            keep = torch.tensor(alive, device=device)
-            cache.select_batch(keep)
-            mask, position, token = mask[keep], position[keep], token[keep]
-            live = [live[row] for row in alive]
-        mask[:, width + t] = 1
-        position = position + 1
-        hidden = model.model(input_ids=token[:, None], attention_mask=mask[:, : width + t + 1],
-                             position_ids=position[:, None], cache=cache, use_cache=True).last_hidden_state
-        logits = model.lm_head(hidden[:, -1])  # (b, V)
-    return answers, finished
+def prefill_row(model, ids: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The K/V of one sequence, per layer (kv_heads, n, head_dim) each; n = 0 gives empty tensors."""
+    config = model.config
+    if not ids:
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        empty = torch.zeros(config.num_key_value_heads, 0, head_dim, dtype=model.dtype, device=model.device)
+        return [(empty, empty)] * config.num_hidden_layers
+    cache = StaticKVCache(config.num_hidden_layers, len(ids))
+    model.model(input_ids=torch.tensor([ids], device=model.device), cache=cache, use_cache=True)
+    return [(layer.keys[0], layer.values[0]) for layer in cache.layers]
 
 
+@torch.inference_mode()
 def generate_all(model, prompts: list[list[int]], max_new_tokens: int, temperature: float, eos_ids,
                  generator: torch.Generator | None = None, batch_size: int = 64, max_batch_tokens: int = 32768,
                  on_done=None) -> list[list[int]]:
-    """Answers to every prompt, batch_size at a time with refills: a batch runs until fewer than half its
-    rows are live; the unfinished rows go back to the pool as prompt + answer so far (one re-prefill each)
-    and the next batch takes the shortest sequences of the pool, so batches stay full and little is padded;
-    a batch of long sequences has fewer rows (rows x (longest + max_new_tokens) <= max_batch_tokens).
-    on_done(n) is called as n answers finish (a progress bar)."""
+    """Answers to every prompt (each cut after its first EOS or at max_new_tokens), batch_size rows at a time
+    with a pre-allocated KV cache (svbench's StaticKVCache, written in place; rows left-padded).
+
+    Each row enters a batch as its K/V so far plus one pending token (a new prompt: its K/V without the
+    last token, prefilled row by row, so nothing is padded or masked in prefill). Rows that finish leave
+    the batch (the cache keeps only the live rows once a quarter are done). Once fewer than half the rows
+    are live and prompts are waiting, the live rows' K/V are copied out (not recomputed) and the next
+    batch takes the shortest sequences of the pool, so batches stay full; a batch of long sequences has
+    fewer rows (rows x (longest + max_new_tokens) <= max_batch_tokens). on_done(n): n answers finished."""
+    device, L = model.device, model.config.num_hidden_layers
+    eos = torch.tensor(sorted(eos_ids), device=device)
     answers: list[list[int]] = [[] for _ in prompts]
+    state: dict[int, list] = {}  # row -> per-layer (K, V) (kv_heads, n, head_dim) of all but its pending token
     pool = list(range(len(prompts)))
     while pool:
         pool.sort(key=lambda i: len(prompts[i]) + len(answers[i]))
-        batch = []  # the shortest sequences, as many as fit batch_size rows x (the batch's longest + budget) tokens
+        batch = []
         for i in pool:
             if batch and (len(batch) + 1) * (len(prompts[i]) + len(answers[i]) + max_new_tokens) > max_batch_tokens:
                 break
@@ -174,15 +138,62 @@ def generate_all(model, prompts: list[list[int]], max_new_tokens: int, temperatu
             if len(batch) == batch_size:
                 break
         pool = pool[len(batch):]
-        got, finished = generate_batch(model, [prompts[i] + answers[i] for i in batch],
-                                       [max_new_tokens - len(answers[i]) for i in batch], temperature, eos_ids,
-                                       generator, min_live=batch_size // 2 if pool else 0)
-        for i, tokens, done in zip(batch, got, finished):
-            answers[i] += tokens
-            if not done:
-                pool.append(i)
-        if on_done is not None:
-            on_done(sum(finished))
+        for i in batch:
+            if i not in state:
+                state[i] = prefill_row(model, prompts[i][:-1])
+        cached = [len(prompts[i]) + len(answers[i]) - 1 for i in batch]  # tokens before the pending one
+        width, steps = max(cached), max(max_new_tokens - len(answers[i]) for i in batch)
+        cache = StaticKVCache(L, width + steps)
+        mask = torch.zeros(len(batch), width + steps, dtype=torch.long, device=device)  # 1 = a real token
+        for b, i in enumerate(batch):  # right-align each row's K/V at column `width`
+            for layer, (keys, values) in zip(cache.layers, state.pop(i)):
+                if not layer.is_initialized:
+                    layer.lazy_initialization(keys[None].expand(len(batch), -1, -1, -1),
+                                              values[None].expand(len(batch), -1, -1, -1))
+                layer.keys[b, :, width - cached[b]: width] = keys
+                layer.values[b, :, width - cached[b]: width] = values
+            mask[b, width - cached[b]: width] = 1
+        for layer in cache.layers:
+            layer.length = width
+        token = torch.tensor([answers[i][-1] if answers[i] else prompts[i][-1] for i in batch], device=device)
+        position = torch.tensor(cached, device=device)  # (b,) the pending token's position
+        live = list(batch)  # the prompt index of each batch row
+        finished: set[int] = set()
+        for t in range(steps):
+            mask[:, width + t] = 1
+            hidden = model.model(input_ids=token[:, None], attention_mask=mask[:, : width + t + 1],
+                                 position_ids=position[:, None], cache=cache, use_cache=True).last_hidden_state
+            token = pick(model.lm_head(hidden[:, -1]), temperature, generator)  # (b,)
+            done = 0
+            alive = []
+            for row, (i, tok, stop) in enumerate(zip(live, token.tolist(), torch.isin(token, eos).tolist())):
+                if i in finished:  # done, still in the batch until the next compaction
+                    continue
+                answers[i].append(tok)  # one transfer per step
+                if stop or len(answers[i]) >= max_new_tokens:
+                    finished.add(i)
+                    done += 1
+                else:
+                    alive.append(row)
+            if on_done is not None and done:
+                on_done(done)
+            if not alive:
+                break
+            if pool and len(alive) < batch_size // 2:  # refill: the live rows' K/V go back to the pool
+                end = width + t + 1
+                for row in alive:
+                    i = live[row]
+                    start = end - (len(prompts[i]) + len(answers[i]) - 1)
+                    state[i] = [(layer.keys[row, :, start:end].clone(), layer.values[row, :, start:end].clone())
+                                for layer in cache.layers]
+                    pool.append(i)
+                break
+            if len(live) - len(alive) >= max(1, len(live) // 4):  # drop finished rows from the batch
+                keep = torch.tensor(alive, device=device)
+                cache.select_batch(keep)
+                mask, position, token = mask[keep], position[keep], token[keep]
+                live = [live[row] for row in alive]
+            position = position + 1
     return answers
 
 

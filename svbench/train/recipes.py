@@ -44,7 +44,8 @@ class DraftLMRecipe:
             self.to_index[torch.tensor(vocab)] = torch.arange(len(vocab))
         self.target_pass = TargetPass(target, max_tokens=cfg.get("feature_cache_tokens")) \
             if cfg.get("soft_labels", True) else None
-        self.target_head = target.lm_head.weight if vocab is None else target.lm_head.weight[torch.tensor(vocab)]
+        full_target = target.lm_head.weight.detach()  # frozen: the soft labels carry no gradient
+        self.target_head = full_target if vocab is None else full_target[torch.tensor(vocab)]  # (N, d)
 
     def loss(self, ids, attention, answer, keys=None):
         where = answer[:, 1:]  # positions t whose next token x_{t+1} the target wrote
