@@ -42,6 +42,7 @@ clean:
 DRAFT_DIR ?= drafts/smollm2-135m-draft-lm
 GLIDE_DIR ?= drafts/smollm2-135m-glide
 EAGLE_DIR ?= drafts/smollm2-135m-eagle
+EAGLE3_DIR ?= drafts/smollm2-135m-eagle3
 DATA ?= [train_data/smollm2,train_data/smollm2_fixed]
 DATA_ARGS ?=
 TRAIN_ARGS ?=
@@ -56,3 +57,5 @@ drafts: install
 	$(EVAL) --kind draft --draft $(DRAFT_DIR)
 	$(PY) -m svbench.train --config-name glide 'data=$(DATA)' out=checkpoints/glide export=$(GLIDE_DIR) num_layers=2 init_from=$(DRAFT_DIR) lr=5e-5 warmup_steps=20 steps=400 $(TRAIN_ARGS)
 	$(EVAL) --kind glide --draft $(GLIDE_DIR)
+	$(PY) -m svbench.train --config-name eagle3 'data=$(DATA)' out=checkpoints/eagle3 export=$(EAGLE3_DIR) steps=1200 $(TRAIN_ARGS)
+	$(EVAL) --kind eagle3 --draft $(EAGLE3_DIR)

@@ -35,7 +35,7 @@ def scored(model, prompt: list[int], answer: list[int], chunk: int) -> torch.Ten
     fed = list(prompt)
     for start in range(0, len(answer) - 1, chunk):
         piece = answer[start: start + chunk]
-        hidden = runner._run(torch.tensor([piece]))  # (1, t, d)
+        hidden, _ = runner._run(torch.tensor([piece]))  # (1, t, d)
         runner.cached_len += len(piece)
         rows.extend(model.lm_head(hidden[0]))
         fed += piece

@@ -26,7 +26,8 @@ def method_for(pair: str) -> str:
     """A method whose draft the pair has (target-only pairs like llama3_8b ship an EAGLE head only)."""
     import yaml
     entries = yaml.safe_load((CONF / "pair" / f"{pair}.yaml").read_text())
-    return next(m for role, m in (("draft", "vanilla_sd"), ("glide", "glide"), ("eagle", "eagle2")) if entries.get(role))
+    return next(m for role, m in (("draft", "vanilla_sd"), ("glide", "glide"), ("eagle", "eagle2"), ("eagle3", "eagle3"))
+                if entries.get(role))
 
 
 @pytest.mark.parametrize("group, member", [(g, m) for g, ms in GROUPS.items() for m in ms])
@@ -34,7 +35,7 @@ def test_every_group_member_composes_and_validates(group, member):
     extra = [f"method={method_for(member)}"] if group == "pair" else ["policy=fixed"] if group == "method" else []
     plain = validate(cfg_with(f"{group}={member}", *extra))
     # a file's `name` is the group member, except variants that record as their base method (eagle2_cpu)
-    assert plain[group]["name"] == {"eagle2_cpu": "eagle2"}.get(member, member)
+    assert plain[group]["name"] == {"eagle2_cpu": "eagle2", "eagle3_cpu": "eagle3"}.get(member, member)
 
 
 def test_groups_are_complete():

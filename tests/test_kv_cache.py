@@ -58,7 +58,7 @@ def test_keep_path_compacts_like_a_concatenation_and_matches_a_fresh_forward():
     assert runner.cached_len == runner.cache.get_seq_length() == len(kept)
     fresh = DynamicCache(config=model.config)
     expected = logits(model, fresh, kept + [30])[-1]
-    got = model.lm_head(runner._run(torch.tensor([[30]])))[0, -1]
+    got = model.lm_head(runner._run(torch.tensor([[30]]))[0])[0, -1]
     runner.cache.crop(-1)  # _run cached token 30 behind the runner's back: take it out again
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
     for layer, fresh_layer in zip(runner.cache.layers, fresh.layers):

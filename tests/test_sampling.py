@@ -97,20 +97,25 @@ def perturbed(module, scale, seed=0):
 
 
 # measured with these drafts (200 runs): accepted draft tokens per round 0.19 (glide), 0.14 (glide_cape, 16
-# off-spine accepted paths), 0.10 (eagle2, 9 off-spine): the siblings rule is exercised
-@pytest.mark.parametrize("method", ["glide", "glide_cape", "eagle2"])
+# off-spine accepted paths), 0.10 (eagle2, 9 off-spine), 0.08 (eagle3, 370 rounds): the siblings rule is exercised
+@pytest.mark.parametrize("method", ["glide", "glide_cape", "eagle2", "eagle3"])
 def test_tree_methods_sample_the_target_distribution(target, method):
     from svbench.decoding.drafters.eagle import EagleDrafter
+    from svbench.decoding.drafters.eagle3 import Eagle3Drafter
     from svbench.decoding.drafters.glide import GlideDrafter
     from svbench.nets.eagle import head_from_target
+    from svbench.nets.eagle3 import eagle3_from_target
     from svbench.nets.glide import glide_from_target
 
     if method == "eagle2":
         drafter = EagleDrafter(perturbed(head_from_target(target).to(DEVICE), 0.3), top_k=2, depth=2, total_token=6)
+    elif method == "eagle3":  # a reduced draft vocabulary (every other token): the d2t mapping is exercised
+        head = eagle3_from_target(target, list(range(0, target.config.vocab_size, 2)))
+        drafter = Eagle3Drafter(perturbed(head.to(DEVICE), 0.3), top_k=2, depth=2, total_token=6)
     else:
         glide = perturbed(glide_from_target(target).to(DEVICE), 0.1)
         drafter = GlideDrafter(glide, [3, 3, 3, 2, 2, 2, 2, 2, 1, 1, 1] if method == "glide_cape" else None)
     joint = exact_joint(target, SAMPLING)
-    counts = sampled_counts(target, drafter, SVIPPolicy(h=0.9) if method == "eagle2" else FixedPolicy(2),
+    counts = sampled_counts(target, drafter, SVIPPolicy(h=0.9) if method.startswith("eagle") else FixedPolicy(2),
                             SAMPLING, n=2000)
     assert pooled_pvalue(counts, joint) > 1e-3

@@ -204,11 +204,12 @@ def check_eval_results(results, data, heldout_seqs, starts_per_seq):
     assert cost["ratio"] == pytest.approx(cost["draft_forward_ms"] / cost["target_forward_ms"])
 
 
-recipe_title = {"glide": "GliDe draft", "eagle": "EAGLE head"}
+recipe_title = {"glide": "GliDe draft", "eagle": "EAGLE head", "eagle3": "EAGLE-3 head"}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("recipe, role, method", [("glide", "glide", "glide_cape"), ("eagle", "eagle", "eagle2")])
+@pytest.mark.parametrize("recipe, role, method", [("glide", "glide", "glide_cape"), ("eagle", "eagle", "eagle2"),
+                                                   ("eagle3", "eagle3", "eagle3")])
 def test_glide_and_eagle_recipes_train_resume_export_and_load(tiny_data, tmp_path, recipe, role, method):
     out, export = tmp_path / "ckpt", tmp_path / recipe
     cmd = [sys.executable, "-m", "svbench.train", f"--config-name={recipe}", "pair=tiny", f"data={tiny_data}",
@@ -220,7 +221,8 @@ def test_glide_and_eagle_recipes_train_resume_export_and_load(tiny_data, tmp_pat
     assert second.returncode == 0, second.stderr
     assert "resumed from" in second.stderr
     assert json.loads((export / "train_meta.json").read_text())["recipe"] == recipe
-    assert json.loads((export / "config.json").read_text())["svbench_format"] in ("glide-draft", "eagle-head")
+    config = json.loads((export / "config.json").read_text())
+    assert config["svbench_format"] == {"glide": "glide-draft", "eagle": "eagle-head", "eagle3": "eagle3-head"}[recipe]
     wrong = subprocess.run([sys.executable, "-m", "svbench.train", "--config-name=draft_lm", "pair=tiny",
                             f"data={tiny_data}", f"out={out}", "steps=4"], cwd=REPO, capture_output=True, text=True,
                            timeout=300)
@@ -229,7 +231,11 @@ def test_glide_and_eagle_recipes_train_resume_export_and_load(tiny_data, tmp_pat
                                                "num_layers": 3, "num_heads": 4, "num_kv_heads": 2},
                       role: {"source": "trained", "path": str(export)}},
                      drafter_cls=drafter_class(group_config("method", method)))
-    assert pair.network.vocab_ids == json.loads((export / "vocab_subset.json").read_text())
+    if recipe == "eagle3":  # the draft vocabulary travels as d2t in the weights, as in the official format
+        assert not (export / "vocab_subset.json").exists()
+        assert len(pair.network.vocab_ids) == config["draft_vocab_size"] <= 128
+    else:
+        assert pair.network.vocab_ids == json.loads((export / "vocab_subset.json").read_text())
     drafter = build_drafter({"method": group_config("method", method)}, pair)
     prompt = build_prompt(pair.tokenizer, "chat", ["hello"], [])
     assert generate(pair.target, prompt, 20, drafter, FixedPolicy(3)).ids == generate(pair.target, prompt, 20).ids

@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 
 from svbench.decoding.drafters.draft_model import OFFICIAL_CAPE_BINS, cape_width
 from svbench.decoding.drafters.eagle import EagleDrafter
+from svbench.decoding.drafters.eagle3 import Eagle3Drafter
 from svbench.decoding.drafters.glide import GlideDrafter
 from svbench.decoding.loop import generate
 from svbench.decoding.policies import ConfidencePolicy, FixedPolicy, HeuristicPolicy, SVIPPolicy
@@ -26,7 +27,7 @@ from svbench.models import tiny_llama
 from svbench.nets.eagle import head_from_target, load_head
 from svbench.nets.glide import glide_from_target, load_glide
 from svbench.train.__main__ import make_batch
-from svbench.train.recipes import EagleRecipe, GlideRecipe
+from svbench.train.recipes import Eagle3Recipe, EagleRecipe, GlideRecipe
 
 POLICIES = {
     "fixed1": lambda: FixedPolicy(1), "fixed4": lambda: FixedPolicy(4), "heuristic": HeuristicPolicy,
@@ -41,6 +42,8 @@ METHODS = {
     "eagle2": lambda nets: EagleDrafter(nets["eagle"], top_k=4, depth=4, total_token=16),
     "eagle2_wide": lambda nets: EagleDrafter(nets["eagle"], top_k=10, depth=5, total_token=60),
     "eagle2_max": lambda nets: EagleDrafter(nets["eagle"], top_k=3, depth=3, total_token=8, entropy_aggregate="max"),
+    "eagle3": lambda nets: Eagle3Drafter(nets["eagle3"], top_k=4, depth=4, total_token=16),
+    "eagle3_wide": lambda nets: Eagle3Drafter(nets["eagle3"], top_k=10, depth=7, total_token=60),
 }
 
 
@@ -81,7 +84,9 @@ def nets(target):
                             "feature_noise": 0.02})
     return {"glide": train_quickly(GlideRecipe(cfg, target, None), target),
             "glide2": train_quickly(GlideRecipe(OmegaConf.merge(cfg, {"num_layers": 2}), target, None), target),
-            "eagle": train_quickly(EagleRecipe(cfg, target, None), target)}
+            "eagle": train_quickly(EagleRecipe(cfg, target, None), target),
+            "eagle3": train_quickly(Eagle3Recipe(OmegaConf.merge(cfg, {"ttt_steps": 3}), target, list(range(0, 512, 2))
+                                                 + [1, 3, 5]), target)}
 
 
 @pytest.mark.parametrize("policy", sorted(POLICIES))
@@ -383,3 +388,67 @@ def test_tree_size_is_tuned_once_and_cached(target, nets, tmp_path, monkeypatch)
     assert acc == sorted(acc) and acc[-1] > 0.5  # a bigger tree never accepts less
     monkeypatch.setattr(tree_size, "verify_ms", lambda *a, **k: pytest.fail("re-measured despite the cache"))
     assert tree_size.tuned_total_token(pair, top_k=4, depth=3) == best
+
+
+def write_official_eagle3(folder, head, with_vocab_maps=True):
+    """An EAGLE-3 head in the official release's format: config.json without rope_theta, pytorch_model.bin
+    with fc, midlayer.*, norm, lm_head (+ d2t, t2d; + embed_tokens, which the loader ignores)."""
+    folder.mkdir(parents=True)
+    c = head.config
+    (folder / "config.json").write_text(json.dumps({
+        "architectures": ["LlamaForCausalLM"], "hidden_size": c.hidden_size, "intermediate_size": c.intermediate_size,
+        "num_attention_heads": c.num_attention_heads, "num_key_value_heads": c.num_key_value_heads,
+        "num_hidden_layers": 1, "rms_norm_eps": c.rms_norm_eps, "hidden_act": "silu", "vocab_size": c.vocab_size,
+        "draft_vocab_size": head.lm_head.out_features, "max_position_embeddings": 2048, "pad_token_id": 0,
+        "tie_word_embeddings": False, "torch_dtype": "float16"}))
+    state = {k: v.clone() for k, v in head.state_dict().items() if with_vocab_maps or k not in ("d2t", "t2d")}
+    state["embed_tokens.weight"] = head.embed_weight.clone()
+    torch.save(state, folder / "pytorch_model.bin")
+
+
+def test_official_eagle3_head_loads_and_drafts_the_same(target, nets, tmp_path):
+    """An official-format EAGLE-3 folder maps onto svbench's module: same tensors, the d2t mapping, base-10000
+    RoPE from a config without rope_theta; with the head's own RoPE set to 10000, the same trees."""
+    from svbench.nets.eagle3 import load_eagle3
+
+    head = nets["eagle3"]
+    write_official_eagle3(tmp_path / "official", head)
+    loaded = load_eagle3(tmp_path / "official", target)
+    assert loaded.config.rope_parameters["rope_theta"] == 10000.0
+    assert loaded.vocab_ids == head.vocab_ids and loaded.vocab_ids[:3] == [0, 1, 2] and 4 in loaded.vocab_ids
+    for name, tensor in head.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+    loaded.rotary_emb = head.rotary_emb  # same RoPE as the svbench head (the tiny target's theta)
+    prompt = prompt_for(9)
+    a = generate(target, prompt, 30, Eagle3Drafter(head, 4, 4, 16), FixedPolicy(4))
+    b = generate(target, prompt, 30, Eagle3Drafter(loaded, 4, 4, 16), FixedPolicy(4))
+    assert a.ids == b.ids and [r.accepted for r in a.rounds] == [r.accepted for r in b.rounds]
+    # a full-vocabulary official head may ship without d2t/t2d; a reduced one may not
+    with pytest.raises(SvbenchError, match="needs d2t"):
+        write_official_eagle3(tmp_path / "no_maps", head, with_vocab_maps=False)
+        load_eagle3(tmp_path / "no_maps", target)
+
+
+def test_eagle3_head_cache_stays_in_step_with_the_target(target, nets):
+    """Over many rounds (off-spine paths included) the head's cache holds exactly the verified positions the
+    target's cache holds, and the target hands the head its three layers' states (3d wide)."""
+    drafter = Eagle3Drafter(nets["eagle3"], top_k=4, depth=4, total_token=16)
+    seen, original = [], TargetRunner.keep_path
+
+    def spy(self, tree, path):
+        original(self, tree, path)
+        pending = 0 if drafter.pending is None else len(drafter.pending)  # a round that drafted nothing keeps them
+        seen.append((self.cached_len, drafter.fed + pending, drafter.cache.layers[0].get_seq_length() + pending,
+                     tuple(self.new_features.shape), path != list(range(1, len(path) + 1))))
+
+    TargetRunner.keep_path = spy
+    try:
+        out = generate(target, prompt_for(2) * 3, 80, drafter, SVIPPolicy())
+    finally:
+        TargetRunner.keep_path = original
+    assert len(seen) > 10 and out.ids == generate(target, prompt_for(2) * 3, 80).ids
+    d = target.config.hidden_size
+    for cached, fed, head_cache, (new, width), _ in seen:
+        assert head_cache == fed  # the tree's nodes were dropped from the head's cache
+        assert fed + new == cached and width == 3 * d  # fed + not yet fed: exactly the target's positions
+    assert any(off_spine for *_, off_spine in seen)

@@ -30,6 +30,7 @@ from tqdm import tqdm
 from svbench.benchmarks import build_prompt, load_benchmark
 from svbench.decoding.drafters.draft_model import DraftModelDrafter
 from svbench.decoding.drafters.eagle import EagleDrafter
+from svbench.decoding.drafters.eagle3 import Eagle3Drafter
 from svbench.decoding.kv_cache import StaticKVCache
 from svbench.decoding.drafters.glide import GlideDrafter
 from svbench.decoding.target import TargetRunner
@@ -63,11 +64,10 @@ def accepted_lengths(drafter, sequences: list[tuple[list[int], int]], starts_per
     for ids, answer_start in tqdm(sequences, desc="drafting", unit="seq", file=sys.stderr, leave=False):
         positions = list(range(answer_start, len(ids) - GAMMA_MAX))
         for t in sorted(rng.sample(positions, min(starts_per_seq, len(positions)))):
-            target = None
-            if target_model is not None:
-                target = TargetRunner(target_model)
+            target = None if target_model is None else TargetRunner(target_model)
+            drafter.reset(target)  # before the prefill: EAGLE-3 sets which features the target hands over
+            if target is not None:
                 target.prefill(ids[:t])  # everything before the root ids[t]
-            drafter.reset(target)
             tree = drafter.get_candidates(ids[: t + 1], FixedPolicy(GAMMA_MAX), GAMMA_MAX, Sampling())
             lengths.append(matched_length(tree, ids[t + 1: t + 1 + GAMMA_MAX]))
     return lengths
@@ -111,8 +111,8 @@ def drafting_step_ms(drafter, target_model, vocab_size: int, context: int = 200,
     times = []
     for _ in range(reps + 1):
         target = TargetRunner(target_model)
-        target.prefill(ids[:-1])
         drafter.reset(target)
+        target.prefill(ids[:-1])
         start = time.perf_counter()
         tree = drafter.get_candidates(ids, FixedPolicy(5), 5, Sampling())
         times.append((time.perf_counter() - start) / max(tree.depths))
@@ -122,7 +122,7 @@ def drafting_step_ms(drafter, target_model, vocab_size: int, context: int = 200,
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description="Held-out acceptance and cost of a draft.")
     ap.add_argument("--pair", default="smollm2", help="conf/pair/<name>.yaml (target + the draft to evaluate)")
-    ap.add_argument("--kind", default="draft", choices=["draft", "glide", "eagle"],
+    ap.add_argument("--kind", default="draft", choices=["draft", "glide", "eagle", "eagle3"],
                     help="draft LM (vanilla SD), GliDe draft (chain) or EAGLE head (EAGLE-2 tree)")
     ap.add_argument("--draft", default=None, help="a draft folder (overrides the pair's entry for --kind)")
     ap.add_argument("--layercut", type=int, default=None, help="evaluate a layer-cut draft instead")
@@ -145,7 +145,8 @@ def run(args) -> dict:
         pair_cfg[kind] = {"source": "trained", "path": args.draft, "reduced_vocab": not args.full_vocab}
     if args.layercut:
         pair_cfg["draft"] = {"source": "layercut", "num_layers": args.layercut}
-    drafter_cls = {"draft": DraftModelDrafter, "glide": GlideDrafter, "eagle": EagleDrafter}[kind]
+    drafter_cls = {"draft": DraftModelDrafter, "glide": GlideDrafter, "eagle": EagleDrafter,
+                   "eagle3": Eagle3Drafter}[kind]
     pair = load_pair(pair_cfg, args.dtype, "cpu", drafter_cls=drafter_cls)
     vocab = None if args.full_vocab else pair.vocab_subset
     if kind == "draft":
@@ -211,7 +212,12 @@ def write_card(folder: Path, results: dict, command: str) -> None:
                   f"block mask of {cfg.get('block_size')}"),
         "eagle": ("EAGLE head", "An EAGLE-1/2 head (`method=eagle2`) over the target's final-normed features",
                   f"FC(2d->d) + 1 decoder layer, starts as the identity; loss: SmoothL1 on the next feature + "
-                  f"{cfg.get('ce_weight')} x soft cross-entropy, U(+-{cfg.get('feature_noise')}) feature noise"),
+                  f"{cfg.get('ce_weight')} x soft cross-entropy, U(+-{cfg.get('feature_noise')}) feature noise, "
+                  f"{cfg.get('ttt_steps', 1)} unrolled steps weighted {cfg.get('ttt_decay', 0.8)}^j"),
+        "eagle3": ("EAGLE-3 head", "An EAGLE-3 head (`method=eagle3`) over the target's layers 2, L//2, L-3",
+                   f"FC(3d->d) + 1 decoder layer over [embedding; hidden] + norm + lm_head over the draft vocabulary; "
+                   f"loss: soft cross-entropy over {cfg.get('ttt_steps')} unrolled steps weighted "
+                   f"{cfg.get('ttt_decay')}^j"),
     }[recipe]
     lines = [
         f"# svbench {what[0]} for SmolLM2-135M-Instruct", "",
@@ -230,7 +236,7 @@ def write_card(folder: Path, results: dict, command: str) -> None:
         f"{meta['final_train_top1_ema']:.3f}", "",
         "## Held-out evaluation (greedy, bf16, CPU)", "", f"Command: `{command}`", "",
         *(["For the EAGLE-2 tree (top_k 10, depth 5, 60 nodes) L is the longest matching root path; tau(gamma) caps "
-           "it at gamma levels.", ""] if recipe == "eagle" else []),
+           "it at gamma levels.", ""] if recipe in ("eagle", "eagle3") else []),
         "| set | starts | tau at gamma = 1 .. 8 | per-position acceptance (1..8) |", "|---|---|---|---|",
     ]
     for section in ("heldout", "spec_bench"):

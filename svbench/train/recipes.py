@@ -16,6 +16,7 @@ from torch.nn import functional as F
 
 from svbench.draft_lm import draft_from_target, save_draft
 from svbench.nets.eagle import head_from_target, save_head
+from svbench.nets.eagle3 import eagle3_from_target, save_eagle3
 from svbench.nets.glide import glide_from_target, save_glide
 
 
@@ -52,7 +53,7 @@ class DraftLMRecipe:
         hidden = self.module.model(input_ids=ids, attention_mask=attention).last_hidden_state  # (B, T, d)
         logits = (hidden[:, :-1][where] @ self.head.T).float()  # (M, N)
         if self.target_pass is not None:
-            features, _ = self.target_pass.batch(keys, ids, attention)  # (B, T, d)
+            features, _, _ = self.target_pass.batch(keys, ids, attention)  # (B, T, d)
             target_logits = features[:, :-1][where].to(self.target_head.dtype) @ self.target_head.T  # (M, N)
             return soft_cross_entropy(logits, target_logits), agreement(logits, target_logits), int(where.sum())
         labels = ids[:, 1:][where]  # (M,) the next token at every answer position
@@ -69,23 +70,30 @@ class DraftLMRecipe:
 
 class TargetPass:
     """The frozen target's outputs per training row, computed on first use: final-normed hidden states
-    (T, d) and, for GliDe, the K/V of the given layers (kv_heads, T, head_dim) each; bf16 in memory."""
+    (T, d); for GliDe the K/V of the given layers (kv_heads, T, head_dim) each; for EAGLE-3 the hidden
+    states of ``feature_layers`` concatenated (T, 3d). bf16 in memory, up to max_tokens tokens (rows past
+    that are recomputed each time they are drawn)."""
 
-    def __init__(self, target, kv_layers: list[int] = (), max_tokens: int | None = None):
-        self.target, self.kv_layers, self.rows = target, list(kv_layers), {}
-        self.max_tokens, self.cached_tokens = max_tokens, 0  # memory cap: rows past it are recomputed each time
+    def __init__(self, target, kv_layers: list[int] = (), max_tokens: int | None = None,
+                 feature_layers: list[int] | None = None):
+        self.target, self.kv_layers, self.feature_layers, self.rows = target, list(kv_layers), feature_layers, {}
+        self.max_tokens, self.cached_tokens = max_tokens, 0
 
     @torch.no_grad()
     def batch(self, keys: list, ids, attention):
+        """(hidden (B, T, d), kv per layer ((B, kv_heads, T, hd), same), fused (B, T, 3d) or None), zero-padded."""
         rows = dict(self.rows)
         todo = [b for b, key in enumerate(keys) if key not in rows]
         if todo:
-            out = self.target.model(input_ids=ids[todo], attention_mask=attention[todo], use_cache=bool(self.kv_layers))
+            out = self.target.model(input_ids=ids[todo], attention_mask=attention[todo], use_cache=bool(self.kv_layers),
+                                    output_hidden_states=self.feature_layers is not None)
             for j, b in enumerate(todo):
                 n = int(attention[b].sum())
                 kv = [(out.cache.layers[i].keys[j, :, :n].to(torch.bfloat16),
                        out.cache.layers[i].values[j, :, :n].to(torch.bfloat16)) for i in self.kv_layers]
-                rows[keys[b]] = (out.last_hidden_state[j, :n].to(torch.bfloat16), kv)
+                fused = None if self.feature_layers is None else \
+                    torch.cat([out.hidden_states[i][j, :n] for i in self.feature_layers], -1).to(torch.bfloat16)
+                rows[keys[b]] = (out.last_hidden_state[j, :n].to(torch.bfloat16), kv, fused)
                 if self.max_tokens is None or self.cached_tokens + n <= self.max_tokens:
                     self.rows[keys[b]] = rows[keys[b]]
                     self.cached_tokens += n
@@ -96,10 +104,11 @@ class TargetPass:
             pad = [0, 0] * (t.dim() - 1 - axis) + [0, T - t.shape[axis]]
             return F.pad(t, pad)
 
-        features = torch.stack([padded(rows[k][0]) for k in keys])  # (B, T, d)
+        hidden = torch.stack([padded(rows[k][0]) for k in keys])  # (B, T, d)
         kv = [(torch.stack([padded(rows[k][1][i][0]) for k in keys]),  # (B, kv_heads, T, hd)
                torch.stack([padded(rows[k][1][i][1]) for k in keys])) for i in range(len(self.kv_layers))]
-        return features, kv
+        fused = None if self.feature_layers is None else torch.stack([padded(rows[k][2]) for k in keys])  # (B, T, 3d)
+        return hidden, kv, fused
 
 
 def block_mask(T: int, block: int, dtype) -> torch.Tensor:
@@ -129,7 +138,7 @@ class GlideRecipe:
         self.target_pass = TargetPass(target, self.module.target_layers())
 
     def loss(self, ids, attention, answer, keys=None):
-        features, kv = self.target_pass.batch(keys, ids, attention)
+        features, kv, _ = self.target_pass.batch(keys, ids, attention)
         B, T = ids.shape
         dtype = self.module.model.norm.weight.dtype
         positions = torch.arange(T)[None].expand(B, T)
@@ -190,7 +199,7 @@ class EagleRecipe:
         self.target_pass = TargetPass(target, max_tokens=cfg.get("feature_cache_tokens"))
 
     def loss(self, ids, attention, answer, keys=None):
-        features, _ = self.target_pass.batch(keys, ids, attention)
+        features, _, _ = self.target_pass.batch(keys, ids, attention)
         features = features.float()  # (B, T, d)
         inputs = features[:, :-1]  # f_t, t = 0..T-2
         if self.noise and self.module.training:
@@ -211,4 +220,36 @@ class EagleRecipe:
         save_head(self.module.eval(), folder)
 
 
-RECIPES = {"draft_lm": DraftLMRecipe, "glide": GlideRecipe, "eagle": EagleRecipe}
+class Eagle3Recipe:
+    """EAGLE-3 head (svbench.nets.eagle3), as the official training (eagle/traineagle3): the target's three
+    feature layers fused by the head's FC at step 0, then ttt_steps - 1 steps on the head's own outputs
+    (unrolled_head); each step's loss is the soft cross-entropy to the target's next-token distribution
+    over the draft vocabulary, weighted ttt_decay ** j. No feature regression. Deviation: the official loss
+    also skips positions whose target top-1 token lies outside the draft vocabulary; finding them needs the
+    full-vocabulary logits, too costly here (the 16k draft vocabulary covers > 99% of answer tokens)."""
+
+    def __init__(self, cfg, target, vocab):
+        self.module = eagle3_from_target(target, vocab)
+        self.steps, self.decay = int(cfg.get("ttt_steps", 1)), float(cfg.get("ttt_decay", 0.8))
+        self.target_pass = TargetPass(target, max_tokens=cfg.get("feature_cache_tokens"),
+                                      feature_layers=self.module.target_layers)
+        full = target.lm_head.weight.detach()
+        self.target_head = full if vocab is None else full[torch.tensor(sorted(vocab))]  # (N, d): draft index order
+
+    def loss(self, ids, attention, answer, keys=None):
+        hidden, _, fused = self.target_pass.batch(keys, ids, attention)  # (B, T, d), (B, T, 3d)
+        total, first = 0.0, None
+        for j, predicted in enumerate(unrolled_head(self.module, ids[:, 1:], fused[:, :-1], self.steps)):
+            where = shifted(answer[:, 1:], j)  # the target wrote x_{t+j+2}'s context position t+j+1
+            draft_logits = self.module.logits(predicted[where]).float()  # (M_j, N)
+            target_logits = shifted(hidden[:, 1:], j)[where].to(self.target_head.dtype) @ self.target_head.T
+            total = total + self.decay ** j * soft_cross_entropy(draft_logits, target_logits)
+            if j == 0:
+                first = (agreement(draft_logits, target_logits), int(where.sum()))
+        return total, first[0], first[1]
+
+    def export(self, folder):
+        save_eagle3(self.module.eval(), folder)
+
+
+RECIPES = {"draft_lm": DraftLMRecipe, "glide": GlideRecipe, "eagle": EagleRecipe, "eagle3": Eagle3Recipe}
