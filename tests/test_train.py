@@ -126,6 +126,16 @@ def test_batched_generation_with_refills_equals_ar():
     assert any(len(w) < 24 for w in want) and any(len(w) == 24 for w in want)
 
 
+def test_unreadable_or_missing_shards_are_one_clear_error(tmp_path):
+    from svbench.errors import SvbenchError
+
+    with pytest.raises(SvbenchError, match="no generated data under"):
+        train_data.read_shards(tmp_path)
+    (tmp_path / "shard-00000.parquet").write_bytes(b"not parquet")
+    with pytest.raises(SvbenchError, match="cannot read the Parquet shards"):
+        train_data.read_shards(tmp_path)
+
+
 def test_fixed_responses_are_the_files_own_answers(tmp_path):
     """--fixed: each row is the chat prompt + the file's own response (GSM8K without its <<calc>> marks) + EOS,
     split by the same prompt hash as generated data; a response longer than --max-new-tokens is cut, no EOS."""

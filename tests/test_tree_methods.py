@@ -452,3 +452,15 @@ def test_eagle3_head_cache_stays_in_step_with_the_target(target, nets):
         assert head_cache == fed  # the tree's nodes were dropped from the head's cache
         assert fed + new == cached and width == 3 * d  # fed + not yet fed: exactly the target's positions
     assert any(off_spine for *_, off_spine in seen)
+
+
+def test_official_eagle3_head_for_another_target_is_refused(target, nets, tmp_path):
+    from svbench.nets.eagle3 import load_eagle3
+
+    write_official_eagle3(tmp_path / "h", nets["eagle3"])
+    config = json.loads((tmp_path / "h" / "config.json").read_text())
+    (tmp_path / "h" / "config.json").write_text(json.dumps({**config, "hidden_size": 128}))
+    with pytest.raises(SvbenchError, match="does not fit this target"):
+        load_eagle3(tmp_path / "h", target)
+    with pytest.raises(SvbenchError, match="not an EAGLE-3 head folder"):
+        load_eagle3(tmp_path, target)
