@@ -26,7 +26,7 @@ from svbench.decoding.verify import Sampling  # noqa: E402
 from svbench.models import load_pair  # noqa: E402
 from svbench.sync_count import count_syncs  # noqa: E402
 
-METHODS = ("vanilla_sd", "glide", "glide_cape", "eagle2", "eagle2_cpu", "pld")
+METHODS = ("vanilla_sd", "glide", "glide_cape", "eagle2", "eagle2_cpu", "eagle3", "pld")
 PROMPT = [5, 17, 42, 99, 3, 250, 11, 5, 17, 42]
 
 

@@ -464,3 +464,27 @@ def test_official_eagle3_head_for_another_target_is_refused(target, nets, tmp_pa
         load_eagle3(tmp_path / "h", target)
     with pytest.raises(SvbenchError, match="not an EAGLE-3 head folder"):
         load_eagle3(tmp_path, target)
+
+
+@pytest.mark.parametrize("method", ["eagle2", "eagle2_wide", "eagle3"])
+def test_eagle_drafting_syncs_once_per_level_plus_two(target, nets, method):
+    """Tree expansion and rerank run on the device: a round's drafting reads the host once per level (the
+    policy's entropy and q) plus twice (the catch-up tokens in, the kept tree out)."""
+    from svbench.sync_count import count_syncs
+
+    drafter, per_round, original = METHODS[method](nets), [], EagleDrafter.get_candidates
+
+    def counted(self, ids, policy, max_len, sampling, generator=None):
+        with count_syncs() as counts:
+            tree = original(self, ids, policy, max_len, sampling, generator)
+        per_round.append((sum(counts.values()), tree.steps))
+        return tree
+
+    EagleDrafter.get_candidates = counted
+    try:
+        out = generate(target, prompt_for(6), 40, drafter, SVIPPolicy(h=0.9, c=0.2))
+    finally:
+        EagleDrafter.get_candidates = original
+    assert out.ids == generate(target, prompt_for(6), 40).ids
+    assert len(per_round) > 3 and any(steps > 1 for _, steps in per_round)
+    assert all(syncs == steps + 2 for syncs, steps in per_round), per_round

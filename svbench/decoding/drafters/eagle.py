@@ -12,6 +12,12 @@ Tree (one head forward per level):
   end: rerank every generated node by score and keep the best total_token - 1. A child's score is never
     above its parent's and ties go to the shallower node, so the kept set contains every kept node's
     ancestors.
+The expansion and the rerank are tensor ops on the head's device (topk / gather / a boolean ancestor
+matrix for the level masks, a stable sort for the rerank): a round reads the host once per level (the
+policy's entropy and q) and once for the kept tree, and sends the catch-up tokens once
+(tests/test_tree_methods.py::test_eagle_drafting_syncs_once_per_level_plus_two). The trees equal those of
+the earlier host-loop version (tokens, parents, entropies, ranks; checked on 48 trees when it was replaced).
+
 Levels: at most depth + 1 (the official count: one initial forward + depth expansions), the policy's
 max_len and the remaining budget. The policy is asked after each level with drafted_len = levels so
 far, token_prob = q of the best-scored new node, and the frontier's draft entropy aggregated by
@@ -79,93 +85,88 @@ class EagleDrafter:
         if new is not None:
             self.pending = new if self.pending is None else torch.cat([self.pending, new])
 
-    def _head(self, tokens, features, positions, mask) -> torch.Tensor:
-        """Feed (1, F) nodes; returns their predicted features (F, d)."""
-        return self.head(torch.tensor([tokens], device=self.device), features[None],
-                         torch.tensor([positions], device=self.device), mask, self.cache)[0]
-
-    def _level_mask(self, visible_slots: list[list[int]], prefix: int, cache_len: int) -> torch.Tensor:
-        """Additive (1, 1, F, cache_len + F): the verified prefix, the ancestors' slots and itself."""
-        F = len(visible_slots)
-        allowed = torch.zeros(F, cache_len + F, dtype=torch.bool)
-        allowed[:, :prefix] = True
-        for row, slots in enumerate(visible_slots):
-            allowed[row, slots] = True
-            allowed[row, cache_len + row] = True
-        dtype = self.head.fc.weight.dtype
-        mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
-        return mask[None, None].to(self.device)
-
     def get_candidates(self, ids, policy, max_len, sampling, generator=None) -> DraftTree:
         self._absorb_features()
         P = len(ids) - 1  # verified tokens in the target cache; ids[P] is the root
         assert self.fed + len(self.pending) == P, "head and target caches out of step"
         if max_len <= 0:
             return DraftTree.chain(ids[-1], [])
+        dtype, device, k = self.head.fc.weight.dtype, self.device, self.top_k
         # catch up: positions fed..P-1 take (f_t, x_{t+1}); the last output is f^_P -> q(x_{P+1})
-        mask = causal_mask(self.fed, P - self.fed, self.head.fc.weight.dtype, self.device)
-        out = self._head(ids[self.fed + 1: P + 1], self.pending.to(self.head.fc.weight.dtype),
-                         list(range(self.fed, P)), mask)
+        mask = causal_mask(self.fed, P - self.fed, dtype, device)
+        out = self.head(torch.tensor([ids[self.fed + 1: P + 1]], device=device), self.pending.to(dtype)[None],
+                        torch.arange(self.fed, P, device=device)[None], mask, self.cache)[0]  # (P - fed, d)
         self.fed, self.pending = P, None
 
-        k = self.top_k
+        # Every tensor below stays on the device; the host reads one (entropy, q) pair per level (the
+        # policy's decision) and the kept tree once at the end. Node 0 is the root; nodes are numbered in
+        # creation order, level by level, children of frontier row r at r*k .. r*k + k - 1 of their level.
         log_q = torch.log_softmax(self.head.logits(out[-1]).float(), dim=-1)  # (N,)
-        top = log_q.topk(min(k, log_q.shape[-1]))
-        # nodes (index 0 = root): vocabulary index, parent, score, depth; feature_in = parent's f^
-        token, parent, score, depth = [-1], [-1], [0.0], [0]
-        feature_in: dict[int, torch.Tensor] = {}
-        for value, index in zip(top.values.tolist(), top.indices.tolist()):
-            token.append(index), parent.append(0), score.append(value), depth.append(1)
-            feature_in[len(token) - 1] = out[-1]
-        frontier = list(range(1, len(token)))
-        entropy = float(-(log_q.exp() * log_q).sum())
-        levels, draft_entropy = 1, [entropy]
+        top = log_q.topk(min(k, log_q.shape[-1]))  # level 1: (k,)
+        tokens, parents, scores = [top.indices], [torch.zeros_like(top.indices)], [top.values]  # per level
+        frontier = torch.arange(1, len(top.values) + 1, device=device)  # node ids (F,)
+        frontier_scores, frontier_tokens = top.values, top.indices  # (F,)
+        features = out[-1].expand(len(frontier), -1)  # (F, d): each frontier node's input = its parent's f^
+        ancestors = torch.zeros(len(frontier), 0, dtype=torch.bool, device=device)  # (F, S): tree slots it sees
+        entropy = -(log_q.exp() * log_q).sum()
+        step = torch.stack([entropy, top.values[0].exp()]).tolist()  # ONE transfer: H, q(best new node)
+        levels, draft_entropy, nodes = 1, [step[0]], 1 + len(frontier)
         max_levels = min(self.depth + 1, max_len)
-        stop = policy.should_stop(1, float(top.values[0].exp()), entropy)
-        slot: dict[int, int] = {}  # node -> its position in the head cache
-        visible: dict[int, list[int]] = {0: []}  # node -> cache slots of its fed ancestors
+        stop = policy.should_stop(1, step[1], step[0])
         while not stop and levels < max_levels:
-            cache_len = P + len(slot)
-            rows = [visible[parent[n]] + ([slot[parent[n]]] if parent[n] in slot else []) for n in frontier]
-            mask = self._level_mask(rows, P, cache_len)
-            feats = torch.stack([feature_in[n] for n in frontier])  # (F, d)
-            out = self._head([self._token(token[n]) for n in frontier], feats, [P + depth[n] - 1 for n in frontier], mask)
-            for j, n in enumerate(frontier):
-                slot[n], visible[n] = cache_len + j, rows[j]
+            F, S = len(frontier), ancestors.shape[1]
+            visible = torch.ones(F, P + S + F, dtype=torch.bool, device=device)  # prefix | tree slots | itself
+            visible[:, P:P + S] = ancestors
+            visible[:, P + S:] = torch.eye(F, dtype=torch.bool, device=device)
+            mask = torch.zeros(visible.shape, dtype=dtype, device=device).masked_fill_(~visible, torch.finfo(dtype).min)
+            token_ids = frontier_tokens if self.vocab_ids is None else self.vocab_ids[frontier_tokens]
+            position = torch.full((1, F), P + levels - 1, device=device)  # prefix + depth - 1
+            out = self.head(token_ids[None], features[None], position, mask[None, None], self.cache)[0]  # (F, d)
             log_q = torch.log_softmax(self.head.logits(out).float(), dim=-1)  # (F, N)
-            entropies = -(log_q.exp() * log_q).sum(-1)  # (F,)
             child = log_q.topk(min(k, log_q.shape[-1]), dim=-1)  # (F, k)
-            child_scores = torch.tensor([score[n] for n in frontier], device=log_q.device)[:, None] + child.values
-            first_new = len(token)
-            for j, n in enumerate(frontier):
-                for value, index in zip(child_scores[j].tolist(), child.indices[j].tolist()):
-                    token.append(index), parent.append(n), score.append(value), depth.append(depth[n] + 1)
-                    feature_in[len(token) - 1] = out[j]
-            best = int(child_scores.flatten().argmax())  # row-major: frontier row best // k
-            keep = child_scores.flatten().topk(min(k, child_scores.numel())).indices.tolist()
-            frontier = [first_new + i for i in keep]
+            child_scores = (frontier_scores[:, None] + child.values).flatten()  # (F*k,) log q along the path
+            tokens.append(child.indices.flatten())
+            parents.append(frontier.repeat_interleave(child.values.shape[1]))
+            scores.append(child_scores)
+            keep = child_scores.topk(min(k, child_scores.numel())).indices  # the next frontier: (F',)
+            rows = keep // child.values.shape[1]  # its parents' frontier rows
+            best = keep[0]  # = child_scores.argmax()
+            entropies = -(log_q.exp() * log_q).sum(-1)  # (F,)
+            entropy = {"top1": entropies[best // child.values.shape[1]], "max": entropies.max(),
+                       "mean": entropies.mean()}[self.entropy_aggregate]
+            step = torch.stack([entropy, child.values.flatten()[best].exp()]).tolist()  # ONE transfer per level
+            frontier, frontier_scores = nodes + keep, child_scores[keep]
+            frontier_tokens, features = child.indices.flatten()[keep], out[rows]
+            ancestors = torch.cat([ancestors[rows], torch.eye(F, dtype=torch.bool, device=device)[rows]], dim=1)
+            nodes += len(child_scores)
             levels += 1
-            entropy = {"top1": float(entropies[best // child.values.shape[1]]), "max": float(entropies.max()),
-                       "mean": float(entropies.mean())}[self.entropy_aggregate]
-            draft_entropy.append(entropy)
-            stop = policy.should_stop(levels, float(child.values.flatten()[best].exp()), entropy)
-        if slot:  # drop the tree nodes: the head cache keeps verified positions only
-            self.cache.crop(-len(slot))
-        return self._rerank(ids[-1], token, parent, score, depth, draft_entropy)
+            draft_entropy.append(step[0])
+            stop = policy.should_stop(levels, step[1], step[0])
+        if levels > 1:  # drop the tree nodes: the head cache keeps verified positions only
+            self.cache.crop(-(self.cache.get_seq_length() - P))
+        return self._rerank(ids[-1], torch.cat(tokens), torch.cat(parents), torch.cat(scores), draft_entropy)
 
-    def _token(self, index: int) -> int:
-        return index if self.vocab_ids is None else int(self.vocab_ids[index])
-
-    def _rerank(self, root, token, parent, score, depth, draft_entropy) -> DraftTree:
-        order = sorted(range(1, len(token)), key=lambda n: (-score[n], depth[n], n))[: self.total_token - 1]
-        kept = sorted(order)  # creation order: parents before children
-        if self.record_ranks:  # tree_size calibration only: per tree node, its place in the score order
-            rank = {n: r for r, n in enumerate(order)}
-            self._ranks = [-1] + [rank[n] for n in kept]
-        new_index = {0: 0, **{n: i + 1 for i, n in enumerate(kept)}}
-        tokens = [root] + [self._token(token[n]) for n in kept]
-        parents = [-1] + [new_index[parent[n]] for n in kept]  # KeyError here = an ancestor was dropped
-        return DraftTree.from_parents(tokens, parents, draft_entropy, steps=len(draft_entropy))  # steps = levels
+    def _rerank(self, root, tokens, parents, scores, draft_entropy) -> DraftTree:
+        """Keep the total_token - 1 best-scored nodes (ties: the earlier-created, i.e. shallower, node), in
+        creation order. A child's score is never above its parent's, so every kept node's parent is kept.
+        tokens/parents/scores: (M,) over nodes 1..M. One transfer."""
+        order = torch.sort(scores, descending=True, stable=True).indices[: self.total_token - 1]  # (K,) best first
+        kept = order.sort().values  # creation order: parents before children
+        new_index = torch.full((len(scores) + 1,), -1, dtype=torch.long, device=scores.device)  # node id -> tree index
+        new_index[0] = 0
+        new_index[kept + 1] = torch.arange(1, len(kept) + 1, device=scores.device)
+        token_ids = tokens[kept] if self.vocab_ids is None else self.vocab_ids[tokens[kept]]
+        parts = [token_ids, new_index[parents[kept]]]
+        if self.record_ranks:  # tree_size calibration only: per kept node, its place in the score order
+            rank = torch.empty_like(scores, dtype=torch.long)
+            rank[order] = torch.arange(len(order), device=order.device)
+            parts.append(rank[kept])
+        host = torch.cat(parts).tolist()  # ONE transfer: the kept tree
+        K = len(kept)
+        if self.record_ranks:
+            self._ranks = [-1] + host[2 * K:]
+        assert min(host[K:2 * K], default=0) >= 0, "a kept node's parent was dropped"
+        return DraftTree.from_parents([root] + host[:K], [-1] + host[K:2 * K], draft_entropy, steps=len(draft_entropy))
 
     def update_candidate_strategy(self, tree: DraftTree, accepted_path: list[int]) -> None:
         # the accepted tokens' features arrive through target.new_features at the next round
