@@ -9,24 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
+import sys
 from pathlib import Path
 
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def median_ms(fn, repeats: int = 50) -> float:
-    for _ in range(5):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+sys.path.insert(0, str(REPO / "experiments"))
+from attention_paths_cpu import median_ms  # noqa: E402  (one timing helper for the attention benchmarks)
 
 
 def attend(q, key, value, transposed_scores: bool):
@@ -52,8 +42,8 @@ def main():
             key, value = buffer[0, :, :, :cached], buffer[1, :, :, :cached]  # strided views, as the cache's
             q = torch.randn(batch, 1, 9 * 64, dtype=torch.bfloat16).view(batch, 1, 9, 64).transpose(1, 2)
             q = q.reshape(batch, 3, 3, 64)
-            old = median_ms(lambda: attend(q, key, value, False))
-            new = median_ms(lambda: attend(q, key, value, True))
+            old = median_ms(lambda: attend(q, key, value, False), repeats=50)
+            new = median_ms(lambda: attend(q, key, value, True), repeats=50)
             torch.testing.assert_close(attend(q, key, value, False), attend(q, key, value, True), atol=2e-2, rtol=2e-2)
             rows.append({"batch": batch, "cached": cached, "q_kT_ms": round(old, 4), "k_qT_ms": round(new, 4),
                          "speedup": round(old / new, 2)})
