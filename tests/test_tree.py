@@ -1,4 +1,5 @@
 """Tree masks, position ids, and that one tree forward + cache compaction equal plain chain forwards."""
+from hypothesis import given, settings, strategies as st
 import torch
 from transformers import DynamicCache
 
@@ -78,3 +79,18 @@ def test_cache_compaction_after_a_non_trivial_path():
         n = mine.get_seq_length()  # the static buffers hold n valid rows
         torch.testing.assert_close(mine.keys[:, :, :n], ref.keys, atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(mine.values[:, :, :n], ref.values, atol=1e-4, rtol=1e-4)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 10**6), min_size=0, max_size=40))
+def test_ancestor_matrix_matches_walking_the_parents(seeds):
+    """Random topological trees: [i, j] is set exactly when walking i's parents reaches j (or j == i)."""
+    parents = [-1] + [seed % (i + 1) for i, seed in enumerate(seeds)]  # node i + 1's parent < i + 1
+    tree = DraftTree.from_parents(list(range(len(parents))), parents)
+    got = tree.ancestor_matrix()
+    for i in range(len(parents)):
+        walk, node = {i}, i
+        while parents[node] >= 0:
+            node = parents[node]
+            walk.add(node)
+        assert set(torch.nonzero(got[i]).flatten().tolist()) == walk

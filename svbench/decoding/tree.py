@@ -52,24 +52,24 @@ class DraftTree:
             kids[self.parents[i]].append(i)
         return kids
 
-    def ancestor_matrix(self) -> torch.Tensor:
-        """(n, n) bool: [i, j] is True when node j is node i or one of its ancestors."""
+    def ancestor_matrix(self, device=None) -> torch.Tensor:
+        """(n, n) bool on `device`: [i, j] is True when node j is node i or one of its ancestors. One gather
+        per tree level, none per node: after d rounds of "a row ORs in its parent's row", every ancestor
+        within d levels is in."""
         n = len(self.tokens)
-        visible = torch.zeros(n, n, dtype=torch.bool)
-        for i in range(n):
-            if i > 0:
-                visible[i] = visible[self.parents[i]]
-            visible[i, i] = True
+        parents = torch.tensor([0] + self.parents[1:], device=device)  # (n,): the root points at itself
+        visible = torch.eye(n, dtype=torch.bool, device=device)
+        for _ in range(max(self.depths)):
+            visible = visible | visible[parents]
         return visible
 
     def attention_mask(self, prefix_len: int, dtype: torch.dtype, device=None) -> torch.Tensor:
-        """Additive 4-D mask (1, 1, n, prefix_len + n): 0 where a node may look (the cached prefix, its
-        ancestors, itself), dtype-min elsewhere."""
+        """Additive 4-D mask (1, 1, n, prefix_len + n) built on `device`: 0 where a node may look (the cached
+        prefix, its ancestors, itself), dtype-min elsewhere."""
         n = len(self.tokens)
-        allowed = torch.cat([torch.ones(n, prefix_len, dtype=torch.bool), self.ancestor_matrix()], dim=1)
-        mask = torch.zeros(n, prefix_len + n, dtype=dtype)
-        mask.masked_fill_(~allowed, torch.finfo(dtype).min)
-        return mask[None, None].to(device)  # (1, 1, n, prefix + n)
+        mask = torch.zeros(n, prefix_len + n, dtype=dtype, device=device)  # the prefix: visible to all
+        mask[:, prefix_len:].masked_fill_(~self.ancestor_matrix(device), torch.finfo(dtype).min)
+        return mask[None, None]  # (1, 1, n, prefix + n)
 
     def position_ids(self, prefix_len: int, device=None) -> torch.Tensor:
         return (prefix_len + torch.tensor(self.depths, dtype=torch.long, device=device))[None]  # (1, n)
