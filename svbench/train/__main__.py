@@ -79,7 +79,7 @@ def train(cfg) -> None:
     optimiser = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    state_path, step = out / "state.pt", 0
+    state_path, step, elapsed = out / "state.pt", 0, 0.0  # elapsed: training wall seconds over all resumes
     if state_path.is_file():
         state = torch.load(state_path, weights_only=False)
         if state.get("config", {}).get("recipe", cfg.recipe) != cfg.recipe:
@@ -88,6 +88,7 @@ def train(cfg) -> None:
         module.load_state_dict(state["draft"], strict=False)
         optimiser.load_state_dict(state["optimiser"])
         step = state["step"]
+        elapsed = state.get("elapsed_s", 0.0)
         random.setstate(state["python_rng"])
         torch.set_rng_state(state["torch_rng"])
         print(f"resumed from {state_path} at step {step}", file=sys.stderr)
@@ -107,6 +108,7 @@ def train(cfg) -> None:
         trainable_state = {k: v for k, v in module.state_dict().items() if k not in shared}
         tmp = state_path.with_suffix(".tmp")
         torch.save({"draft": trainable_state, "optimiser": optimiser.state_dict(), "step": step,
+                    "elapsed_s": elapsed + time.perf_counter() - start,
                     "python_rng": random.getstate(), "torch_rng": torch.get_rng_state(),
                     "config": OmegaConf.to_container(cfg)}, tmp)
         tmp.replace(state_path)
@@ -145,7 +147,8 @@ def train(cfg) -> None:
             manifest_hash, "train_rows": len(rows), "train_answer_tokens": sum(len(r["ids"]) - r["prompt_len"]
                                                                                  for r in rows),
             "vocab_size": len(vocab) if vocab else pair.target.config.vocab_size, "vocab_coverage": coverage,
-            "final_train_loss_ema": ema_loss, "final_train_top1_ema": ema_acc}
+            "final_train_loss_ema": ema_loss, "final_train_top1_ema": ema_acc,
+            "wall_hours": round((elapsed + time.perf_counter() - start) / 3600, 2), "threads": torch.get_num_threads()}
     (out / "train_meta.json").write_text(json.dumps(meta, indent=2))
     if cfg.export:
         export = Path(cfg.export)

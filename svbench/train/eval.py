@@ -233,7 +233,9 @@ def write_card(folder: Path, results: dict, command: str) -> None:
         f"- drafting vocabulary: {meta['vocab_size']} tokens (coverage of training answer tokens: "
         f"{meta['vocab_coverage']})",
         f"- final training loss (EMA) {meta['final_train_loss_ema']:.3f}, top-1 agreement (EMA) "
-        f"{meta['final_train_top1_ema']:.3f}", "",
+        f"{meta['final_train_top1_ema']:.3f}",
+        f"- training time: {meta.get('wall_hours', 'not recorded')} h wall on {meta.get('threads', '?')} threads "
+        f"(CPU-hours = wall x threads at most)", "",
         "## Held-out evaluation (greedy, bf16, CPU)", "", f"Command: `{command}`", "",
         *(["For the EAGLE-2 tree (top_k 10, depth 5, 60 nodes) L is the longest matching root path; tau(gamma) caps "
            "it at gamma levels.", ""] if recipe in ("eagle", "eagle3") else []),
