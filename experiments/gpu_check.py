@@ -24,6 +24,7 @@ sys.path.insert(0, str(REPO))
 from svbench.decoding.agreement import TIE_BOUND, agreement  # noqa: E402
 from svbench.decoding.drafters.draft_model import OFFICIAL_CAPE_BINS, DraftModelDrafter  # noqa: E402
 from svbench.decoding.drafters.eagle import EagleDrafter  # noqa: E402
+from svbench.decoding.drafters.eagle3 import Eagle3Drafter  # noqa: E402
 from svbench.decoding.drafters.glide import GlideDrafter  # noqa: E402
 from svbench.decoding.drafters.pld import PromptLookupDrafter  # noqa: E402
 from svbench.decoding.loop import clock, generate  # noqa: E402
@@ -32,6 +33,7 @@ from svbench.decoding.target import TargetRunner  # noqa: E402
 from svbench.environment import environment  # noqa: E402
 from svbench.models import layercut, tiny_llama  # noqa: E402
 from svbench.nets.eagle import head_from_target  # noqa: E402
+from svbench.nets.eagle3 import eagle3_from_target  # noqa: E402
 from svbench.nets.glide import glide_from_target  # noqa: E402
 from svbench.sync_count import count_syncs  # noqa: E402
 
@@ -52,6 +54,7 @@ def configurations(nets):
         "glide_cape": (lambda: GlideDrafter(nets["glide"], OFFICIAL_CAPE_BINS), 4),
         "eagle2": (lambda: EagleDrafter(nets["eagle"], 10, 5, 60), 6),
         "eagle2_cpu": (lambda: EagleDrafter(nets["eagle"], 4, 3, 12), 6),
+        "eagle3": (lambda: Eagle3Drafter(nets["eagle3"], 10, 7, 60), 8),
         "pld": (lambda: PromptLookupDrafter(), 10),
     }
     for method, (drafter, gamma) in methods.items():
@@ -113,7 +116,8 @@ def main() -> None:
         target = copy.deepcopy(base).to(device=device, dtype=dtype)
         reference = copy.deepcopy(target).float()  # the dtype's weights, computed in float32: agreement's yardstick
         nets = {"draft": layercut(target, 2), "glide": glide_from_target(target, 1).to(device=device, dtype=dtype),
-                "eagle": head_from_target(target).to(device=device, dtype=dtype)}
+                "eagle": head_from_target(target).to(device=device, dtype=dtype),
+                "eagle3": eagle3_from_target(target).to(device=device, dtype=dtype)}
         for prompt in prompts[:1]:  # warm-up (kernels, allocator)
             generate(target, prompt, 8, eos_ids=())
         ar = []
