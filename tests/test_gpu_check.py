@@ -17,7 +17,8 @@ def test_gpu_check_runs_on_cpu(tmp_path):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert " passed" in (tmp_path / "tests_cpu.log").read_text()
     rows = json.loads((tmp_path / "gpu_check_cpu.json").read_text())["rows"]
-    assert {(r["method"], r["policy"]) for r in rows} >= {("vanilla_sd", "svip"), ("eagle2", "fixed"), ("pld", "fixed")}
+    assert {(r["method"], r["policy"]) for r in rows} >= {("vanilla_sd", "svip"), ("eagle2", "fixed"), ("eagle3", "svip"),
+                                                         ("pld", "fixed")}
     assert {r["dtype"] for r in rows} == {"float16", "bfloat16"}
     for r in rows:
         assert r["exact"] + r["tie"] + r["mismatch"] == 3 and r["mismatch"] == 0, r
