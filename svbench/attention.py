@@ -6,8 +6,9 @@ decoding, which scores one token per forward, paid more per token than an SD ver
 measured on SmolLM2-135M, a 1-token forward cost 32.8 ms at 1,024 cached tokens and a 2-token one 25.1 ms.
 That handicapped the AR baseline and inflated SD's speedups at long contexts.
 
-``svbench_cpu`` computes a one-query step as two matmuls with the query heads of each KV head packed
-together (no repeat of the cache), softmax in float32, and leaves everything else to transformers' sdpa.
+``svbench_cpu`` computes a forward of up to FEW_QUERIES queries (AR's one, a chain verify's few) as two
+matmuls with the query heads of each KV head packed together (no repeat of the cache), softmax in float32,
+and leaves everything else (prefill, large trees) to transformers' sdpa.
 ``auto`` = ``svbench_cpu`` for bfloat16/float16 on a CPU, ``sdpa`` otherwise.
 """
 from __future__ import annotations
@@ -22,27 +23,35 @@ from svbench.errors import SvbenchError
 CHOICES = ("auto", "sdpa", "eager", "svbench_cpu")
 
 
+FEW_QUERIES = 8  # up to this many queries per forward (AR's 1, a verify's few) take the packed path
+
+
 def one_query_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None,
                         **kwargs):
-    """query (B, H, q, d); key, value (B, kv, L, d). One query on a CPU in low precision: packed matmuls;
-    anything else: transformers' sdpa. Returns (B, q, H, d) and no weights, as sdpa_attention_forward."""
-    if query.shape[2] != 1 or query.device.type != "cpu" or query.dtype == torch.float32:
+    """query (B, H, q, d); key, value (B, kv, L, d). Up to FEW_QUERIES queries on a CPU in low precision:
+    packed matmuls; anything else: transformers' sdpa. Returns (B, q, H, d) and no weights, as
+    sdpa_attention_forward."""
+    Tq = query.shape[2]
+    if Tq > FEW_QUERIES or query.device.type != "cpu" or query.dtype == torch.float32:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)
     B, H, _, d = query.shape
-    kv = key.shape[1]
-    q = query.view(B, kv, H // kv, d)  # (B, kv, rep, d): query head h reads KV head h // rep
+    kv, L = key.shape[1], key.shape[2]
+    rep = H // kv
+    q = query.reshape(B, kv, rep * Tq, d)  # (B, kv, rep*Tq, d): query head h reads KV head h // rep
     # scores = q k^T, computed as (k q^T)^T: the cache rows are a strided view of a larger buffer, and
     # q @ key.transpose(-1, -2) made matmul copy the whole K cache into a contiguous transpose every layer
-    # (results/attention_paths_cpu.md: 3.3x slower at 4,000 cached tokens); k q^T reads it in place.
-    scores = torch.matmul(key, q.transpose(-1, -2)).transpose(-1, -2)  # (B, kv, L, rep) -> (B, kv, rep, L)
-    scores = scores * (scaling if scaling is not None else d ** -0.5)
-    if attention_mask is not None:  # (B, 1, 1, L): boolean (True = attend) or additive
-        scores = (scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
-                  if attention_mask.dtype == torch.bool else scores + attention_mask)
+    # (results/one_query_attention_cpu.md: 2.1x slower at 4,096 cached tokens); k q^T reads it in place.
+    scores = torch.matmul(key, q.transpose(-1, -2)).transpose(-1, -2)  # (B, kv, L, rep*Tq) -> (B, kv, rep*Tq, L)
+    scores = scores.reshape(B, kv, rep, Tq, L) * (scaling if scaling is not None else d ** -0.5)
+    if attention_mask is None and Tq > 1:  # no mask given for several queries: causal, the queries are the last Tq
+        attention_mask = torch.ones(Tq, L, dtype=torch.bool, device=query.device).tril(L - Tq)[None, None]
+    if attention_mask is not None:  # (B|1, 1, Tq, L): boolean (True = attend) or additive
+        m = attention_mask[:, :, :, :L].unsqueeze(2)  # (B|1, 1, 1, Tq, L)
+        scores = scores.masked_fill(~m, torch.finfo(scores.dtype).min) if m.dtype == torch.bool else scores + m
     probs = torch.softmax(scores.float(), dim=-1).to(value.dtype)  # softmax in float32, as eager attention
-    out = torch.matmul(probs, value)  # (B, kv, rep, d)
-    return out.view(B, H, 1, d).transpose(1, 2).contiguous(), None  # (B, 1, H, d)
+    out = torch.matmul(probs.reshape(B, kv, rep * Tq, L), value)  # (B, kv, rep*Tq, d)
+    return out.view(B, H, Tq, d).transpose(1, 2).contiguous(), None  # (B, Tq, H, d)
 
 
 AttentionInterface.register("svbench_cpu", one_query_attention)

@@ -17,21 +17,28 @@ class Module(torch.nn.Module):
 
 @pytest.mark.parametrize("mask", [None, "bool", "additive"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_one_query_path_equals_sdpa(mask, dtype):
+@pytest.mark.parametrize("queries", [1, 2, 6])
+def test_one_query_path_equals_sdpa(mask, dtype, queries):
+    """1..FEW_QUERIES queries; no mask means causal over the last `queries` positions (as sdpa's is_causal)."""
     gen = torch.Generator().manual_seed(0)
-    q = torch.randn(2, 9, 1, 64, generator=gen).to(dtype)   # (B, H, 1, d)
+    q = torch.randn(2, 9, queries, 64, generator=gen).to(dtype)   # (B, H, q, d)
     k = torch.randn(2, 3, 300, 64, generator=gen).to(dtype)  # (B, kv, L, d)
     v = torch.randn(2, 3, 300, 64, generator=gen).to(dtype)
-    allowed = torch.rand(2, 1, 1, 300, generator=gen) > 0.3
+    causal = torch.ones(queries, 300, dtype=torch.bool).tril(300 - queries)[None, None]  # (1, 1, q, L)
+    allowed = (torch.rand(2, 1, queries, 300, generator=gen) > 0.3) & causal
+    if mask is None:
+        allowed = causal.expand(2, 1, queries, 300)
     m = {None: None, "bool": allowed,
          "additive": torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)}[mask]
     ours, _ = one_query_attention(Module(), q, k, v, m, scaling=0.125)
     # the reference: float32 sdpa over the same inputs, KV heads repeated as transformers' eager path does
     ref = torch.nn.functional.scaled_dot_product_attention(
         q.float(), k.float().repeat_interleave(3, 1), v.float().repeat_interleave(3, 1),
-        attn_mask=None if m is None else (allowed if mask == "bool" else m.float()), scale=0.125).transpose(1, 2)
-    assert ours.shape == (2, 1, 9, 64)
+        attn_mask=allowed if m is None or mask == "bool" else m.float(), scale=0.125).transpose(1, 2)
+    assert ours.shape == (2, queries, 9, 64)
     torch.testing.assert_close(ours.float(), ref, atol=2e-2, rtol=2e-2)
+    if m is None and queries > 1:  # transformers passes no mask for several queries only when there is no past
+        return  # (there sdpa's is_causal aligns top-left, which equals the bottom-right causal mask above)
     theirs, _ = sdpa_attention_forward(Module(), q, k, v, m, scaling=0.125)
     torch.testing.assert_close(ours.float(), theirs.float(), atol=2e-2, rtol=2e-2)
 
