@@ -40,7 +40,7 @@ def measure(method: str, policy: str, sampling: Sampling, tokens: int) -> dict:
     generate(pair.target, PROMPT, 8, drafter, length_policy, sampling, generator=generator)  # warm-up
     with count_syncs() as counts:
         out = generate(pair.target, PROMPT, tokens, drafter, length_policy, sampling, generator=generator)
-    rounds = len(out.rounds) - 1  # drafting rounds (the prefill's is not one)
+    rounds = len(out.rounds)  # the prefill's round (0 draft steps) included: its syncs are counted too
     steps = sum(r.steps for r in out.rounds)
     start = time.perf_counter()
     for _ in range(3):

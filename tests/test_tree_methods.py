@@ -488,3 +488,30 @@ def test_eagle_drafting_syncs_once_per_level_plus_two(target, nets, method):
     assert out.ids == generate(target, prompt_for(6), 40).ids
     assert len(per_round) > 3 and any(steps > 1 for _, steps in per_round)
     assert all(syncs == steps + 2 for syncs, steps in per_round), per_round
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+@pytest.mark.parametrize("method", sorted(METHODS) + ["vanilla_sd"])
+def test_a_round_syncs_at_most_once_per_draft_step_plus_three(target, nets, method, temperature):
+    """Issue 13's budget over whole generations, target side included (forward, verify, cache compaction):
+    host-device syncs <= draft steps + 3 per round (the prefill's round counts as a round with 0 steps).
+    Greedy and sampled verification alike; the trained test drafts make rounds accept several tokens and
+    leave the first-child chain, so the compaction and the multi-level verifier are exercised."""
+    from svbench.decoding.drafters.draft_model import DraftModelDrafter
+    from svbench.sync_count import count_syncs
+
+    if method == "vanilla_sd":
+        from conftest import noisy_copy
+        drafter = DraftModelDrafter(noisy_copy(target, 0.05))
+    else:
+        drafter = METHODS[method](nets)
+    sampling, syncs, budget, accepted = Sampling(temperature), 0, 0, 0
+    for seed in range(3):
+        generator = torch.Generator().manual_seed(seed)
+        with count_syncs() as counts:
+            out = generate(target, prompt_for(seed), 40, drafter, FixedPolicy(4), sampling, generator=generator)
+        syncs += sum(counts.values())
+        budget += sum(r.steps for r in out.rounds) + 3 * len(out.rounds)
+        accepted += sum(r.accepted for r in out.rounds)
+    assert accepted > 0
+    assert syncs <= budget, (syncs, budget, dict(counts))

@@ -50,7 +50,7 @@ class TargetRunner:
 
     def forward_tree(self, tree: DraftTree) -> torch.Tensor:
         """Score root + drafts in ONE forward. Returns logits (n, V); row i = next-token logits of node i."""
-        input_ids = torch.tensor([tree.tokens], device=self.model.device)  # (1, n)
+        input_ids = tree.arrays(self.model.device)[0][None]  # (1, n): uploaded once, or already there
         if tree.is_chain:  # plain causal mask: the fast path
             hidden, features = self._run(input_ids)
         else:
@@ -62,13 +62,15 @@ class TargetRunner:
 
     def keep_path(self, tree: DraftTree, path: list[int]) -> None:
         """After forward_tree the cache holds prefix + all n nodes; keep prefix + root + accepted path."""
-        n = len(tree)
-        if path == list(range(1, len(path) + 1)):  # the path is a prefix of the node order: just crop
-            drop = n - 1 - len(path)
-            if drop:
-                self.cache.crop(-drop)
+        n, k = len(tree), len(path)
+        if path == list(range(1, k + 1)):  # the path is a prefix of the node order: just crop
+            if n - 1 - k:
+                self.cache.crop(-(n - 1 - k))
+            self.new_features = self._tree_features[: 1 + k]  # (1 + k, d): root, then the path
         else:  # move the path's K/V rows to the slots right after the root, in place (the prefix stays put)
-            rows = torch.tensor([self.cached_len + i for i in path], device=self.model.device)  # (k,)
-            self.cache.keep(self.cached_len + 1, rows)
-        self.cached_len += 1 + len(path)
-        self.new_features = self._tree_features[[0] + path]  # (1 + len(path), d): root, then the path
+            # root + path = the ancestors of the path's last node, in node order; found on the device
+            on_path = tree.ancestor_matrix(self.model.device)[path[-1]]  # (n,) bool
+            nodes = torch.sort(on_path.to(torch.int8), descending=True, stable=True).indices[: 1 + k]  # (1 + k,)
+            self.cache.keep(self.cached_len + 1, self.cached_len + nodes[1:])
+            self.new_features = self._tree_features.index_select(0, nodes)  # (1 + k, d)
+        self.cached_len += 1 + k

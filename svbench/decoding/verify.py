@@ -3,6 +3,8 @@
 Both rules walk the tree from the root: at each node, pick the child the target agrees with, descend,
 and stop at the first node where no child is accepted, emitting one token from the target there
 (the correction, or the bonus token at a leaf). Output: the accepted node indices and that token.
+The walk is computed on the device for all nodes at once (no Python loop over nodes) and read back with
+one transfer per round.
 """
 from __future__ import annotations
 
@@ -41,69 +43,83 @@ def warp(logits: torch.Tensor, sampling: Sampling) -> torch.Tensor:
     return probs
 
 
-def _sample(probs: torch.Tensor, generator: torch.Generator | None) -> int:
-    return int(torch.multinomial(probs, 1, generator=generator))
+def _deepest(ok: torch.Tensor, depths: torch.Tensor) -> torch.Tensor:
+    """(1,) index of the deepest True node; ties go to the lowest index (one root path holds at most one
+    node per depth, so there are none when siblings carry distinct tokens)."""
+    n = ok.shape[0]
+    order = torch.arange(n, 0, -1, device=ok.device)  # n .. 1: an earlier node wins a tie
+    return torch.where(ok, depths * (n + 1) + order, -1).argmax().view(1)
 
 
-def _uniform(generator: torch.Generator | None) -> float:
-    device = generator.device if generator is not None else None  # a CUDA generator needs a CUDA tensor
-    return float(torch.rand((), generator=generator, device=device))
+def _on_accepted_path(tree: DraftTree, accepted: torch.Tensor) -> torch.Tensor:
+    """accepted (n,) bool, node 0 True: is every node from the root down to node i accepted? (n,) bool."""
+    return ~(tree.ancestor_matrix(accepted.device) & ~accepted[None]).any(-1)
+
+
+def _result(tree: DraftTree, last: torch.Tensor, token: torch.Tensor) -> tuple[list[int], int]:
+    """ONE device->host transfer: the last accepted node and the emitted token."""
+    last, token = torch.cat([last.view(1), token.view(1)]).tolist()
+    return (list(range(1, last + 1)) if tree.is_chain else tree.path_to(last)), token
 
 
 def verify_greedy(tree: DraftTree, target_logits: torch.Tensor) -> tuple[list[int], int]:
-    """Longest root-to-node path whose tokens equal the target argmax, then the target's own argmax."""
-    target_argmax = target_logits.argmax(-1).tolist()  # (n,)
-    if tree.is_chain:  # fast path: y_i == argmax p_{i-1}
-        accepted = 0
-        while accepted < tree.num_drafted and tree.tokens[accepted + 1] == target_argmax[accepted]:
-            accepted += 1
-        return list(range(1, accepted + 1)), target_argmax[accepted]
-    children, node, path = tree.children(), 0, []
-    while True:
-        match = [c for c in children[node] if tree.tokens[c] == target_argmax[node]]
-        if not match:
-            return path, target_argmax[node]
-        node = match[0]
-        path.append(node)
+    """Longest root-to-node path whose tokens equal the target argmax, then the target's own argmax.
+    On the device: node i matches when y_i == argmax p_parent(i); the path ends at the deepest node whose
+    ancestors all match."""
+    argmax = target_logits.argmax(-1)  # (n,)
+    if tree.num_drafted == 0:
+        return _result(tree, torch.zeros(1, dtype=torch.long, device=argmax.device), argmax[:1])
+    tokens, parents, depths = tree.arrays(argmax.device)  # (n,) each
+    if tree.is_chain:  # y_i == argmax p_{i-1}; accepted = length of the matching prefix
+        last = (tokens[1:] == argmax[:-1]).long().cumprod(0).sum().view(1)
+    else:
+        match = tokens == argmax[parents]  # (n,)
+        match[0] = True  # the root is given
+        last = _deepest(_on_accepted_path(tree, match), depths)
+    return _result(tree, last, argmax.index_select(0, last))
 
 
 def verify_sampling(tree: DraftTree, target_probs: torch.Tensor, generator=None) -> tuple[list[int], int]:
-    """Exact speculative sampling on a tree; target_probs (n, V) are already warped.
+    """Exact speculative sampling on a tree; target_probs (n, V) are already warped. All on the device, one
+    uniform per node drawn up front (the same law as drawing them one by one), one transfer.
 
-    Sampled chain (tree.draft_probs set): accept y with prob min(1, p(y)/q(y)); on rejection sample
-    norm(max(0, p - q)). Deterministic candidates (greedy drafts, top-k siblings): try the children in
-    order, accept x with prob p(x) under the current residual p; on rejection set p(x) = 0 and
-    renormalise; if every child fails sample from the residual. Both leave the output ~ p exactly.
+    Sampled chain (tree.draft_probs set): accept y_i with prob min(1, p_{i-1}(y_i)/q_i(y_i)) until the first
+    rejection, there sample norm(max(0, p - q)); after a fully accepted chain the bonus token from p.
+    Deterministic candidates (greedy drafts, top-k siblings): the children of a node are tried in order,
+    child x accepted with prob p(x) under the residual p with the earlier siblings removed, i.e.
+    p(x) / (1 - sum of the earlier siblings' p); where every child fails, sample from that residual.
+    Both leave the output ~ p exactly.
     """
-    children, node, path = tree.children(), 0, []
-    while True:
-        p = target_probs[node]
-        kids = children[node]
-        if not kids:
-            return path, _sample(p, generator)  # bonus token from p
-        if tree.draft_probs is not None:
-            (child,) = kids  # a sampled draft is a chain
-            y, q = tree.tokens[child], tree.draft_probs[child]
-            if _uniform(generator) * float(q[y]) < float(p[y]):  # u < p(y)/q(y), no division by 0
-                node = child
-                path.append(child)
-                continue
-            residual = (p - q).clamp_min(0.0)  # norm(max(0, p - q))
-            total = float(residual.sum())
-            return path, _sample(residual / total if total > 0 else p, generator)
-        p = p.clone()
-        accepted_child = None
-        for child in kids:
-            x = tree.tokens[child]
-            if _uniform(generator) < float(p[x]):  # accept with prob p(x) under the current residual
-                accepted_child = child
-                break
-            p[x] = 0.0  # rejected: remove x and renormalise
-            p /= p.sum()
-        if accepted_child is None:
-            return path, _sample(p, generator)
-        node = accepted_child
-        path.append(accepted_child)
+    n, device = len(tree), target_probs.device
+    if tree.num_drafted == 0:
+        token = torch.multinomial(target_probs[0], 1, generator=generator)
+        return _result(tree, torch.zeros(1, dtype=torch.long, device=device), token)
+    tokens, parents, depths = tree.arrays(device)  # (n,) each
+    u = torch.rand(n - 1, generator=generator, device=device)  # node i's uniform at u[i - 1]
+    p_x = target_probs[parents[1:], tokens[1:]]  # (n-1,) p_parent(i)(y_i)
+    if tree.draft_probs is not None:
+        assert tree.is_chain, "a sampled draft is a chain"
+        q = tree.draft_probs  # (n, V): row i = the q node i was sampled from
+        accept = u * q[torch.arange(1, n, device=device), tokens[1:]] < p_x  # u < p(y)/q(y), no division by 0
+        last = accept.long().cumprod(0).sum().view(1)  # accepted drafts
+        p_last = target_probs.index_select(0, last)[0]  # (V,)
+        q_next = q.index_select(0, (last + 1).clamp(max=n - 1))[0]  # the rejected draft's q (unused at the end)
+        residual = (p_last - q_next).clamp_min(0.0)  # norm(max(0, p - q))
+        fully_accepted = last == n - 1
+    else:
+        index = torch.arange(1, n, device=device)
+        earlier = (parents[1:, None] == parents[None, 1:]) & (index[None] < index[:, None])  # (n-1, n-1) earlier sibling
+        before = earlier.to(p_x.dtype) @ p_x  # the earlier siblings' mass
+        accept = u * (1.0 - before) < p_x  # u < p(x) / (1 - before)
+        first = accept & ~(earlier & accept[None]).any(-1)  # the first accepted child of its parent
+        last = _deepest(_on_accepted_path(tree, torch.cat([first.new_ones(1), first])), depths)
+        p_last = target_probs.index_select(0, last)[0]  # (V,)
+        tried = torch.zeros_like(p_last).index_add_(0, tokens[1:], (parents[1:] == last).to(p_last.dtype))
+        residual = p_last.masked_fill(tried > 0, 0.0)  # every child of the last node was rejected
+        fully_accepted = torch.zeros((), dtype=torch.bool, device=device)  # a leaf's residual is p itself
+    total = residual.sum()
+    dist = torch.where(fully_accepted | (total <= 0), p_last, residual / total.clamp_min(1e-30))
+    return _result(tree, last, torch.multinomial(dist, 1, generator=generator))
 
 
 def verify(tree: DraftTree, target_logits: torch.Tensor, sampling: Sampling, generator=None):

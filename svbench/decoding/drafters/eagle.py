@@ -14,7 +14,8 @@ Tree (one head forward per level):
     ancestors.
 The expansion and the rerank are tensor ops on the head's device (topk / gather / a boolean ancestor
 matrix for the level masks, a stable sort for the rerank): a round reads the host once per level (the
-policy's entropy and q) and once for the kept tree, and sends the catch-up tokens once
+policy's entropy and q) and once for the kept tree (which stays on the device for the target's forward
+and the verifier), and sends the catch-up tokens once
 (tests/test_tree_methods.py::test_eagle_drafting_syncs_once_per_level_plus_two). The trees equal those of
 the earlier host-loop version (tokens, parents, entropies, ranks; checked on 48 trees when it was replaced).
 
@@ -104,6 +105,7 @@ class EagleDrafter:
         log_q = torch.log_softmax(self.head.logits(out[-1]).float(), dim=-1)  # (N,)
         top = log_q.topk(min(k, log_q.shape[-1]))  # level 1: (k,)
         tokens, parents, scores = [top.indices], [torch.zeros_like(top.indices)], [top.values]  # per level
+        depths = [torch.ones_like(top.indices)]
         frontier = torch.arange(1, len(top.values) + 1, device=device)  # node ids (F,)
         frontier_scores, frontier_tokens = top.values, top.indices  # (F,)
         features = out[-1].expand(len(frontier), -1)  # (F, d): each frontier node's input = its parent's f^
@@ -128,6 +130,7 @@ class EagleDrafter:
             tokens.append(child.indices.flatten())
             parents.append(frontier.repeat_interleave(child.values.shape[1]))
             scores.append(child_scores)
+            depths.append(torch.full_like(tokens[-1], levels + 1))
             keep = child_scores.topk(min(k, child_scores.numel())).indices  # the next frontier: (F',)
             rows = keep // child.values.shape[1]  # its parents' frontier rows
             best = keep[0]  # = child_scores.argmax()
@@ -144,19 +147,20 @@ class EagleDrafter:
             stop = policy.should_stop(levels, step[1], step[0])
         if levels > 1:  # drop the tree nodes: the head cache keeps verified positions only
             self.cache.crop(-(self.cache.get_seq_length() - P))
-        return self._rerank(ids[-1], torch.cat(tokens), torch.cat(parents), torch.cat(scores), draft_entropy)
+        return self._rerank(ids[-1], torch.cat(tokens), torch.cat(parents), torch.cat(scores), torch.cat(depths),
+                            draft_entropy)
 
-    def _rerank(self, root, tokens, parents, scores, draft_entropy) -> DraftTree:
+    def _rerank(self, root, tokens, parents, scores, depths, draft_entropy) -> DraftTree:
         """Keep the total_token - 1 best-scored nodes (ties: the earlier-created, i.e. shallower, node), in
         creation order. A child's score is never above its parent's, so every kept node's parent is kept.
-        tokens/parents/scores: (M,) over nodes 1..M. One transfer."""
+        tokens/parents/scores/depths: (M,) over nodes 1..M. One transfer; the tree's device arrays stay."""
         order = torch.sort(scores, descending=True, stable=True).indices[: self.total_token - 1]  # (K,) best first
         kept = order.sort().values  # creation order: parents before children
         new_index = torch.full((len(scores) + 1,), -1, dtype=torch.long, device=scores.device)  # node id -> tree index
         new_index[0] = 0
         new_index[kept + 1] = torch.arange(1, len(kept) + 1, device=scores.device)
         token_ids = tokens[kept] if self.vocab_ids is None else self.vocab_ids[tokens[kept]]
-        parts = [token_ids, new_index[parents[kept]]]
+        parts = [token_ids, new_index[parents[kept]], depths[kept]]
         if self.record_ranks:  # tree_size calibration only: per kept node, its place in the score order
             rank = torch.empty_like(scores, dtype=torch.long)
             rank[order] = torch.arange(len(order), device=order.device)
@@ -164,9 +168,12 @@ class EagleDrafter:
         host = torch.cat(parts).tolist()  # ONE transfer: the kept tree
         K = len(kept)
         if self.record_ranks:
-            self._ranks = [-1] + host[2 * K:]
+            self._ranks = [-1] + host[3 * K:]
         assert min(host[K:2 * K], default=0) >= 0, "a kept node's parent was dropped"
-        return DraftTree.from_parents([root] + host[:K], [-1] + host[K:2 * K], draft_entropy, steps=len(draft_entropy))
+        on_device = torch.cat([token_ids.new_full((3, 1), 0), torch.stack(parts[:3])], dim=1)  # (3, 1 + K)
+        on_device[0, 0] = root  # tokens | parents (the root points at itself) | depths
+        return DraftTree.from_parents([root] + host[:K], [-1] + host[K:2 * K], draft_entropy, steps=len(draft_entropy),
+                                      depths=[0] + host[2 * K:3 * K], device_arrays=on_device)
 
     def update_candidate_strategy(self, tree: DraftTree, accepted_path: list[int]) -> None:
         # the accepted tokens' features arrive through target.new_features at the next round
