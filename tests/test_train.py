@@ -249,7 +249,7 @@ def test_glide_and_eagle_recipes_train_resume_export_and_load(tiny_data, tmp_pat
     drafter = build_drafter({"method": group_config("method", method)}, pair)
     prompt = build_prompt(pair.tokenizer, "chat", ["hello"], [])
     assert generate(pair.target, prompt, 20, drafter, FixedPolicy(3)).ids == generate(pair.target, prompt, 20).ids
-    results = train_eval.run(Namespace(pair="tiny", kind=role, draft=str(export), layercut=None, data=str(tiny_data),
+    results = train_eval.run(Namespace(pair="tiny", method=method, draft=str(export), layercut=None, data=str(tiny_data),
                                        heldout_seqs=4, spec_bench=0, starts_per_seq=2, full_vocab=False,
                                        dtype="float32", out=str(tmp_path / "eval.json"), seed=0))
     assert results["kind"] == role
@@ -265,7 +265,7 @@ def test_glide_and_eagle_recipes_train_resume_export_and_load(tiny_data, tmp_pat
     (["-m", "svbench.train", "pair=tiny", "recipe=lora"], "recipe='lora' is not one of"),
     (["-m", "svbench.train.data", "--pair", "tiny", "--out", "{tmp}/d", "--temperatures", "hot"], "--temperatures 'hot'"),
     (["-m", "svbench.train.data", "--pair", "tiny", "--out", "{tmp}/d", "--num-prompts", "0"], "num-prompts >= 1"),
-    (["-m", "svbench.train.eval", "--pair", "tiny", "--kind", "glide", "--draft", "/nonexistent"], "no such folder"),
+    (["-m", "svbench.train.eval", "--pair", "tiny", "--method", "glide", "--draft", "/nonexistent"], "no such folder"),
 ])
 def test_training_clis_answer_bad_input_with_one_line(tmp_path, data_dir, args, message):
     result = subprocess.run([sys.executable, *[a.replace("{tmp}", str(tmp_path)) for a in args]], cwd=REPO,

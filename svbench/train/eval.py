@@ -1,8 +1,12 @@
 """Held-out evaluation of a draft: per-position acceptance, tau at gamma = 1..8, draft/target cost ratio.
 
     python -m svbench.train.eval --draft drafts/smollm2-draft-lm --data train_data/smollm2 [--spec-bench 24]
-    python -m svbench.train.eval --kind glide --draft drafts/smollm2-135m-glide ...   (GliDe chain)
-    python -m svbench.train.eval --kind eagle --draft drafts/smollm2-135m-eagle ...   (EAGLE-2 tree)
+    python -m svbench.train.eval --method glide --draft drafts/smollm2-135m-glide ...   (GliDe chain)
+    python -m svbench.train.eval --method eagle2 --draft drafts/smollm2-135m-eagle ...  (EAGLE-2 tree)
+
+--method names a conf/method/<name>.yaml; its drafter class (the registry) says which pair entry holds the
+network (``Drafter.network``) and is built with its own defaults (``from_pair(pair)``: EAGLE-2's official
+tree for eagle2 and eagle3, a chain for the others), so every method is evaluated the same way.
 
 For GliDe and EAGLE the target is prefilled with the context before each start (they read its cache or
 features). For EAGLE-2 the draft is a tree (top_k 10, depth 5, 60 nodes: the official defaults): L = the
@@ -28,11 +32,9 @@ import torch
 from tqdm import tqdm
 
 from svbench.benchmarks import build_prompt, load_benchmark
+from svbench.decoding.drafters import drafter_class
 from svbench.decoding.drafters.draft_model import DraftModelDrafter
-from svbench.decoding.drafters.eagle import EagleDrafter
-from svbench.decoding.drafters.eagle3 import Eagle3Drafter
 from svbench.decoding.kv_cache import StaticKVCache
-from svbench.decoding.drafters.glide import GlideDrafter
 from svbench.decoding.target import TargetRunner
 from svbench.decoding.policies import FixedPolicy
 from svbench.decoding.verify import Sampling
@@ -122,9 +124,10 @@ def drafting_step_ms(drafter, target_model, vocab_size: int, context: int = 200,
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description="Held-out acceptance and cost of a draft.")
     ap.add_argument("--pair", default="smollm2", help="conf/pair/<name>.yaml (target + the draft to evaluate)")
-    ap.add_argument("--kind", default="draft", choices=["draft", "glide", "eagle", "eagle3"],
-                    help="draft LM (vanilla SD), GliDe draft (chain) or EAGLE head (EAGLE-2 tree)")
-    ap.add_argument("--draft", default=None, help="a draft folder (overrides the pair's entry for --kind)")
+    ap.add_argument("--method", default="vanilla_sd",
+                    help="conf/method/<name>.yaml whose network is evaluated: vanilla_sd (draft LM, chain), glide "
+                         "(chain), eagle2 / eagle3 (head, EAGLE-2 official tree)")
+    ap.add_argument("--draft", default=None, help="a draft folder (overrides the pair's entry for the method's network)")
     ap.add_argument("--layercut", type=int, default=None, help="evaluate a layer-cut draft instead")
     ap.add_argument("--data", nargs="+", default=["train_data/smollm2"], help="generated data folder(s) with a held-out split")
     ap.add_argument("--heldout-seqs", type=int, default=60)
@@ -140,21 +143,21 @@ def main(argv=None) -> None:
 
 def run(args) -> dict:
     pair_cfg = group_config("pair", args.pair)
-    kind = getattr(args, "kind", "draft")
+    method = getattr(args, "method", "vanilla_sd")
+    drafter_cls = drafter_class(group_config("method", method))
+    kind = getattr(drafter_cls, "network", None)  # the pair entry
+    if kind is None:
+        raise SvbenchError(f"--method {method}: this method has no network to evaluate")
     if args.draft:
         pair_cfg[kind] = {"source": "trained", "path": args.draft, "reduced_vocab": not args.full_vocab}
     if args.layercut:
         pair_cfg["draft"] = {"source": "layercut", "num_layers": args.layercut}
-    drafter_cls = {"draft": DraftModelDrafter, "glide": GlideDrafter, "eagle": EagleDrafter,
-                   "eagle3": Eagle3Drafter}[kind]
     pair = load_pair(pair_cfg, args.dtype, "cpu", drafter_cls=drafter_cls)
     vocab = None if args.full_vocab else pair.vocab_subset
-    if kind == "draft":
-        drafter, reads_target = DraftModelDrafter(pair.network, vocab), None
-    else:
-        drafter, reads_target = drafter_cls(pair.network), pair.target
+    drafter = drafter_cls.from_pair(pair)
+    reads_target = None if kind == "draft" else pair.target  # GliDe and EAGLE read the target's cache / features
     rng = random.Random(args.seed)
-    results = {"kind": kind, "draft": args.draft or pair_cfg[kind], "dtype": args.dtype,
+    results = {"method": method, "kind": kind, "draft": args.draft or pair_cfg[kind], "dtype": args.dtype,
                "vocab": len(vocab) if vocab else pair.target.config.vocab_size}
     folders = [args.data] if isinstance(args.data, str) else args.data
     heldout = [r for f in folders for r in read_shards(Path(f), split="heldout") if r["temperature"] == 0.0]

@@ -183,6 +183,20 @@ def unrolled_head(head, next_tokens, features, steps: int):
         yield features
 
 
+def training_time_test_loss(head, next_tokens, inputs, answer, steps: int, decay: float, step_loss):
+    """sum_j decay ** j * loss_j over the unrolled steps (unrolled_head), loss_j only at the positions whose
+    predicted token x_{t+j+2} lies in the answer. step_loss(j, predicted (M_j, d), where (B, n)) returns
+    (loss_j, draft_logits, target_logits). Returns (total, step 0's top-1 agreement, step 0's positions)."""
+    total, first = 0.0, None
+    for j, predicted in enumerate(unrolled_head(head, next_tokens, inputs, steps)):  # f^_{t+j+1}: (B, n, d)
+        where = shifted(answer[:, 1:], j)  # the target wrote x_{t+j+2}'s context position t+j+1
+        loss, draft_logits, target_logits = step_loss(j, predicted[where], where)
+        total = total + decay ** j * loss
+        if j == 0:
+            first = (agreement(draft_logits, target_logits), int(where.sum()))
+    return total, first[0], first[1]
+
+
 class EagleRecipe:
     """EAGLE head. Step 0 is EAGLE-1's recipe: SmoothL1(f^_{t+1}, f_{t+1}) + w * soft CE(lm_head), uniform
     noise on the input features (ALGORITHMS §5). Training-time test (ttt_steps > 1, HASS / EAGLE-3): the
@@ -205,16 +219,14 @@ class EagleRecipe:
         if self.noise and self.module.training:
             inputs = inputs + (torch.rand_like(inputs) - 0.5) * 2 * self.noise  # U(-noise, noise)
         head = self.module.head_weight.float()
-        total, first = 0.0, None
-        for j, predicted in enumerate(unrolled_head(self.module, ids[:, 1:], inputs, self.steps)):  # f^_{t+j+1}
-            where = shifted(answer[:, 1:], j)  # f_{t+j+1} sits at an answer position (False past the end)
-            pred, true = predicted[where].float(), shifted(features[:, 1:], j)[where]  # (M_j, d)
+
+        def step_loss(j, predicted, where):
+            pred, true = predicted.float(), shifted(features[:, 1:], j)[where]  # f^_{t+j+1}, f_{t+j+1}: (M_j, d)
             draft_logits, target_logits = pred @ head.T, true @ head.T  # (M_j, N)
-            step_loss = F.smooth_l1_loss(pred, true) + self.ce_weight * soft_cross_entropy(draft_logits, target_logits)
-            total = total + self.decay ** j * step_loss
-            if j == 0:
-                first = (agreement(draft_logits, target_logits), int(where.sum()))
-        return total, first[0], first[1]
+            return (F.smooth_l1_loss(pred, true) + self.ce_weight * soft_cross_entropy(draft_logits, target_logits),
+                    draft_logits, target_logits)
+
+        return training_time_test_loss(self.module, ids[:, 1:], inputs, answer, self.steps, self.decay, step_loss)
 
     def export(self, folder):
         save_head(self.module.eval(), folder)
@@ -238,15 +250,14 @@ class Eagle3Recipe:
 
     def loss(self, ids, attention, answer, keys=None):
         hidden, _, fused = self.target_pass.batch(keys, ids, attention)  # (B, T, d), (B, T, 3d)
-        total, first = 0.0, None
-        for j, predicted in enumerate(unrolled_head(self.module, ids[:, 1:], fused[:, :-1], self.steps)):
-            where = shifted(answer[:, 1:], j)  # the target wrote x_{t+j+2}'s context position t+j+1
-            draft_logits = self.module.logits(predicted[where]).float()  # (M_j, N)
+
+        def step_loss(j, predicted, where):
+            draft_logits = self.module.logits(predicted).float()  # (M_j, N)
             target_logits = shifted(hidden[:, 1:], j)[where].to(self.target_head.dtype) @ self.target_head.T
-            total = total + self.decay ** j * soft_cross_entropy(draft_logits, target_logits)
-            if j == 0:
-                first = (agreement(draft_logits, target_logits), int(where.sum()))
-        return total, first[0], first[1]
+            return soft_cross_entropy(draft_logits, target_logits), draft_logits, target_logits
+
+        return training_time_test_loss(self.module, ids[:, 1:], fused[:, :-1], answer, self.steps, self.decay,
+                                       step_loss)
 
     def export(self, folder):
         save_eagle3(self.module.eval(), folder)
