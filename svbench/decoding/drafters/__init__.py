@@ -51,7 +51,9 @@ class Drafter(Protocol):
         """ids: every token so far (prompt + emitted), ids[-1] the root, not yet in the target's cache.
         Draft at most max_len steps (tokens for a chain, levels for a tree), asking
         ``policy.should_stop(steps, token_prob, draft_entropy)`` after each. Returns the tree: tokens (n,),
-        parents (n,), depths (n,), draft_probs (n, V) for a sampled chain, draft_entropy (steps,), steps."""
+        parents (n,), depths (n,), draft_probs (n, V) for a sampled chain, draft_entropy (steps,), steps;
+        optionally device_arrays (3, n): tokens / parents / depths already on the device (saves the upload
+        the target forward would otherwise make)."""
 
     def update_candidate_strategy(self, tree: "DraftTree", accepted_path: list[int]) -> None:
         """Told which nodes (indices into tree.tokens, root excluded, in order) the target accepted."""
