@@ -95,7 +95,8 @@ def verify_sampling(tree: DraftTree, target_probs: torch.Tensor, generator=None)
         token = torch.multinomial(target_probs[0], 1, generator=generator)
         return _result(tree, torch.zeros(1, dtype=torch.long, device=device), token)
     tokens, parents, depths = tree.arrays(device)  # (n,) each
-    u = torch.rand(n - 1, generator=generator, device=device)  # node i's uniform at u[i - 1]
+    u = torch.rand(n - 1, generator=generator, device=generator.device if generator is not None else device)
+    u = u.to(device)  # node i's uniform at u[i - 1] (a no-op when the generator lives on the model's device)
     p_x = target_probs[parents[1:], tokens[1:]]  # (n-1,) p_parent(i)(y_i)
     if tree.draft_probs is not None:
         assert tree.is_chain, "a sampled draft is a chain"
