@@ -66,7 +66,7 @@ def verify_greedy(tree: DraftTree, target_logits: torch.Tensor) -> tuple[list[in
     """Longest root-to-node path whose tokens equal the target argmax, then the target's own argmax.
     On the device: node i matches when y_i == argmax p_parent(i); the path ends at the deepest node whose
     ancestors all match."""
-    argmax = target_logits.argmax(-1)  # (n,)
+    argmax = target_logits.float().argmax(-1)  # (n,); the same first-maximum index, ~5x faster than bf16's argmax on a CPU
     if tree.num_drafted == 0:
         return _result(tree, torch.zeros(1, dtype=torch.long, device=argmax.device), argmax[:1])
     tokens, parents, depths = tree.arrays(argmax.device)  # (n,) each

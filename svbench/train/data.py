@@ -92,7 +92,7 @@ def fixed_answer(response: list[int], max_tokens: int, eos: int) -> list[int]:
 def pick(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
     """(B, V) -> (B,): argmax at temperature 0, else a sample of softmax(logits / temperature)."""
     if temperature == 0:
-        return logits.argmax(-1)
+        return logits.float().argmax(-1)  # the same index; bf16 argmax is ~5x slower on a CPU
     probs = torch.softmax(logits.float() / temperature, dim=-1)  # (B, V)
     return torch.multinomial(probs, 1, generator=generator)[:, 0]
 

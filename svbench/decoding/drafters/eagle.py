@@ -134,9 +134,12 @@ class EagleDrafter:
             keep = child_scores.topk(min(k, child_scores.numel())).indices  # the next frontier: (F',)
             rows = keep // child.values.shape[1]  # its parents' frontier rows
             best = keep[0]  # = child_scores.argmax()
-            entropies = -(log_q.exp() * log_q).sum(-1)  # (F,)
-            entropy = {"top1": entropies[best // child.values.shape[1]], "max": entropies.max(),
-                       "mean": entropies.mean()}[self.entropy_aggregate]
+            if self.entropy_aggregate == "top1":  # H of the distribution the best new node came from: one row
+                row = log_q.index_select(0, (best // child.values.shape[1]).view(1))[0]  # (N,)
+                entropy = -(row.exp() * row).sum()
+            else:
+                entropies = -(log_q.exp() * log_q).sum(-1)  # (F,)
+                entropy = entropies.max() if self.entropy_aggregate == "max" else entropies.mean()
             step = torch.stack([entropy, child.values.flatten()[best].exp()]).tolist()  # ONE transfer per level
             frontier, frontier_scores = nodes + keep, child_scores[keep]
             frontier_tokens, features = child.indices.flatten()[keep], out[rows]
