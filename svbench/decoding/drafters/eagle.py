@@ -115,12 +115,12 @@ class EagleDrafter:
         levels, draft_entropy, nodes = 1, [step[0]], 1 + len(frontier)
         max_levels = min(self.depth + 1, max_len)
         stop = policy.should_stop(1, step[1], step[0])
+        eye = torch.eye(k, dtype=torch.bool, device=device)  # a frontier node sees its own slot (F <= k)
         while not stop and levels < max_levels:
             F, S = len(frontier), ancestors.shape[1]
-            visible = torch.ones(F, P + S + F, dtype=torch.bool, device=device)  # prefix | tree slots | itself
-            visible[:, P:P + S] = ancestors
-            visible[:, P + S:] = torch.eye(F, dtype=torch.bool, device=device)
-            mask = torch.zeros(visible.shape, dtype=dtype, device=device).masked_fill_(~visible, torch.finfo(dtype).min)
+            tree_visible = torch.cat([ancestors, eye[:F, :F]], dim=1)  # (F, S + F): its ancestors' slots, itself
+            mask = torch.zeros(F, P + S + F, dtype=dtype, device=device)  # the cached prefix: visible to all
+            mask[:, P:].masked_fill_(~tree_visible, torch.finfo(dtype).min)
             token_ids = frontier_tokens if self.vocab_ids is None else self.vocab_ids[frontier_tokens]
             position = torch.full((1, F), P + levels - 1, device=device)  # prefix + depth - 1
             out = self.head(token_ids[None], features[None], position, mask[None, None], self.cache)[0]  # (F, d)
@@ -143,7 +143,7 @@ class EagleDrafter:
             step = torch.stack([entropy, child.values.flatten()[best].exp()]).tolist()  # ONE transfer per level
             frontier, frontier_scores = nodes + keep, child_scores[keep]
             frontier_tokens, features = child.indices.flatten()[keep], out[rows]
-            ancestors = torch.cat([ancestors[rows], torch.eye(F, dtype=torch.bool, device=device)[rows]], dim=1)
+            ancestors = tree_visible[rows]  # the new frontier's parents' visibility, their slots included
             nodes += len(child_scores)
             levels += 1
             draft_entropy.append(step[0])
