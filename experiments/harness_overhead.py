@@ -104,6 +104,9 @@ def main() -> None:
     ap.add_argument("--override", action="append", default=[], help="METHOD:hydra.key=value (repeatable)")
     ap.add_argument("--out", default=str(REPO / "results" / "harness_overhead_smollm2"))
     args = ap.parse_args()
+    bad = [o for o in args.override if ":" not in o or o.split(":", 1)[0] not in args.methods]
+    if bad:
+        ap.error(f"--override {bad[0]!r}: expected METHOD:key=value with METHOD one of {args.methods}")
     torch.set_num_threads(2)
     spec = group_config("benchmark", "spec_bench")
     questions = load_benchmark({**spec, "limit": 1, "turns": "first"})[: args.questions]
