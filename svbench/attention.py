@@ -26,7 +26,7 @@ CHOICES = ("auto", "sdpa", "eager", "svbench_cpu")
 FEW_QUERIES = 8  # up to this many queries per forward (AR's 1, a verify's few) take the packed path
 
 
-def one_query_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None,
+def few_query_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None,
                         **kwargs):
     """query (B, H, q, d); key, value (B, kv, L, d). Up to FEW_QUERIES queries on a CPU in low precision:
     packed matmuls; anything else: transformers' sdpa. Returns (B, q, H, d) and no weights, as
@@ -54,7 +54,7 @@ def one_query_attention(module, query, key, value, attention_mask, dropout=0.0, 
     return out.view(B, H, Tq, d).transpose(1, 2).contiguous(), None  # (B, Tq, H, d)
 
 
-AttentionInterface.register("svbench_cpu", one_query_attention)
+AttentionInterface.register("svbench_cpu", few_query_attention)
 AttentionMaskInterface.register("svbench_cpu", sdpa_mask)  # masks as sdpa builds them
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-from svbench.attention import attention_for, one_query_attention, set_attention
+from svbench.attention import attention_for, few_query_attention, set_attention
 from svbench.decoding.target import TargetRunner
 from svbench.decoding.tree import DraftTree
 from svbench.errors import SvbenchError
@@ -30,7 +30,7 @@ def test_one_query_path_equals_sdpa(mask, dtype, queries):
         allowed = causal.expand(2, 1, queries, 300)
     m = {None: None, "bool": allowed,
          "additive": torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)}[mask]
-    ours, _ = one_query_attention(Module(), q, k, v, m, scaling=0.125)
+    ours, _ = few_query_attention(Module(), q, k, v, m, scaling=0.125)
     # the reference: float32 sdpa over the same inputs, KV heads repeated as transformers' eager path does
     ref = torch.nn.functional.scaled_dot_product_attention(
         q.float(), k.float().repeat_interleave(3, 1), v.float().repeat_interleave(3, 1),
