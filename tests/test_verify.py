@@ -5,7 +5,7 @@ import torch
 from scipy.stats import chisquare
 
 from svbench.decoding.tree import DraftTree
-from svbench.decoding.verify import Sampling, verify, verify_greedy, verify_sampling, warp
+from svbench.decoding.verify import Sampling, row_argmax, verify, verify_greedy, verify_sampling, warp
 
 V = 6
 
@@ -166,3 +166,16 @@ def test_sampled_path_is_a_root_path_and_the_bonus_token_is_possible(tree, seed)
     assert float(probs[node, token]) > 0  # never a token the target gives probability 0
     if tree.children()[node]:  # every candidate at the stopping node was rejected: none is re-emitted
         assert token not in [tree.tokens[c] for c in tree.children()[node]]
+
+
+@pytest.mark.parametrize("vocab", [49152, 32000, 8192 + 1, 300])
+def test_row_argmax_is_the_first_maximum_like_torch(vocab):
+    """The blocked CPU argmax returns torch's index: random rows, ties across and inside blocks, bf16."""
+    g = torch.Generator().manual_seed(vocab)
+    x = torch.randn(7, vocab, generator=g).to(torch.bfloat16)  # bf16: many exact ties
+    x[1] = 0.0  # all tied: index 0
+    x[2, vocab // 3] = x[2, vocab - 1] = 100.0  # tie in two blocks: the earlier one
+    x[3, 5] = x[3, 6] = 100.0  # tie inside one block
+    x[4, vocab - 1] = 100.0  # the very last index
+    assert torch.equal(row_argmax(x), x.float().argmax(-1))
+    assert row_argmax(x)[2].item() == vocab // 3 and row_argmax(x)[3].item() == 5

@@ -9,6 +9,7 @@ one transfer per round.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 
@@ -43,6 +44,29 @@ def warp(logits: torch.Tensor, sampling: Sampling) -> torch.Tensor:
     return probs
 
 
+@lru_cache(maxsize=None)
+def _argmax_block(vocab: int) -> int:
+    """A block length dividing the vocabulary, 512..2048 (0: none, use torch's argmax)."""
+    return next((b for b in range(1024, 2049) if vocab % b == 0), 0) or \
+        next((b for b in range(1023, 511, -1) if vocab % b == 0), 0)
+
+
+def row_argmax(logits: torch.Tensor) -> torch.Tensor:
+    """(n, V) -> (n,) the index of each row's first maximum (the same index as ``logits.float().argmax(-1)``).
+    On a CPU torch's argmax is a scalar loop (~86 us for (5, 49152) in float32, ~490 us in bf16) and a float32
+    copy of fresh logits is memory-bound (~180 us in a real round): instead a vectorised max over blocks of B
+    in the logits' own dtype (exact), then argmax over the (n, V/B) block maxima and, in float32, inside
+    the winning block (first block holding the maximum, first position in it)."""
+    n, vocab = logits.shape
+    B = _argmax_block(vocab) if logits.device.type == "cpu" and vocab >= 8192 else 0
+    if not B:
+        return logits.float().argmax(-1)
+    blocks = logits.view(n, vocab // B, B)                      # (n, V/B, B)
+    block = blocks.amax(-1).float().argmax(-1)                  # (n,) the first block holding the row max
+    inside = blocks[torch.arange(n, device=logits.device), block].float().argmax(-1)  # (n,) first max in it
+    return block * B + inside
+
+
 def _deepest(ok: torch.Tensor, depths: torch.Tensor) -> torch.Tensor:
     """(1,) index of the deepest True node; ties go to the lowest index (one root path holds at most one
     node per depth, so there are none when siblings carry distinct tokens)."""
@@ -66,7 +90,7 @@ def verify_greedy(tree: DraftTree, target_logits: torch.Tensor) -> tuple[list[in
     """Longest root-to-node path whose tokens equal the target argmax, then the target's own argmax.
     On the device: node i matches when y_i == argmax p_parent(i); the path ends at the deepest node whose
     ancestors all match."""
-    argmax = target_logits.float().argmax(-1)  # (n,); the same first-maximum index, ~5x faster than bf16's argmax on a CPU
+    argmax = row_argmax(target_logits)  # (n,)
     if tree.num_drafted == 0:
         return _result(tree, torch.zeros(1, dtype=torch.long, device=argmax.device), argmax[:1])
     tokens, parents, depths = tree.arrays(argmax.device)  # (n,) each

@@ -31,6 +31,7 @@ from tqdm import tqdm
 from svbench.benchmarks import build_prompt
 from svbench.config import group_config
 from svbench.decoding.kv_cache import StaticKVCache
+from svbench.decoding.verify import row_argmax
 from svbench.errors import SvbenchError, report_user_errors
 from svbench.models import load_pair
 from svbench.train.prompts import TrainPrompt, load_fixed_responses, load_train_prompts, train_prompt_dir
@@ -92,7 +93,7 @@ def fixed_answer(response: list[int], max_tokens: int, eos: int) -> list[int]:
 def pick(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
     """(B, V) -> (B,): argmax at temperature 0, else a sample of softmax(logits / temperature)."""
     if temperature == 0:
-        return logits.float().argmax(-1)  # the same index; bf16 argmax is ~5x slower on a CPU
+        return row_argmax(logits)  # the verifier's greedy pick (blocked on a CPU)
     probs = torch.softmax(logits.float() / temperature, dim=-1)  # (B, V)
     return torch.multinomial(probs, 1, generator=generator)[:, 0]
 
