@@ -13,6 +13,8 @@ and leaves everything else (prefill, large trees) to transformers' sdpa.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
@@ -26,11 +28,30 @@ CHOICES = ("auto", "sdpa", "eager", "svbench_cpu")
 FEW_QUERIES = 8  # up to this many queries per forward (AR's 1, a verify's few) take the packed path
 
 
+def visible_prefix(attention_mask: torch.Tensor, L: int) -> int:
+    """The number c of leading key columns that every query may attend under a (B|1, 1, Tq, >=L) mask,
+    boolean (True = attend) or additive (0 = attend): in svbench's forwards the cached prefix, so the
+    masked ops touch only the last L - c columns. Computed once per mask (a forward's layers share it) and
+    kept on the tensor with its version, so a mask written in place is read again (inference-mode tensors
+    have no version: a mask made under inference_mode, as in every svbench forward, is read once)."""
+    now = -2 if attention_mask.is_inference() else attention_mask._version
+    version, length, c = getattr(attention_mask, "_svbench_visible_prefix", (-1, -1, 0))
+    if (version, length) != (now, L):  # new, written to since, or another length
+        m = attention_mask[..., :L]
+        blocked = (~m if m.dtype == torch.bool else m != 0).flatten(0, -2).any(0)  # (L,) any query blocked
+        c = int(blocked.to(torch.uint8).argmax()) if bool(blocked.any()) else L  # the first such column
+        attention_mask._svbench_visible_prefix = (now, L, c)
+    return c
+
+
 def few_query_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None,
                         **kwargs):
     """query (B, H, q, d); key, value (B, kv, L, d). Up to FEW_QUERIES queries on a CPU in low precision:
     packed matmuls; anything else: transformers' sdpa. Returns (B, q, H, d) and no weights, as
-    sdpa_attention_forward."""
+    sdpa_attention_forward. The numbers equal eager attention's order of operations (q k^T, scale, mask,
+    softmax in float32; tests/test_attention.py checks the bits); the scale goes on q when it is a power of
+    two, and the mask touches only the columns some query may not see (the scale and the mask used to make
+    two more passes over all (rep*q, L) scores)."""
     Tq = query.shape[2]
     if Tq > FEW_QUERIES or query.device.type != "cpu" or query.dtype == torch.float32:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
@@ -38,17 +59,30 @@ def few_query_attention(module, query, key, value, attention_mask, dropout=0.0, 
     B, H, _, d = query.shape
     kv, L = key.shape[1], key.shape[2]
     rep = H // kv
-    q = query.reshape(B, kv, rep * Tq, d)  # (B, kv, rep*Tq, d): query head h reads KV head h // rep
+    scale = scaling if scaling is not None else d ** -0.5
+    exact = math.frexp(scale)[0] == 0.5  # a power of two: scaling q first gives the same bits as scaling q k^T
+    q = (query * scale if exact else query).reshape(B, kv, rep * Tq, d)  # query head h reads KV head h // rep
     # scores = q k^T, computed as (k q^T)^T: the cache rows are a strided view of a larger buffer, and
     # q @ key.transpose(-1, -2) made matmul copy the whole K cache into a contiguous transpose every layer
     # (results/one_query_attention_cpu.md: 2.1x slower at 4,096 cached tokens); k q^T reads it in place.
+    # (Tried: one 2-D matmul per KV head, k q^T or q k^T, into preallocated scores: the same bits, faster
+    # on warm caches, but 5-14% slower per forward at 2,048-7,900 cached tokens in an interleaved A/B.)
     scores = torch.matmul(key, q.transpose(-1, -2)).transpose(-1, -2)  # (B, kv, L, rep*Tq) -> (B, kv, rep*Tq, L)
-    scores = scores.reshape(B, kv, rep, Tq, L) * (scaling if scaling is not None else d ** -0.5)
+    scores = scores.reshape(B, kv, rep, Tq, L)  # (B, kv, rep, Tq, L)
+    if not exact:
+        scores = scores * scale
     if attention_mask is None and Tq > 1:  # no mask given for several queries: causal, the queries are the last Tq
-        attention_mask = torch.ones(Tq, L, dtype=torch.bool, device=query.device).tril(L - Tq)[None, None]
-    if attention_mask is not None:  # (B|1, 1, Tq, L): boolean (True = attend) or additive
-        m = attention_mask[:, :, :, :L].unsqueeze(2)  # (B|1, 1, 1, Tq, L)
-        scores = scores.masked_fill(~m, torch.finfo(scores.dtype).min) if m.dtype == torch.bool else scores + m
+        c = L - Tq + 1
+        tail = torch.ones(Tq, Tq - 1, dtype=torch.bool, device=query.device).tril(-1)  # (Tq, L - c)
+        scores[..., c:].masked_fill_(~tail, torch.finfo(scores.dtype).min)
+    elif attention_mask is not None:  # (B|1, 1, Tq, L): boolean (True = attend) or additive
+        c = visible_prefix(attention_mask, L)
+        if c < L:
+            m = attention_mask[:, :, :, c:L].unsqueeze(2)  # (B|1, 1, 1, Tq, L - c)
+            if m.dtype == torch.bool:
+                scores[..., c:].masked_fill_(~m, torch.finfo(scores.dtype).min)
+            else:
+                scores[..., c:] += m
     probs = torch.softmax(scores.float(), dim=-1).to(value.dtype)  # softmax in float32, as eager attention
     out = torch.matmul(probs.reshape(B, kv, rep * Tq, L), value)  # (B, kv, rep*Tq, d)
     return out.view(B, H, Tq, d).transpose(1, 2).contiguous(), None  # (B, Tq, H, d)

@@ -77,3 +77,43 @@ def test_one_query_steps_are_as_close_to_float32_as_sdpa():
         assert model.config._attn_implementation == name
         errors[name] = (step_logits(model, ids, 150) - exact).abs().max().item()
     assert errors["svbench_cpu"] <= 1.5 * errors["sdpa"] + 1e-3, errors
+
+
+def eager_order(q, k, v, mask, scale):
+    """Eager attention's order of operations on the packed layout: q k^T, * scale, mask over every column,
+    softmax in float32, @ v (what few_query_attention computed before it skipped the visible prefix)."""
+    B, H, Tq, d = q.shape
+    kv, L = k.shape[1], k.shape[2]
+    s = torch.matmul(k, q.reshape(B, kv, H // kv * Tq, d).transpose(-1, -2)).transpose(-1, -2)
+    s = s.reshape(B, kv, H // kv, Tq, L) * scale
+    if mask is None and Tq > 1:
+        mask = torch.ones(Tq, L, dtype=torch.bool).tril(L - Tq)[None, None]
+    if mask is not None:
+        m = mask[:, :, :, :L].unsqueeze(2)
+        s = s.masked_fill(~m, torch.finfo(s.dtype).min) if m.dtype == torch.bool else s + m
+    p = torch.softmax(s.float(), dim=-1).to(v.dtype)
+    return torch.matmul(p.reshape(B, kv, H // kv * Tq, L), v).view(B, H, Tq, d).transpose(1, 2)
+
+
+@pytest.mark.parametrize("mask", [None, "tree", "tree-bool", "blocked-prefix"])
+@pytest.mark.parametrize("scale", [0.125, 0.1])
+@pytest.mark.parametrize("queries", [1, 5])
+def test_masking_only_the_unseen_columns_gives_eager_bits(mask, scale, queries):
+    """Skipping the columns every query sees (the cached prefix) changes no bit; a mask that blocks prefix
+    columns too is applied whole; a mask written in place after its first use is re-read."""
+    gen = torch.Generator().manual_seed(queries)
+    q = torch.randn(1, 9, queries, 64, generator=gen).to(torch.bfloat16)
+    k, v = (torch.randn(1, 3, 400, 64, generator=gen).to(torch.bfloat16) for _ in range(2))
+    tree = (torch.rand(queries, queries, generator=gen) > 0.5) | torch.eye(queries, dtype=torch.bool)
+    allowed = torch.ones(1, 1, queries, 400, dtype=torch.bool)
+    allowed[..., 400 - queries:] = tree
+    if mask == "blocked-prefix":
+        allowed[..., 7] = False
+    m = {None: None, "tree": torch.zeros(allowed.shape, dtype=torch.bfloat16).masked_fill(~allowed, -1e30),
+         "tree-bool": allowed, "blocked-prefix": allowed}[mask]
+    ours, _ = few_query_attention(Module(), q, k, v, m, scaling=scale)
+    assert torch.equal(ours, eager_order(q, k, v, m, scale))
+    if m is not None:
+        m[..., 3] = False if m.dtype == torch.bool else -1e30  # in place: the cached prefix length is stale
+        ours, _ = few_query_attention(Module(), q, k, v, m, scaling=scale)
+        assert torch.equal(ours, eager_order(q, k, v, m, scale))
