@@ -81,3 +81,26 @@ def test_crop_zero_is_a_no_op():
     assert cache.get_seq_length() == 5
     cache.crop(-2)
     assert cache.get_seq_length() == 3
+
+
+def test_one_buffer_for_all_layers_through_growth_keep_and_batch_selection():
+    """Every layer's K/V are views of cache.kv; growth keeps every layer's rows; keep() and select_batch()
+    move the same rows in every layer as a per-layer copy would."""
+    cache = StaticKVCache(3, capacity=4)
+    g = torch.Generator().manual_seed(0)
+    written = [[torch.randn(2, 2, 0, 8)] * 2 for _ in range(3)]  # per layer: K, V written so far
+    for t in (3, 4):  # 3 + 4 > capacity 4: the buffer grows
+        for i, layer in enumerate(cache.layers):
+            k, v = torch.randn(2, 2, t, 8, generator=g), torch.randn(2, 2, t, 8, generator=g)
+            keys, values = layer.update(k, v)
+            written[i] = [torch.cat([written[i][0], k], 2), torch.cat([written[i][1], v], 2)]
+            assert torch.equal(keys, written[i][0]) and torch.equal(values, written[i][1])
+    assert all(layer.keys.data_ptr() == cache.kv[i, 0].data_ptr() for i, layer in enumerate(cache.layers))
+    rows = torch.tensor([3, 5])  # keep positions 3 and 5 after the first 3 rows
+    cache.keep(3, rows)
+    for i, layer in enumerate(cache.layers):
+        expected = torch.cat([written[i][0][:, :, :3], written[i][0].index_select(2, rows)], 2)
+        assert layer.get_seq_length() == 5 and torch.equal(layer.keys[:, :, :5], expected)
+    cache.select_batch(torch.tensor([1]))
+    for i, layer in enumerate(cache.layers):
+        assert layer.keys.shape[0] == 1 and torch.equal(layer.values[0, :, :3], written[i][1][1, :, :3])

@@ -20,21 +20,28 @@ DEFAULT_CAPACITY = 1024
 
 
 class StaticKVLayer(CacheLayerMixin):
-    """One layer: keys / values (B, kv_heads, capacity, head_dim); rows [0, length) are valid."""
+    """One layer: keys / values (B, kv_heads, capacity, head_dim); rows [0, length) are valid. In a
+    StaticKVCache they are views of the cache's one buffer for all layers (``owner``, layer ``index``)."""
     is_croppable = True
 
-    def __init__(self, capacity: int = DEFAULT_CAPACITY):
+    def __init__(self, capacity: int = DEFAULT_CAPACITY, owner: "StaticKVCache | None" = None, index: int = 0):
         super().__init__()
         self.capacity, self.length = capacity, 0
+        self.owner, self.index = owner, index
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
-        B, H, _, D = key_states.shape  # (B, kv_heads, t, head_dim)
         self.device = key_states.device
+        if self.owner is not None and self.owner.share(key_states, value_states):
+            return  # the owner bound this layer's views (and every other layer's)
+        B, H, _, D = key_states.shape  # (B, kv_heads, t, head_dim)
         self.keys = key_states.new_zeros(B, H, self.capacity, D)
         self.values = value_states.new_zeros(B, H, self.capacity, value_states.shape[-1])
         self.is_initialized = True
 
     def _grow(self, needed: int) -> None:
+        if self.owner is not None and self.owner.kv is not None:
+            self.owner.grow(needed)
+            return
         capacity = max(needed, 2 * self.capacity)
         for name in ("keys", "values"):
             old = getattr(self, name)
@@ -87,16 +94,54 @@ class StaticKVLayer(CacheLayerMixin):
 
 
 class StaticKVCache(Cache):
-    """A Cache of StaticKVLayer, one per decoder layer of the network it serves."""
+    """A Cache of StaticKVLayer, one per decoder layer of the network it serves. When every layer's K/V
+    has the same shape (every Llama-family network here), all layers live in ONE buffer
+    ``kv`` (layers, 2, B, kv_heads, capacity, head_dim), so compacting a tree path or dropping batch rows
+    is one gather and one copy for the whole cache instead of two per layer."""
 
     def __init__(self, num_layers: int, capacity: int = DEFAULT_CAPACITY):
-        super().__init__(layers=[StaticKVLayer(capacity) for _ in range(num_layers)])
+        super().__init__(layers=[StaticKVLayer(capacity, self, i) for i in range(num_layers)])
+        self.kv: torch.Tensor | None = None
+
+    def share(self, key_states: torch.Tensor, value_states: torch.Tensor) -> bool:
+        """At the first layer's first update: allocate the one buffer and bind every layer's views.
+        False (each layer keeps its own buffers) when K and V differ in shape."""
+        if key_states.shape != value_states.shape:
+            return False
+        B, H, _, D = key_states.shape  # (B, kv_heads, t, head_dim)
+        self.kv = key_states.new_zeros(len(self.layers), 2, B, H, self.layers[0].capacity, D)
+        self._bind()
+        return True
+
+    def _bind(self) -> None:
+        for i, layer in enumerate(self.layers):
+            layer.keys, layer.values = self.kv[i, 0], self.kv[i, 1]  # (B, kv_heads, capacity, head_dim) views
+            layer.capacity, layer.is_initialized = self.kv.shape[-2], True
+            layer.device = self.kv.device
+
+    def grow(self, needed: int) -> None:
+        """Re-allocate the buffer at max(needed, 2 x capacity) positions (rare: a sequence outgrew it)."""
+        old = self.kv
+        self.kv = old.new_zeros(*old.shape[:-2], max(needed, 2 * old.shape[-2]), old.shape[-1])
+        self.kv[..., : old.shape[-2], :] = old
+        self._bind()
 
     def keep(self, start: int, rows: torch.Tensor) -> None:
         """Compact every layer: rows (LongTensor of positions >= start) go to [start, start + len(rows))."""
+        if self.kv is None:
+            for layer in self.layers:
+                layer.keep(start, rows)
+            return
+        k = rows.numel()
+        self.kv[..., start: start + k, :] = self.kv.index_select(4, rows)  # (layers, 2, B, H, k, D): the path only
         for layer in self.layers:
-            layer.keep(start, rows)
+            layer.length = start + k
 
     def select_batch(self, rows: torch.Tensor) -> None:
-        for layer in self.layers:
-            layer.select_batch(rows)
+        """Keep only batch rows ``rows`` (batched generation drops finished sequences; a copy, off the SD path)."""
+        if self.kv is None:
+            for layer in self.layers:
+                layer.select_batch(rows)
+            return
+        self.kv = self.kv.index_select(2, rows)
+        self._bind()
