@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's svbench, also when another one is installed
 
 
 def worker(method: str, length: int, dtype: str) -> dict:
