@@ -31,7 +31,7 @@ from svbench.config import build_drafter, build_policy, group_config, validate  
 from svbench.decoding.drafters import drafter_class  # noqa: E402
 from svbench.decoding.loop import generate  # noqa: E402
 from svbench.decoding.target import TargetRunner  # noqa: E402
-from svbench.environment import environment  # noqa: E402
+from svbench.environment import write_result  # noqa: E402
 from svbench.models import load_pair  # noqa: E402
 
 METHODS = ("vanilla_sd", "glide", "glide_cape", "eagle2_cpu", "eagle2", "eagle3_cpu")
@@ -129,12 +129,7 @@ def main() -> None:
         lines.append(f"| {r['method']} | {' '.join(r['overrides']) or '-'} | {r['round_ms']:.1f} | {r['target_ms']:.1f} | "
                      f"{r['draft_net_ms']:.1f} | {r['other_ms']:.2f} | {100 * r['other_share']:.1f} | "
                      f"{100 * r['other_share_max']:.1f} | {r['tau']:.2f} |")
-    lines += ["", f"Environment: {json.dumps(environment())}"]
-    out = Path(args.out)
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    out.with_suffix(".json").write_text(json.dumps({"command": command, "rows": rows, "environment": environment()},
-                                                   indent=2))
-    print("\n".join(lines))
+    write_result(args.out, lines, command, rows)
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ from svbench.benchmarks import build_prompt, load_benchmark  # noqa: E402
 from svbench.config import build_drafter, build_policy, group_config, validate  # noqa: E402
 from svbench.decoding.drafters import drafter_class  # noqa: E402
 from svbench.decoding.loop import generate  # noqa: E402
-from svbench.environment import environment  # noqa: E402
+from svbench.environment import write_result  # noqa: E402
 from svbench.models import load_pair  # noqa: E402
 
 TREE = {"top_k": 10, "depth": 5, "total_token": 60}
@@ -178,13 +178,8 @@ def main() -> None:
                      f"{med('svbench_ms_per_round'):.1f} | {med('ratio'):.2f} [{min(x['ratio'] for x in r):.2f}, "
                      f"{max(x['ratio'] for x in r):.2f}] |")
     lines += ["", "In bf16 the two implementations may round differently (different attention and matmul "
-              "kernels), so ids and traces can part after a near-tie; fp32 is the parity check.", "",
-              f"Environment: {json.dumps(environment())}"]
-    out = Path(args.out)
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    out.with_suffix(".json").write_text(json.dumps({"command": command, "rows": rows, "environment": environment()},
-                                                   indent=2))
-    print("\n".join(lines))
+              "kernels), so ids and traces can part after a near-tie; fp32 is the parity check."]
+    write_result(args.out, lines, command, rows)
 
 
 if __name__ == "__main__":

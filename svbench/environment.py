@@ -52,3 +52,16 @@ def environment(device: str = "cpu") -> dict:
         env["note"] = ("GPU kernels are not bitwise deterministic across cards/driver versions; token ids may "
                        "differ from a CPU run through near-ties, acceptance statistics likewise")
     return env
+
+
+def write_result(out, lines: list[str], command: str, rows: list[dict]) -> None:
+    """An experiment's result files: ``out``.md (the table ``lines`` + the environment record, printed too)
+    and ``out``.json ({command, rows, environment})."""
+    import json
+    env = environment()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    text = "\n".join(lines + ["", f"Environment: {json.dumps(env)}"]) + "\n"
+    out.with_suffix(".md").write_text(text)
+    out.with_suffix(".json").write_text(json.dumps({"command": command, "rows": rows, "environment": env}, indent=2))
+    print(text, end="")
