@@ -29,6 +29,10 @@ def main() -> None:
     ap.add_argument("--length", type=int, default=8000)
     ap.add_argument("--chunk", type=int, default=512)
     args = ap.parse_args()
+    if not Path(args.shard).is_file():
+        ap.error(f"--shard {args.shard}: no such file (a train_data/*/shard-*.parquet)")
+    if args.length < 1 or args.chunk < 1:
+        ap.error("--length and --chunk must be >= 1")
     torch.set_num_threads(2)
     pair = load_pair(group_config("pair", "smollm2"), "bfloat16", "cpu",
                      drafter_cls=drafter_class(group_config("method", "vanilla_sd")))
