@@ -39,7 +39,7 @@ def visible_prefix(attention_mask: torch.Tensor, L: int) -> int:
     if (version, length) != (now, L):  # new, written to since, or another length
         m = attention_mask[..., :L]
         blocked = (~m if m.dtype == torch.bool else m != 0).flatten(0, -2).any(0)  # (L,) any query blocked
-        c = int(blocked.to(torch.uint8).argmax()) if bool(blocked.any()) else L  # the first such column
+        c = int(torch.cat([blocked, blocked.new_ones(1)]).to(torch.uint8).argmax())  # the first such column, else L
         attention_mask._svbench_visible_prefix = (now, L, c)
     return c
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import platform
 import subprocess
@@ -57,7 +58,6 @@ def environment(device: str = "cpu") -> dict:
 def write_result(out, lines: list[str], command: str, rows: list[dict]) -> None:
     """An experiment's result files: ``out``.md (the table ``lines`` + the environment record, printed too)
     and ``out``.json ({command, rows, environment})."""
-    import json
     env = environment()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

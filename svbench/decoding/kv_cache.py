@@ -21,13 +21,13 @@ DEFAULT_CAPACITY = 1024
 
 class StaticKVLayer(CacheLayerMixin):
     """One layer: keys / values (B, kv_heads, capacity, head_dim); rows [0, length) are valid. In a
-    StaticKVCache they are views of the cache's one buffer for all layers (``owner``, layer ``index``)."""
+    StaticKVCache they are views of the cache's one buffer for all layers (``owner``)."""
     is_croppable = True
 
-    def __init__(self, capacity: int = DEFAULT_CAPACITY, owner: "StaticKVCache | None" = None, index: int = 0):
+    def __init__(self, capacity: int = DEFAULT_CAPACITY, owner: "StaticKVCache | None" = None):
         super().__init__()
         self.capacity, self.length = capacity, 0
-        self.owner, self.index = owner, index
+        self.owner = owner
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         self.device = key_states.device
@@ -100,7 +100,7 @@ class StaticKVCache(Cache):
     is one gather and one copy for the whole cache instead of two per layer."""
 
     def __init__(self, num_layers: int, capacity: int = DEFAULT_CAPACITY):
-        super().__init__(layers=[StaticKVLayer(capacity, self, i) for i in range(num_layers)])
+        super().__init__(layers=[StaticKVLayer(capacity, self) for _ in range(num_layers)])
         self.kv: torch.Tensor | None = None
 
     def share(self, key_states: torch.Tensor, value_states: torch.Tensor) -> bool:
