@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -16,6 +17,9 @@ import torch
 import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's svbench, also when another one is installed
+
+from svbench.environment import write_result  # noqa: E402
 
 
 def median_ms(fn, repeats: int = 30) -> float:
@@ -63,9 +67,6 @@ def main() -> None:
                     rows.append({"dtype": str(dtype).removeprefix("torch."), "kv_len": kv_len, "q_len": q_len,
                                  "variant": name, "ms": ms})
                     print(json.dumps(rows[-1]), flush=True)
-    out = Path(args.out)
-    out.with_suffix(".json").write_text(json.dumps({"threads": torch.get_num_threads(), "torch": torch.__version__,
-                                                    "rows": rows}, indent=2) + "\n")
     lines = [f"# Attention on this CPU ({torch.get_num_threads()} threads, torch {torch.__version__})", "",
              "One layer's attention, ms (median of 30), 9 query heads / 3 KV heads / head_dim 64. Command: "
              "`python experiments/attention_paths_cpu.py`.", "",
@@ -75,8 +76,7 @@ def main() -> None:
     for key in keys:
         cells = [f"{r['ms']:.3f}" for r in rows if (r["dtype"], r["kv_len"], r["q_len"]) == key]
         lines.append(f"| {key[0]} | {key[1]} | {key[2]} | " + " | ".join(cells) + " |")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_result(args.out, lines, "python experiments/attention_paths_cpu.py", rows)
 
 
 if __name__ == "__main__":

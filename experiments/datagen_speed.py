@@ -10,7 +10,6 @@ generator buckets them). Greedy, bf16, the SmolLM2 target. Writes results/datage
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import torch
 
 from svbench.benchmarks import build_prompt
 from svbench.config import group_config
-from svbench.environment import environment
+from svbench.environment import write_result
 from svbench.models import load_pair
 from svbench.train.data import generate_all, shuffled
 from svbench.train.prompts import load_train_prompts, train_prompt_dir
@@ -75,14 +74,11 @@ def main():
         same = sum(a == r for a, r in zip(answers, reference)) / len(answers)
         rows.append({"generator": "svbench generate_all (StaticKVCache, refills)", **row, "same_answer_as_hf": round(same, 3)})
         print(rows[-1], flush=True)
-    result = {"command": "python experiments/datagen_speed.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out"),
-        "prompts": len(prompts), "prompt_tokens": sum(map(len, prompts)), "max_new_tokens": args.max_new_tokens,
-        "dtype": "bfloat16", "threads": torch.get_num_threads(), "environment": environment(), "rows": rows}
-    out = Path(args.out)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    command = "python experiments/datagen_speed.py " + " ".join(
+        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out")
+    prompt_tokens = sum(map(len, prompts))
     lines = [f"# Distillation-data generation speed (SmolLM2-135M, bf16, greedy, {torch.get_num_threads()} threads)", "",
-             f"`{result['command']}`: {len(prompts)} training prompts ({result['prompt_tokens']} prompt tokens), "
+             f"`{command}`: {len(prompts)} training prompts ({prompt_tokens} prompt tokens), "
              f"up to {args.max_new_tokens} new tokens each, nothing else running.", "",
              "| generator | batch | answer tokens | seconds | answer tok/s | same answer as HF |", "|---|---|---|---|---|---|"]
     for r in rows:
@@ -90,7 +86,7 @@ def main():
                      f"{r.get('same_answer_as_hf', '—')} |")
     lines += ["", "Same answer: greedy bf16 answers can differ where padding and batch shape change the rounding "
               "(near-ties); the fp32 test in tests/test_train.py checks the generator against svbench's AR."]
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_result(args.out, lines, command, rows)
 
 
 if __name__ == "__main__":

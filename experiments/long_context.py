@@ -20,6 +20,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # this checkout's svbench, also when another one is installed
 
+from svbench.environment import write_result  # noqa: E402
+
 
 def worker(method: str, length: int, dtype: str) -> dict:
     import torch
@@ -66,17 +68,14 @@ def main() -> None:
                 sys.exit(done.stderr)
             rows.append({"max_new_tokens": length, **json.loads(done.stdout.strip().splitlines()[-1])})
             print(rows[-1], file=sys.stderr)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(rows, indent=2))
     lines = ["# Long-form generation on CPU — SmolLM2-135M (+ trained draft LM, svip), MT-Bench q1, T=1, EOS ignored", "",
              f"Command: `python experiments/long_context.py --lengths {' '.join(map(str, args.lengths))}` ({args.dtype}, "
              "one process per row: peak RSS is that run's own)", "",
              "| max_new_tokens | method | prompt | ms / token | wall s | peak RSS MB |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['max_new_tokens']} | {r['method']} | {r['prompt_len']} | {r['ms_per_token']:.1f} | {r['wall_s']:.1f} | "
               f"{r['peak_rss_mb']:.0f} |" for r in rows]
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_result(args.out, lines, f"python experiments/long_context.py --lengths {' '.join(map(str, args.lengths))} "
+                 f"--methods {' '.join(args.methods)} --dtype {args.dtype}", rows)
 
 
 if __name__ == "__main__":

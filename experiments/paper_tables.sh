@@ -1,27 +1,53 @@
 #!/usr/bin/env bash
-# SVIP Tables 1-4 on a model pair (default: the CPU pair smollm2 with svbench's trained drafts), each the
-# Hydra multirun of conf/experiment/svip_table*.yaml (CPU subsets documented there), then the analysis
-# tables/plots per table, plus a methods overview built from Tables 1, 3 and 4's runs (the same settings
-# as +experiment=methods_overview, without running every method twice). Every job times its own AR
-# baseline side by side, question by question. Re-running resumes: recorded question-turns are skipped.
-#   CPU_TREE=1 bash experiments/paper_tables.sh [svip_table1 svip_table3 ...]
-# On the papers' GPU pairs: PAIR=vicuna_7b_v1.5 EXTRA="device=cuda benchmark.limit=null" bash ...
+# SVIP Tables 1-4 on a model pair (default: the CPU pair smollm2 with svbench's shipped drafts), each the
+# Hydra multirun of conf/experiment/svip_table*.yaml, then the analysis (tables with 95% intervals,
+# efficiency, oracle, comparisons, speedup plot) per table, plus a methods overview built from the runs of
+# Tables 1, 3 and 4 (no method runs twice).
+#
+# One AR baseline per table setting, timed first and shared through baseline_records: Tables 1, 3 and 4 use
+# the same Spec-Bench AR records; Table 2 one AR run per generation length. A job finds the AR record of
+# each question-turn there and times only its own method (runner.py; AR is re-timed only where missing).
+# One heavy job at a time, nothing else running. Re-running resumes: recorded question-turns are skipped.
+#   bash experiments/paper_tables.sh [svip_table1 svip_table3 svip_table4 svip_table2]
+#   EAGLE3=1 ...      Table 4 also with the pair's EAGLE-3 head (eagle3, eagle3_cpu)
+#   LIMIT=5 TOKENS=256 LONG_LIMIT=3 LENGTHS=128,512,2048,7900   (the defaults: issue 16's CPU protocol)
+# On the papers' GPU pairs: PAIR=vicuna_7b_v1.5 LIMIT=null TOKENS=1024 EXTRA="device=cuda" bash ...
 set -euo pipefail
 PY=${PY:-python}
 PAIR=${PAIR:-smollm2}
+LIMIT=${LIMIT:-5}
+TOKENS=${TOKENS:-256}
+LONG_LIMIT=${LONG_LIMIT:-3}
+LENGTHS=${LENGTHS:-128,512,2048,7900}
+EXP=${EXP:-results/experiments}
+ANALYSIS=${ANALYSIS:-results/analysis}
 TABLES=${*:-svip_table1 svip_table3 svip_table4 svip_table2}
-# CPU_TREE=1: Table 4 also with an EAGLE-2 tree sized for 2 CPU cores (top_k 4, depth 3, 12 nodes; see
-# results/tree_verify_cost_cpu.md), beside the official 60/5/10 tree, in the same sweep folder.
+AR=$EXP/paper_ar/$PAIR
+common=(pair=$PAIR progress=false ${EXTRA:-})
+spec=(benchmark.limit=$LIMIT max_new_tokens=$TOKENS "baseline_records=['$AR/spec_bench/records.jsonl']")
+long=(benchmark.limit=$LONG_LIMIT max_new_tokens=$LENGTHS "baseline_records=['$AR/mt_bench_long/*/records.jsonl']")
+table4_methods=eagle2,eagle2_cpu
+[ -n "${EAGLE3:-}" ] && table4_methods=$table4_methods,eagle3,eagle3_cpu
+
 for table in $TABLES; do
-  $PY -m svbench --multirun +experiment=$table pair=$PAIR progress=false ${EXTRA:-}
-  if [ "$table" = svip_table4 ] && [ -n "${CPU_TREE:-}" ]; then
-    $PY -m svbench --multirun +experiment=svip_table4 pair=$PAIR progress=false method.drafter.top_k=4 \
-      method.drafter.depth=3 method.drafter.total_token=12 ${EXTRA:-}
-  fi
-  $PY -m svbench.analysis results/experiments/$table/$PAIR --out results/analysis/$table/$PAIR
+  case $table in
+    svip_table2)  # AR at every length first (T = 1 and EOS ignored: mt_bench_long's protocol)
+      $PY -m svbench --multirun method=ar benchmark=mt_bench_long benchmark.limit=$LONG_LIMIT dtype=bfloat16 \
+        max_new_tokens=$LENGTHS "${common[@]}" hydra.sweep.dir=$AR/mt_bench_long
+      $PY -m svbench --multirun +experiment=$table "${long[@]}" "${common[@]}" hydra.sweep.dir=$EXP/$table/$PAIR ;;
+    svip_table1|svip_table3|svip_table4)
+      $PY -m svbench method=ar benchmark=spec_bench benchmark.limit=$LIMIT max_new_tokens=$TOKENS temperature=0.0 \
+        dtype=bfloat16 "${common[@]}" hydra.run.dir=$AR/spec_bench  # done once: a re-run skips what is recorded
+      extra=()
+      [ $table = svip_table4 ] && extra=(method=$table4_methods)
+      $PY -m svbench --multirun +experiment=$table "${spec[@]}" "${extra[@]}" "${common[@]}" \
+        hydra.sweep.dir=$EXP/$table/$PAIR ;;
+    *) echo "paper_tables.sh: unknown table $table (svip_table1 .. svip_table4)" >&2; exit 2 ;;
+  esac
+  $PY -m svbench.analysis $EXP/$table/$PAIR --out $ANALYSIS/$table/$PAIR
 done
 overview=()
 for table in svip_table1 svip_table3 svip_table4; do
-  [ -d results/experiments/$table/$PAIR ] && overview+=(results/experiments/$table/$PAIR)
+  [ -d $EXP/$table/$PAIR ] && overview+=($EXP/$table/$PAIR)
 done
-$PY -m svbench.analysis "${overview[@]}" --out results/analysis/methods_overview/$PAIR
+[ ${#overview[@]} -gt 0 ] && $PY -m svbench.analysis "${overview[@]}" --out $ANALYSIS/methods_overview/$PAIR

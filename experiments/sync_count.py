@@ -23,6 +23,7 @@ from svbench.config import build_drafter, build_policy, validate  # noqa: E402
 from svbench.decoding.drafters import drafter_class  # noqa: E402
 from svbench.decoding.loop import generate  # noqa: E402
 from svbench.decoding.verify import Sampling  # noqa: E402
+from svbench.environment import write_result  # noqa: E402
 from svbench.models import load_pair  # noqa: E402
 from svbench.sync_count import count_syncs  # noqa: E402
 
@@ -76,10 +77,7 @@ def main() -> None:
         lines.append(f"| {r['method']} | {r['policy']} | {r['temperature']:g} | {r['steps_per_round']:.1f} | "
                      f"{r['syncs_per_round']:.1f} | {r['budget_per_round']:.1f} | "
                      f"{'yes' if r['syncs_per_round'] <= r['budget_per_round'] else 'NO'} | {r['us_per_round']:.0f} |")
-    out = Path(args.out)
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    out.with_suffix(".json").write_text(json.dumps(rows, indent=2) + "\n")
-    print("\n".join(lines))
+    write_result(args.out, lines, f"python experiments/sync_count.py --tokens {args.tokens}", rows)
 
 
 if __name__ == "__main__":

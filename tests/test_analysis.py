@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 GROUP_LENGTH = metrics.GROUP_KEY.index("max_new_tokens")
 OUTPUTS = {"speedup_by_category.md", "speedup_by_category.tex", "per_position_acceptance.md",
            "per_position_acceptance.tex", "efficiency.md", "oracle.md", "summary.md", "comparisons.md",
-           "draft_length_hist.png",
+           "draft_length_hist.png", "speedup.png",
            "entropy_vs_acceptance.png", "speedup_vs_length.png", "speedup_by_length.md", "speedup_by_length.tex"}
 LENGTH_OUTPUTS = {"speedup_vs_length.png", "speedup_by_length.md", "speedup_by_length.tex"}  # only with 2+ lengths
 

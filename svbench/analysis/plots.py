@@ -8,6 +8,7 @@ from matplotlib.figure import Figure
 
 from svbench.analysis.metrics import (acceptance_by_entropy, chain_token_outcomes, draft_lengths, group, has_drafts,
                                       row_labels)
+from svbench.results import summarize_group
 
 
 def save(fig: Figure, path: Path) -> Path:
@@ -80,4 +81,25 @@ def speedup_vs_length(by_length, path: Path) -> Path | None:
     ax.minorticks_off()
     ax.set(xlabel="max_new_tokens", ylabel="speedup over AR", title="Speedup vs generation length (95% intervals)")
     ax.legend(fontsize=7)
+    return save(fig, path)
+
+
+def speedup_overview(sd: list[dict], path: Path) -> Path:
+    """Overall speedup over AR per configuration (method / policy ...), best at the top, with its 95%
+    interval (summarize_group's bootstrap over question-turns); a dashed line at 1 (= AR)."""
+    groups = group(sd)
+    rows = sorted(((label, summarize_group(rs)) for label, rs in zip(row_labels(groups), groups.values())),
+                  key=lambda row: row[1]["speedup"] if row[1]["speedup"] is not None else -1)
+    rows = [(label, s) for label, s in rows if s["speedup"] is not None]
+    fig = Figure(figsize=(8, 1.2 + 0.35 * max(len(rows), 1)))
+    ax = fig.add_subplot()
+    if rows:
+        speedup = np.array([s["speedup"] for _, s in rows])
+        ci = np.array([s["speedup_ci"] if s.get("speedup_ci") else (np.nan, np.nan) for _, s in rows])  # (n, 2)
+        ax.errorbar(speedup, np.arange(len(rows)), xerr=np.abs(ci - speedup[:, None]).T, fmt="o", capsize=3)
+        ax.set_yticks(np.arange(len(rows)), [label for label, _ in rows], fontsize=7)
+        ax.axvline(1.0, color="grey", linewidth=0.8, linestyle="--")
+    else:
+        note(ax, "no speedups recorded")
+    ax.set(xlabel="speedup over AR (95% interval)", title="Speedup per method and policy")
     return save(fig, path)

@@ -71,6 +71,7 @@ def analyze(paths, out) -> list[Path]:
     frame = metrics.comparisons(sd)
     if len(frame):
         written += write_table(frame, out, "comparisons", CAPTIONS["comparisons"], tex=False)
+    written.append(plots.speedup_overview(sd, out / "speedup.png"))
     written.append(plots.draft_length_hist(sd, out / "draft_length_hist.png"))
     written.append(plots.entropy_vs_acceptance(sd, out / "entropy_vs_acceptance.png"))
     by_length = metrics.speedup_by_length(sd)
