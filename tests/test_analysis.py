@@ -291,6 +291,13 @@ def test_config_column_names_the_parameters_that_differ():
                    config_params={**params, "drafter.top_k": 4, "drafter.total_token": 12})
     frame = metrics.label_frame(metrics.group([official, small]))
     assert frame["config"].tolist() == ["top_k=10, total_token=60", "top_k=4, total_token=12"]
+    drafts = {"pair.draft.path": "drafts/d", "pair.eagle.path": "drafts/smollm2-135m-eagle"}
+    shipped = record([0, 3], [0, 1], [0.0, 0.3], [0.1, 0.1], 1.0, 3, policy_params="c=0.15",
+                     config_params={**params, **drafts})
+    candidate = record([0, 3], [0, 1], [0.0, 0.3], [0.1, 0.1], 1.0, 3, policy_params="c=0.15", config_hash="cand",
+                       config_params={**params, **drafts, "pair.eagle.path": "checkpoints/candidates/eagle"})
+    frame = metrics.label_frame(metrics.group([shipped, candidate]))
+    assert frame["config"].tolist() == ["eagle.path=drafts/smollm2-135m-eagle", "eagle.path=checkpoints/candidates/eagle"]
 
 def test_comparisons_of_the_two_runs(runs):
     """svip vs fixed share the method: one paired comparison over every question-turn, shown as a table."""
@@ -438,3 +445,14 @@ def test_notebook_over_the_committed_paper_tables(tmp_path, monkeypatch, capsys)
     assert {p.name for p in namespace["files"]} == OUTPUTS
     table = (tmp_path / "out" / "speedup_by_length.md").read_text()
     assert "| 128 | 512 | 2048 |" in table and "mt_bench_long" in table
+
+
+def test_config_labels_read_the_pairs_draft_folders_from_summary_json(tmp_path):
+    from svbench.analysis.inputs import config_labels
+
+    config = {"policy": {"name": "svip", "c": 0.15}, "method": {"drafter": {"_target_": "x", "top_k": 4}},
+              "pair": {"name": "p", "target": {"path": "t"}, "eagle": {"source": "trained", "path": "cand"},
+                       "prompt_template": "chat"}}
+    (tmp_path / "summary.json").write_text(json.dumps({"config_hash": "h", "config": config}))
+    assert config_labels(tmp_path / "records.jsonl") == {
+        "h": ("c=0.15", {"policy.c": 0.15, "drafter.top_k": 4, "pair.eagle.path": "cand"})}

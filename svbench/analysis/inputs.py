@@ -53,15 +53,20 @@ def file_kind(path: Path) -> str:
 
 
 def config_labels(records_path: Path) -> dict[str, tuple[str, dict]]:
-    """config_hash -> (the policy's parameters as text 'gamma=3', every policy and drafter parameter as a
-    dict {'policy.gamma': 3, 'drafter.top_k': 4}), from the summary.json beside a records file."""
+    """config_hash -> (the policy's parameters as text 'gamma=3', every policy and drafter parameter and the
+    pair's draft folders as a dict {'policy.gamma': 3, 'drafter.top_k': 4, 'pair.eagle.path': ...}), from the
+    summary.json beside a records file. Labels name only those that differ (metrics.config_column), so a
+    candidate draft run with pair.eagle.path=... is told apart from the shipped one by its folder."""
     summary = records_path.parent / "summary.json"
     try:
         data = json.loads(summary.read_text())
         policy = {k: v for k, v in data["config"]["policy"].items() if k not in ("name", "_target_")}
         drafter = (data["config"].get("method") or {}).get("drafter") or {}
+        drafts = {k: v["path"] for k, v in (data["config"].get("pair") or {}).items()
+                  if k != "target" and isinstance(v, dict) and v.get("path")}
         params = {**{f"policy.{k}": v for k, v in policy.items()},
-                  **{f"drafter.{k}": v for k, v in drafter.items() if k != "_target_"}}
+                  **{f"drafter.{k}": v for k, v in drafter.items() if k != "_target_"},
+                  **{f"pair.{k}.path": v for k, v in drafts.items()}}
         return {data["config_hash"]: (", ".join(f"{k}={v}" for k, v in policy.items()), params)}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {}

@@ -31,8 +31,6 @@ class DraftModelDrafter:
     draft_distribution = True
     load_network = staticmethod(load_draft_lm)
 
-    reencode_accepted = False  # GliDe's option: re-feed the old root and the accepted tokens every round
-
     def __init__(self, draft_model, vocab_ids: list[int] | None = None, cape_bins=None):
         self.model = draft_model
         self.device = next(draft_model.parameters()).device
@@ -65,15 +63,20 @@ class DraftModelDrafter:
     def _catch_up(self, ids: list[int]) -> torch.Tensor:
         """Roll the draft cache back to its longest prefix shared with ids, feed the rest, return the
         next-token logits. Only the tail since the last round can differ (ids only ever grows)."""
-        limit = min(len(self.cached_ids), len(ids) - 1)  # always re-feed at least the root
-        common = min(max(0, self._round_start - 1), limit)
-        while common < limit and self.cached_ids[common] == ids[common] and not self.reencode_accepted:
-            common += 1
+        common = self._kept_prefix(ids, min(len(self.cached_ids), len(ids) - 1))  # always re-feed the root
         stale = len(self.cached_ids) - common
         if stale:
             self.cache.crop(-stale)
             del self.cached_ids[common:]
         return self._forward(torch.tensor([ids[common:]], device=self.device), ids[common:])  # (1, t)
+
+    def _kept_prefix(self, ids: list[int], limit: int) -> int:
+        """How many cached draft positions (at most limit) stay: those before the last round's root, and the
+        drafted tokens that the target accepted (equal to ids)."""
+        common = min(max(0, self._round_start - 1), limit)
+        while common < limit and self.cached_ids[common] == ids[common]:
+            common += 1
+        return common
 
     def get_candidates(self, ids, policy, max_len, sampling: Sampling, generator=None) -> DraftTree:
         if max_len <= 0:

@@ -42,6 +42,11 @@ class GlideDrafter(DraftModelDrafter):
     def from_pair(cls, pair, cape_bins=None, reencode_accepted: bool = False) -> "GlideDrafter":
         return cls(pair.network, cape_bins, reencode_accepted)
 
+    def _kept_prefix(self, ids: list[int], limit: int) -> int:
+        if self.reencode_accepted:  # roll back to before the old root: it and the accepted tokens are re-encoded
+            return min(max(0, self._round_start - 1), limit)
+        return super()._kept_prefix(ids, limit)
+
     def _forward(self, input_ids: torch.Tensor, new_ids: list[int]) -> torch.Tensor:
         """input_ids (1, n) on the device; new_ids the same tokens on the host."""
         device = input_ids.device
