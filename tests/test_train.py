@@ -193,6 +193,8 @@ def test_train_export_load_and_eval(tiny_data, tmp_path):
     train_eval.write_card(export, results, "python -m svbench.train.eval ...")
     card = (export / "README.md").read_text()
     assert "tau at gamma" in card and meta["data_manifest_hash"] in card
+    assert meta["command"].startswith("python -m svbench.train pair=tiny") and "steps=4" in meta["command"]
+    assert f"made by: `{meta['command']}`" in card and "soft cross-entropy" in card  # soft_labels: the default
 
 
 def check_eval_results(results, data, heldout_seqs, starts_per_seq):

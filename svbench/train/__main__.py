@@ -143,7 +143,8 @@ def train(cfg) -> None:
         if step % cfg.save_every == 0 or step == cfg.steps:
             save()
     bar.close()
-    meta = {"recipe": cfg.recipe, "steps": step, "config": OmegaConf.to_container(cfg), "data_manifest_hash":
+    meta = {"recipe": cfg.recipe, "steps": step, "command": " ".join(["python -m svbench.train", *sys.argv[1:]]),
+            "config": OmegaConf.to_container(cfg), "data_manifest_hash":
             manifest_hash, "train_rows": len(rows), "train_answer_tokens": sum(len(r["ids"]) - r["prompt_len"]
                                                                                  for r in rows),
             "vocab_size": len(vocab) if vocab else pair.target.config.vocab_size, "vocab_coverage": coverage,

@@ -206,7 +206,9 @@ def write_card(folder: Path, results: dict, command: str) -> None:
     what = {
         "draft_lm": (f"draft LM ({cfg['num_layers']} layers)", "A vanilla-SD draft (`method=vanilla_sd`)",
                      f"{cfg['num_layers']} decoder layers at width 576, initialised from target layers "
-                     f"{list(cfg['init_layers'])}; loss: cross-entropy on target answers (greedy and T=1 samples)"),
+                     f"{list(cfg['init_layers'])}; loss: " + ("soft cross-entropy to the target's next-token "
+                     "distribution" if cfg.get("soft_labels", True) else "cross-entropy on the answer tokens")
+                     + " at every answer position (greedy and T=1 answers)"),
         "glide": (f"GliDe draft ({cfg['num_layers']} layers)", "A GliDe draft (`method=glide`, `glide_cape`) whose "
                   "layers cross-attend to the target's KV cache of its top layers",
                   f"{cfg['num_layers']} GliDe layers at width 576 (self-attention, cross-attention to target "
@@ -238,7 +240,8 @@ def write_card(folder: Path, results: dict, command: str) -> None:
         f"- final training loss (EMA) {meta['final_train_loss_ema']:.3f}, top-1 agreement (EMA) "
         f"{meta['final_train_top1_ema']:.3f}",
         f"- training time: {meta.get('wall_hours', 'not recorded')} h wall on {meta.get('threads', '?')} threads "
-        f"(CPU-hours = wall x threads at most)", "",
+        f"(CPU-hours = wall x threads at most)",
+        f"- made by: `{meta.get('command', 'not recorded')}`", "",
         "## Held-out evaluation (greedy, bf16, CPU)", "", f"Command: `{command}`", "",
         *(["For the EAGLE-2 tree (top_k 10, depth 5, 60 nodes) L is the longest matching root path; tau(gamma) caps "
            "it at gamma levels.", ""] if recipe in ("eagle", "eagle3") else []),
