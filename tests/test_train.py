@@ -361,3 +361,28 @@ def test_training_time_test_unroll_equals_drafting_a_chain():
                 torch.testing.assert_close(feature[:, 0], unrolled[j][:, t], atol=1e-4, rtol=1e-4)
     mask = training_time_test_mask(3, 2)[0, 0].int().tolist()
     assert mask == [[1, 0, 0, 1, 0, 0, 1, 0, 0], [1, 1, 0, 0, 1, 0, 0, 1, 0], [1, 1, 1, 0, 0, 1, 0, 0, 1]]
+
+
+def test_eval_drafts_without_autograd():
+    """train.eval drafts under inference mode: with autograd on, the EAGLE head's cache kept every start's graph
+    alive (the target's prefill included) and a 40-answer eval ran out of memory."""
+    import random
+
+    import torch
+
+    cls = drafter_class(group_config("method", "eagle2"))
+    pair = load_pair(group_config("pair", "tiny"), "float32", "cpu", drafter_cls=cls)
+    drafter = cls.from_pair(pair)
+    seen = []
+    original = drafter.get_candidates
+
+    def spy(*args, **kwargs):
+        seen.append(torch.is_grad_enabled())
+        tree = original(*args, **kwargs)
+        assert tree.device_arrays is None or not tree.device_arrays.requires_grad
+        return tree
+
+    drafter.get_candidates = spy
+    ids = list(range(3, 40))
+    lengths = train_eval.accepted_lengths(drafter, [(ids, 5)], 3, random.Random(0), pair.target)
+    assert len(lengths) == 3 and seen == [False] * 3

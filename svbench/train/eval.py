@@ -58,6 +58,7 @@ def matched_length(tree, reference: list[int]) -> int:
     return depth
 
 
+@torch.inference_mode()  # no autograd graph: a drafter's cache would otherwise chain every start's graph (OOM)
 def accepted_lengths(drafter, sequences: list[tuple[list[int], int]], starts_per_seq: int,
                      rng: random.Random, target_model=None) -> list[int]:
     """For (ids, answer_start) pairs: greedy drafts of up to GAMMA_MAX levels from random answer positions.
