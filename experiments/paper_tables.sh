@@ -27,7 +27,7 @@ common=(pair=$PAIR progress=false ${EXTRA:-})
 spec=(benchmark.limit=$LIMIT max_new_tokens=$TOKENS "baseline_records=['$AR/spec_bench/records.jsonl']")
 long=(benchmark.limit=$LONG_LIMIT max_new_tokens=$LENGTHS "baseline_records=['$AR/mt_bench_long/*/records.jsonl']")
 table4_methods=eagle2,eagle2_cpu
-[ -n "${EAGLE3:-}" ] && table4_methods=$table4_methods,eagle3,eagle3_cpu
+if [ -n "${EAGLE3:-}" ]; then table4_methods=$table4_methods,eagle3,eagle3_cpu; fi
 
 for table in $TABLES; do
   case $table in
@@ -50,4 +50,6 @@ overview=()
 for table in svip_table1 svip_table3 svip_table4; do
   [ -d $EXP/$table/$PAIR ] && overview+=($EXP/$table/$PAIR)
 done
-[ ${#overview[@]} -gt 0 ] && $PY -m svbench.analysis "${overview[@]}" --out $ANALYSIS/methods_overview/$PAIR
+if [ ${#overview[@]} -gt 0 ]; then
+  $PY -m svbench.analysis "${overview[@]}" --out $ANALYSIS/methods_overview/$PAIR
+fi
