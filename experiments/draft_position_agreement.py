@@ -34,17 +34,16 @@ def main() -> None:
     if args.length < 1 or args.chunk < 1:
         ap.error("--length and --chunk must be >= 1")
     torch.set_num_threads(2)
-    pair = load_pair(group_config("pair", "smollm2"), "bfloat16", "cpu",
-                     drafter_cls=drafter_class(group_config("method", "vanilla_sd")))
+    cls = drafter_class(group_config("method", "vanilla_sd"))
+    pair = load_pair(group_config("pair", "smollm2"), "bfloat16", "cpu", drafter_cls=cls)
     seq: list[int] = []
     for ids in pq.read_table(args.shard).column("ids").to_pylist():
         seq.extend(ids)
         if len(seq) >= args.length:
             break
     ids = torch.tensor([seq[: args.length]])  # (1, T)
-    vocab = torch.tensor(pair.vocab_subset)  # the draft's reduced vocabulary -> token ids
-    draft = pair.network
-    head = draft.lm_head.weight[vocab]  # (N, d)
+    drafter = cls.from_pair(pair)  # its head: the lm_head rows of the reduced vocabulary (N, d)
+    draft, vocab, head = pair.network, drafter.vocab_ids, drafter.head
 
     def draft_argmax(chunk):  # (1, t) -> (t,) token ids
         return vocab[(draft.model(input_ids=chunk).last_hidden_state[0] @ head.T).float().argmax(-1)]

@@ -8,12 +8,11 @@ from matplotlib.figure import Figure
 
 from svbench.analysis.metrics import (acceptance_by_entropy, chain_token_outcomes, draft_lengths, group, has_drafts,
                                       row_labels)
-from svbench.results import summarize_group
 
 
 def save(fig: Figure, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")  # long tick labels stay inside the image
     return path
 
 
@@ -84,20 +83,19 @@ def speedup_vs_length(by_length, path: Path) -> Path | None:
     return save(fig, path)
 
 
-def speedup_overview(sd: list[dict], path: Path) -> Path:
-    """Overall speedup over AR per configuration (method / policy ...), best at the top, with its 95%
-    interval (summarize_group's bootstrap over question-turns); a dashed line at 1 (= AR)."""
-    groups = group(sd)
-    rows = sorted(((label, summarize_group(rs)) for label, rs in zip(row_labels(groups), groups.values())),
-                  key=lambda row: row[1]["speedup"] if row[1]["speedup"] is not None else -1)
-    rows = [(label, s) for label, s in rows if s["speedup"] is not None]
-    fig = Figure(figsize=(8, 1.2 + 0.35 * max(len(rows), 1)))
+def speedup_overview(labels: list[str], speedup, speedup_ci, path: Path) -> Path:
+    """Overall speedup over AR per configuration (labels: 'method / policy ...'), best at the top, with its
+    95% interval (metrics.repeats' speedup_all / speedup_all_ci); a dashed line at 1 (= AR)."""
+    rows = sorted(((label, s, ci) for label, s, ci in zip(labels, speedup, speedup_ci) if s is not None and s == s),
+                  key=lambda row: row[1])
+    width = 4 + 0.065 * max((len(label) for label, _, _ in rows), default=0)  # room for the labels at fontsize 7
+    fig = Figure(figsize=(width, 1.2 + 0.35 * max(len(rows), 1)))
     ax = fig.add_subplot()
     if rows:
-        speedup = np.array([s["speedup"] for _, s in rows])
-        ci = np.array([s["speedup_ci"] if s.get("speedup_ci") else (np.nan, np.nan) for _, s in rows])  # (n, 2)
-        ax.errorbar(speedup, np.arange(len(rows)), xerr=np.abs(ci - speedup[:, None]).T, fmt="o", capsize=3)
-        ax.set_yticks(np.arange(len(rows)), [label for label, _ in rows], fontsize=7)
+        values = np.array([s for _, s, _ in rows])
+        ci = np.array([c if isinstance(c, (list, tuple)) else (np.nan, np.nan) for _, _, c in rows])  # (n, 2)
+        ax.errorbar(values, np.arange(len(rows)), xerr=np.abs(ci - values[:, None]).T, fmt="o", capsize=3)
+        ax.set_yticks(np.arange(len(rows)), [label for label, _, _ in rows], fontsize=7)
         ax.axvline(1.0, color="grey", linewidth=0.8, linestyle="--")
     else:
         note(ax, "no speedups recorded")

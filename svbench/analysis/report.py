@@ -66,12 +66,14 @@ def analyze(paths, out) -> list[Path]:
     written += write_table(frame, out, "oracle",
                            CAPTIONS["oracle"] + skipped_note(frame, sd, "not greedy, tree-shaped or no drafts"),
                            tex=False)
-    frame = plus_minus(plus_minus(metrics.repeats(sd), "speedup"), "tau")
+    repeats = metrics.repeats(sd)
+    frame = plus_minus(plus_minus(repeats, "speedup"), "tau")
     written += write_table(frame, out, "summary", CAPTIONS["summary"], tex=False)
     frame = metrics.comparisons(sd)
     if len(frame):
         written += write_table(frame, out, "comparisons", CAPTIONS["comparisons"], tex=False)
-    written.append(plots.speedup_overview(sd, out / "speedup.png"))
+    written.append(plots.speedup_overview(metrics.row_labels(metrics.group(sd)), repeats["speedup_all"],
+                                          repeats["speedup_all_ci"], out / "speedup.png"))
     written.append(plots.draft_length_hist(sd, out / "draft_length_hist.png"))
     written.append(plots.entropy_vs_acceptance(sd, out / "entropy_vs_acceptance.png"))
     by_length = metrics.speedup_by_length(sd)
