@@ -13,6 +13,7 @@ from omegaconf.errors import OmegaConfBaseException
 from svbench.attention import CHOICES as ATTENTION_CHOICES
 from svbench.benchmarks import PROMPT_TEMPLATES
 from svbench.decoding.drafters import drafter_class
+from svbench.decoding.policies import ArFallback
 from svbench.errors import SvbenchError
 from svbench.models import DTYPES, resolve_device
 
@@ -105,9 +106,18 @@ def build_policy(c: dict):
     params = {k: v for k, v in c["policy"].items() if k not in ("name", "_target_")}
     cls = locate(c["policy"].get("_target_"), "policy._target_")
     try:
-        return cls(**params)
+        policy = cls(**params)
     except TypeError as exc:
         raise SvbenchError(f"policy={c['policy'].get('name')}: {exc}") from None
+    fallback = dict(c.get("ar_fallback") or {"enabled": False})
+    if not isinstance(fallback.get("enabled"), bool):
+        raise SvbenchError(f"ar_fallback.enabled={fallback.get('enabled')!r} must be true or false")
+    if fallback.pop("enabled"):
+        try:
+            policy.ar_fallback = ArFallback(**fallback)
+        except TypeError as exc:
+            raise SvbenchError(f"ar_fallback: {exc}") from None
+    return policy
 
 
 def build_drafter(c: dict, pair):
@@ -144,4 +154,7 @@ def method_settings(c: dict) -> dict:
     if c.get("logger") not in (None, "wandb"):
         raise SvbenchError(f"logger={c.get('logger')!r} must be null or wandb")
     role = getattr(drafter_class(c["method"]), "network", None)
-    return {role or "network": c["pair"].get(role) if role else None, "method": c["method"], "policy": c["policy"]}
+    settings = {role or "network": c["pair"].get(role) if role else None, "method": c["method"], "policy": c["policy"]}
+    if (c.get("ar_fallback") or {}).get("enabled"):  # only when on: records made without it keep their hash
+        settings["ar_fallback"] = c["ar_fallback"]
+    return settings

@@ -89,10 +89,23 @@ def test_fixed_policy_defaults_to_the_methods_published_length(method, gamma):
     (["policy=heuristic", "policy.initial=99"], "policy.initial=99"),
     (["benchmark.turns=second"], "benchmark.turns"),
     (["+policy.bogus=1"], "unexpected keyword argument 'bogus'"),
+    (["ar_fallback.enabled=maybe"], "ar_fallback.enabled='maybe'"),
+    (["ar_fallback.enabled=true", "ar_fallback.pause=0"], "ar_fallback.pause=0"),
+    (["ar_fallback.enabled=true", "ar_fallback.alpha=0"], "ar_fallback.alpha=0"),
+    (["ar_fallback.enabled=true", "+ar_fallback.bogus=1"], "ar_fallback: .*unexpected keyword argument 'bogus'"),
 ])
 def test_bad_values_are_refused_with_the_key_named(overrides, message):
     with pytest.raises(SvbenchError, match=message.replace("(", "\\(").replace("[", "\\[")):
         validate(cfg_with(*overrides))
+
+
+def test_ar_fallback_is_attached_and_hashed_only_when_on():
+    from svbench.config import build_policy, method_settings
+
+    off, on = validate(cfg_with("policy=svip")), validate(cfg_with("policy=svip", "ar_fallback.enabled=true"))
+    assert build_policy(off).ar_fallback is None and build_policy(on).ar_fallback.first_pause == 8
+    assert "ar_fallback" not in method_settings(off)  # records made before the switch existed keep their hash
+    assert method_settings(on)["ar_fallback"]["enabled"] is True
 
 
 def test_cuda_requested_without_cuda():

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from svbench.decoding.loop import generate
-from svbench.decoding.policies import ConfidencePolicy, FixedPolicy, HeuristicPolicy, SVIPPolicy
+from svbench.decoding.policies import ArFallback, ConfidencePolicy, FixedPolicy, HeuristicPolicy, SVIPPolicy
 from svbench.decoding.tree import DraftTree
 from svbench.models import tiny_llama
 
@@ -147,3 +147,59 @@ def test_policy_update_sees_steps_not_nodes(target, truth):
     assert seen[:2] == [(3, 2), (3, 3)]
     assert rounds_of(out)[:2] == [(6, 2, 3), (6, 3, 3)]
     torch.testing.assert_close(torch.tensor(out.ids), torch.tensor(truth[:12]))
+
+
+def test_ar_fallback_pauses_probes_and_doubles_its_pause_from_measured_costs():
+    f = ArFallback(alpha=0.5, pause=2, max_pause=8)
+    assert f.draft_now()
+    f.update(True, 3, 0.030, 0.012)  # 10 ms per token < 12 ms (no target-only round yet: the verify time)
+    assert f.draft_now()
+    f.update(True, 1, 0.020, 0.012)  # EMAs 25 ms / 2 tokens = 12.5 ms >= 12: pause 2 rounds
+    for seconds in (0.010, 0.011):
+        assert not f.draft_now()
+        f.update(False, 1, seconds, seconds)  # target-only rounds: t_ar = EMA 10.5 ms
+    assert f.draft_now()
+    f.update(True, 1, 0.022, 0.011)  # EMAs 23.5 ms / 1.5 = 15.7 ms >= 10.5: still not paying, the pause doubles
+    assert f.pause == 4
+    assert [f.draft_now() for _ in range(4)] == [False] * 4
+    for _ in range(4):
+        f.update(False, 1, 0.010, 0.010)  # t_ar -> ~10 ms
+    assert f.draft_now()
+    f.update(True, 6, 0.025, 0.011)  # EMAs 24.25 ms / 3.75 = 6.5 ms < 10: drafting goes on, the pause resets
+    assert f.draft_now() and f.pause == 2
+    f.update(True, 3, 0.027, 0.011)  # EMAs 25.6 ms / 3.4 = 7.5 ms: still pays
+    assert f.draft_now()
+    f.update(True, 1, 0.060, 0.011)  # 42.8 ms / 2.2 = 19.5 ms: pause (not after a pause: not doubled)
+    assert f.pause == 2 and [f.draft_now() for _ in range(3)] == [False, False, True]
+    for expected in (4, 8, 8):  # drafting rounds right after a pause that still do not pay double it, capped
+        f.update(True, 1, 0.060, 0.011)
+        assert f.pause == expected
+        assert [f.draft_now() for _ in range(expected + 1)] == [False] * expected + [True]
+    f.reset()
+    assert f.draft_now() and f.ar_s is None and f.pause == 2
+    slow = ArFallback(alpha=0.25)
+    for _ in range(3):  # no decision before 1/alpha = 4 drafting rounds
+        slow.update(True, 1, 0.050, 0.011)
+        assert slow.draft_now()
+    slow.update(True, 1, 0.050, 0.011)
+    assert not slow.draft_now()
+
+
+def test_ar_fallback_in_the_loop_target_only_rounds_then_a_probe(target, truth):
+    """A draft that is always wrong: the first drafting round costs more per token than its own verify,
+    so the next `pause` rounds draft nothing (drafted 0, steps 0), then one round probes."""
+    policy = FixedPolicy(3)
+    policy.ar_fallback = ArFallback(alpha=1.0, pause=5)  # alpha 1: decides from the first round on
+    drafter = ScriptedChain(truth, correct=[0])
+    out = generate(target, PROMPT, 30, drafter, policy)
+    assert out.ids == truth[:30]
+    assert rounds_of(out)[:7] == [(3, 0, 3)] + [(0, 0, 0)] * 5 + [(3, 0, 3)]
+    assert drafter.asked[:7] == [[1, 2, 3]] + [[]] * 5 + [[1, 2, 3]]
+
+
+def test_ar_fallback_keeps_drafting_while_it_pays(target, truth):
+    policy = FixedPolicy(4)
+    policy.ar_fallback = ArFallback()
+    out = generate(target, PROMPT, 40, ScriptedChain(truth, correct=[100]), policy)
+    assert out.ids == truth[:40]
+    assert all(d == 4 for d, _, _ in rounds_of(out)[:-1])  # (the last round is cut by the budget)

@@ -10,7 +10,7 @@ from scipy.stats import chisquare
 from conftest import DEVICE, noisy_copy
 from svbench.decoding.drafters.draft_model import DraftModelDrafter
 from svbench.decoding.loop import generate
-from svbench.decoding.policies import FixedPolicy, SVIPPolicy
+from svbench.decoding.policies import ArFallback, FixedPolicy, SVIPPolicy
 from svbench.decoding.verify import Sampling, warp
 from svbench.models import tiny_llama
 
@@ -77,6 +77,24 @@ def test_sd_sampling_with_top_k_and_svip(target):
     joint = exact_joint(target, sampling)
     counts = sampled_counts(target, DraftModelDrafter(noisy_copy(target, 0.05)), SVIPPolicy(h=0.6), sampling, n=2000)
     assert pooled_pvalue(counts, joint) > 1e-3
+
+
+def test_ar_fallback_keeps_the_target_law(target):
+    """Target-only rounds mixed with drafting rounds (a draft that rarely agrees makes the switch pause after
+    most drafting rounds; timings decide the rest): the output law is still the target's."""
+    class Counting(ArFallback):
+        skipped = 0
+
+        def draft_now(self):
+            go = super().draft_now()
+            Counting.skipped += not go
+            return go
+
+    policy = FixedPolicy(1)
+    policy.ar_fallback = Counting(alpha=1.0, pause=1)  # alpha 1: decides from the first drafting round on
+    counts = sampled_counts(target, DraftModelDrafter(small_llama(77, 1)), policy, SAMPLING, n=2000)
+    assert Counting.skipped > 500  # (round 2 is target-only after most rejected first rounds)
+    assert pooled_pvalue(counts, exact_joint(target, SAMPLING)) > 1e-3
 
 
 def test_reduced_vocabulary_sampling_is_exact(target):

@@ -13,17 +13,18 @@ import torch
 from hypothesis import given, settings, strategies as st
 from omegaconf import OmegaConf
 
-from svbench.decoding.drafters.draft_model import OFFICIAL_CAPE_BINS, cape_width
+from svbench.decoding.drafters.draft_model import OFFICIAL_CAPE_BINS, DraftModelDrafter, cape_width
 from svbench.decoding.drafters.eagle import EagleDrafter
 from svbench.decoding.drafters.eagle3 import Eagle3Drafter
 from svbench.decoding.drafters.glide import GlideDrafter
+from svbench.decoding.drafters.pld import PromptLookupDrafter
 from svbench.decoding.loop import generate
-from svbench.decoding.policies import ConfidencePolicy, FixedPolicy, HeuristicPolicy, SVIPPolicy
+from svbench.decoding.policies import ArFallback, ConfidencePolicy, FixedPolicy, HeuristicPolicy, SVIPPolicy
 from svbench.decoding.target import TargetRunner
 from svbench.decoding.tree import DraftTree
 from svbench.decoding.verify import Sampling
 from svbench.errors import SvbenchError
-from svbench.models import tiny_llama
+from svbench.models import layercut, tiny_llama
 from svbench.nets.eagle import head_from_target, load_head
 from svbench.nets.glide import glide_from_target, load_glide
 from svbench.train.__main__ import make_batch
@@ -99,6 +100,48 @@ def test_greedy_equals_ar(target, nets, method, policy, seed):
     assert sd.ids == ar.ids
     assert sum(r.accepted + 1 for r in sd.rounds) == max_new
     assert all(r.accepted <= r.drafted for r in sd.rounds)
+
+
+class ScriptedFallback(ArFallback):
+    """Drafts in the rounds the pattern says (repeated), whatever the timings."""
+
+    def __init__(self, pattern):
+        super().__init__()
+        self.pattern = pattern
+
+    def reset(self):
+        super().reset()
+        self.asked = 0
+
+    def draft_now(self):
+        self.asked += 1
+        return self.pattern[(self.asked - 1) % len(self.pattern)]
+
+
+@pytest.mark.parametrize("method", sorted(METHODS) + ["draft_lm", "pld"])
+@pytest.mark.parametrize("policy", ["fixed4", "svip_eager"])
+def test_target_only_rounds_keep_every_drafter_in_step(target, nets, method, policy):
+    """ar_fallback's target-only rounds (draft length 0) between drafting rounds: the drafters catch up on
+    the skipped tokens (the EAGLE heads assert that their cache and the target's stay in step), greedy
+    output stays AR's, and the skipped rounds are recorded as drafting nothing."""
+    make = {**METHODS, "draft_lm": lambda nets: DraftModelDrafter(layercut(target, 2)),
+            "pld": lambda nets: PromptLookupDrafter()}[method]
+    pattern = [True, False, False, True, True, False, False, False]
+    for seed in (3, 12):
+        prompt = prompt_for(seed)
+        pol = POLICIES[policy]()
+        pol.ar_fallback = ScriptedFallback(pattern)
+        drafter = make(nets)
+        ar = generate(target, prompt, 40)
+        sd = generate(target, prompt, 40, drafter, pol)
+        assert sd.ids == ar.ids
+        drafted = [r.steps > 0 for r in sd.rounds[1:]]
+        skipped = [not pattern[i % len(pattern)] for i in range(len(drafted))]
+        assert all(not d for d, skip in zip(drafted, skipped) if skip)
+        assert all(r.drafted == 0 and r.accepted == 0 for r, skip in zip(sd.rounds[1:], skipped) if skip)
+        if method != "pld":  # (PLD finds nothing to copy in some rounds)
+            assert all(drafted[i] for i in range(len(drafted) - 1) if not skipped[i])
+        assert sum(r.accepted + 1 for r in sd.rounds) == 40
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))

@@ -64,9 +64,11 @@ def config_labels(records_path: Path) -> dict[str, tuple[str, dict]]:
         drafter = (data["config"].get("method") or {}).get("drafter") or {}
         drafts = {k: v["path"] for k, v in (data["config"].get("pair") or {}).items()
                   if k != "target" and isinstance(v, dict) and v.get("path")}
+        fallback = data["config"].get("ar_fallback") or {}
         params = {**{f"policy.{k}": v for k, v in policy.items()},
                   **{f"drafter.{k}": v for k, v in drafter.items() if k != "_target_"},
-                  **{f"pair.{k}.path": v for k, v in drafts.items()}}
+                  **{f"pair.{k}.path": v for k, v in drafts.items()},
+                  **({"ar_fallback": "on"} if fallback.get("enabled") else {})}
         return {data["config_hash"]: (", ".join(f"{k}={v}" for k, v in policy.items()), params)}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {}

@@ -48,9 +48,12 @@ def generate(target_model, prompt_ids: list[int], max_new_tokens: int, drafter=N
     ids, out = list(prompt_ids), Generation(ids=[])
     start = clock(device)
     target = TargetRunner(target_model, capacity=len(ids) + max_new_tokens + 64)  # grows if a tree needs more
+    fallback = policy.ar_fallback if drafter is not None else None  # None unless ar_fallback.enabled
     if drafter is not None:
         drafter.reset(target)  # GliDe reads target.cache, EAGLE target.new_features
         policy.reset()
+        if fallback is not None:
+            fallback.reset()
     prefill_logits = target.prefill(ids)                                   # (1, V) after the prompt
     _, first = verify(DraftTree.chain(ids[-1], []), prefill_logits, sampling, generator)
     emitted, path = [first], []                                            # the prefill emits token 1
@@ -71,8 +74,9 @@ def generate(target_model, prompt_ids: list[int], max_new_tokens: int, drafter=N
         t0 = clock(device)
         if drafter is None:
             tree = DraftTree.chain(ids[-1], [])
-        else:
-            tree = drafter.get_candidates(ids, policy, min(policy.max_len, budget - 1), sampling, generator)
+        else:  # draft length 0 (a target-only round) when the fallback says drafting does not pay now
+            max_len = min(policy.max_len, budget - 1) if fallback is None or fallback.draft_now() else 0
+            tree = drafter.get_candidates(ids, policy, max_len, sampling, generator)
         t1 = clock(device)
         target_logits = target.forward_tree(tree)                             # (n, V), one forward
         path, next_token = verify(tree, target_logits, sampling, generator)  # accepted nodes + 1 target token
@@ -82,6 +86,8 @@ def generate(target_model, prompt_ids: list[int], max_new_tokens: int, drafter=N
         if drafter is not None:
             drafter.update_candidate_strategy(tree, path)
             policy.update(tree.steps, len(path))  # one unit: draft steps (tokens / levels) and accepted depth
+            if fallback is not None:
+                fallback.update(tree.steps > 0, len(emitted), t2 - t0, t2 - t1)
         this_round = Round(tree.num_drafted, len(path), t1 - t0, t2 - t1, tree.draft_entropy, tree.steps)
     out.wall_time = clock(device) - start
     return out

@@ -2,10 +2,12 @@
 
     should_stop(drafted_len, token_prob, draft_entropy) -> bool   asked after every draft step
     update(drafted_len, accepted_len)                             told each round's outcome
+    reset()                                                       a new sequence starts
 
 One unit everywhere: a draft *step* is a token for a chain and a level for a tree; drafted_len counts
 steps and accepted_len the accepted depth, in should_stop and update alike.
-    reset()                                                       a new sequence starts
+
+Whether a round drafts at all is ArFallback's decision (off by default), attached as ``policy.ar_fallback``.
 
 ``max_len`` is the policy's hard cap per round; the engine also caps a round at the remaining budget.
 Policies know nothing of drafters. Parameters are checked at construction: a bad value raises
@@ -20,17 +22,17 @@ from svbench.errors import SvbenchError
 HARD_CAP = 40  # SVIP's hard cap per round; the heuristic schedule's cap too
 
 
-def _check_int(name: str, value, low: int, high: int) -> int:
+def _check_int(name: str, value, low: int, high: int, prefix: str = "policy") -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise SvbenchError(f"policy.{name}={value!r} must be an integer in [{low}, {high}]")
+        raise SvbenchError(f"{prefix}.{name}={value!r} must be an integer in [{low}, {high}]")
     return value
 
 
-def _check_float(name: str, value, low: float, high: float, low_open=False) -> float:
+def _check_float(name: str, value, low: float, high: float, low_open=False, prefix: str = "policy") -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise SvbenchError(f"policy.{name}={value!r} must be a number")
+        raise SvbenchError(f"{prefix}.{name}={value!r} must be a number")
     if value > high or value < low or (low_open and value == low):
-        raise SvbenchError(f"policy.{name}={value!r} must be in {'(' if low_open else '['}{low}, {high}]")
+        raise SvbenchError(f"{prefix}.{name}={value!r} must be in {'(' if low_open else '['}{low}, {high}]")
     return float(value)
 
 
@@ -38,6 +40,7 @@ class LengthPolicy:
     name = "base"
     max_len = HARD_CAP
     needs_draft_distribution = False  # True: reads token_prob / draft_entropy, so the drafter must provide them
+    ar_fallback: "ArFallback | None" = None  # set by svbench.config.build_policy when ar_fallback.enabled
 
     def reset(self) -> None:
         pass
@@ -116,3 +119,61 @@ class SVIPPolicy(LengthPolicy):
 
     def should_stop(self, drafted_len, token_prob, draft_entropy):
         return math.sqrt(self.c * max(draft_entropy, 0.0)) > self.h
+
+
+class ArFallback:
+    """Draft only while drafting pays: svbench's addition, in no paper, off by default (``ar_fallback``).
+
+    SVIP and the others choose how far to draft, never whether to: every round drafts at least one step.
+    Where the draft is almost never accepted (free-running T=1 text past ~2K tokens on SmolLM2: 0.04
+    accepted per round) each round then pays a draft step and a wider verify for nothing, and SD ends
+    slower than AR. This switch compares measured costs after every round (host floats, no device sync):
+
+        drafting pays  <=>  ema(round seconds) / ema(tokens emitted)  <  t_ar
+
+    with EMAs over drafting rounds only (weight ``alpha`` for the latest), and t_ar the EMA of measured
+    target-only rounds' seconds or, before one was measured, the drafting round's verify seconds (a verify
+    forward costs about one target step). No decision before 1/alpha drafting rounds (the EMAs' memory: one
+    rejected first round must not switch drafting off). When drafting does not pay, the next ``pause`` rounds are
+    target-only (draft length 0: drafters catch up on the skipped tokens at their next drafting round),
+    then one round drafts again and updates the EMAs: if drafting still does not pay, the pause doubles
+    (up to ``max_pause``), else drafting goes on and the pause is reset. Decisions use past rounds only, so
+    greedy output is unchanged and sampled output keeps the target's law; but they depend on timings, so
+    the rounds (and, under sampling, the ids) differ between runs.
+    """
+
+    def __init__(self, alpha: float = 0.1, pause: int = 8, max_pause: int = 128):
+        self.alpha = _check_float("alpha", alpha, 0.0, 1.0, low_open=True, prefix="ar_fallback")
+        self.first_pause = _check_int("pause", pause, 1, 1 << 20, prefix="ar_fallback")
+        self.max_pause = _check_int("max_pause", max_pause, self.first_pause, 1 << 20, prefix="ar_fallback")
+        self.reset()
+
+    def reset(self) -> None:
+        self.round_s = self.tokens = self.ar_s = None  # EMAs: drafting round seconds, tokens; target-only seconds
+        self.pause, self.skip, self.probing = self.first_pause, 0, False
+        self.drafting_rounds = 0
+
+    def _ema(self, old, new):
+        return new if old is None else old + self.alpha * (new - old)
+
+    def draft_now(self) -> bool:
+        """Whether the next round drafts (asked once per round, before drafting)."""
+        if self.skip:
+            self.skip -= 1
+            return False
+        return True
+
+    def update(self, drafted: bool, tokens: int, round_s: float, verify_s: float) -> None:
+        """A round's outcome: whether it drafted, tokens it emitted, its seconds and its verify seconds."""
+        if not drafted:
+            self.ar_s = self._ema(self.ar_s, round_s)
+            return
+        t_ar = self.ar_s if self.ar_s is not None else verify_s
+        self.round_s, self.tokens = self._ema(self.round_s, round_s), self._ema(self.tokens, tokens)
+        self.drafting_rounds += 1
+        pays = self.round_s / self.tokens < t_ar or self.drafting_rounds * self.alpha < 1
+        if pays:
+            self.pause = self.first_pause
+        elif self.probing:  # the round after a pause did not pay either
+            self.pause = min(2 * self.pause, self.max_pause)
+        self.skip, self.probing = (0, False) if pays else (self.pause, True)
