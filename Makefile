@@ -55,7 +55,7 @@ drafts: install
 	$(EVAL) --method eagle2 --draft $(EAGLE_DIR)
 	$(PY) -m svbench.train 'data=[train_data/smollm2]' out=checkpoints/draft_lm export=$(DRAFT_DIR) lr=1e-3 warmup_steps=30 seq_len=512 steps=1500 $(TRAIN_ARGS)
 	$(EVAL) --method vanilla_sd --draft $(DRAFT_DIR)
-	$(PY) -m svbench.train --config-name glide 'data=$(DATA)' out=checkpoints/glide export=$(GLIDE_DIR) num_layers=2 init_from=$(DRAFT_DIR) lr=5e-5 warmup_steps=20 steps=400 $(TRAIN_ARGS)
+	$(PY) -m svbench.train --config-name glide 'data=[train_data/smollm2]' out=checkpoints/glide export=$(GLIDE_DIR) num_layers=2 init_from=$(DRAFT_DIR) lr=5e-5 warmup_steps=20 seq_len=512 steps=600 $(TRAIN_ARGS)
 	$(EVAL) --method glide --draft $(GLIDE_DIR)
 	$(PY) -m svbench.train --config-name eagle3 'data=$(DATA)' out=checkpoints/eagle3 export=$(EAGLE3_DIR) steps=1200 $(TRAIN_ARGS)
 	$(EVAL) --method eagle3 --draft $(EAGLE3_DIR)
