@@ -9,6 +9,8 @@ from argparse import Namespace
 from pathlib import Path
 
 import pytest
+import torch
+from hydra import compose, initialize_config_dir
 
 from svbench.benchmarks import build_prompt
 from svbench.config import build_drafter, group_config
@@ -19,6 +21,8 @@ from svbench.decoding.policies import FixedPolicy
 from svbench.models import load_pair
 from svbench.train import data as train_data
 from svbench.train import eval as train_eval
+from svbench.train.__main__ import top_tokens
+from svbench.train.recipes import RECIPES
 from svbench.benchmarks import data_dir as default_data_dir
 from svbench.train.prompts import evaluation_turns, load_train_prompts, normalise, train_prompt_dir
 
@@ -216,6 +220,13 @@ def check_eval_results(results, data, heldout_seqs, starts_per_seq):
     assert cost["ratio"] == pytest.approx(cost["draft_forward_ms"] / cost["target_forward_ms"])
 
 
+def build_recipe(name: str):
+    """A fresh recipe of conf/train/<name>.yaml on the tiny pair (the trainable parameters it starts with)."""
+    with initialize_config_dir(str(REPO / "conf" / "train"), version_base="1.3"):
+        cfg = compose(config_name=name, overrides=["pair=tiny"])
+    return RECIPES[name](cfg, load_pair(group_config("pair", "tiny"), drafter_cls=None).target, list(range(128)))
+
+
 recipe_title = {"glide": "GliDe draft", "eagle": "EAGLE head", "eagle3": "EAGLE-3 head"}
 
 
@@ -232,6 +243,8 @@ def test_glide_and_eagle_recipes_train_resume_export_and_load(tiny_data, tmp_pat
                             timeout=300)
     assert second.returncode == 0, second.stderr
     assert "resumed from" in second.stderr
+    trainable = {n for n, p in build_recipe(recipe).module.named_parameters() if p.requires_grad}
+    assert trainable <= set(torch.load(out / "state.pt", weights_only=False)["draft"])  # a resume loses no weight
     assert json.loads((export / "train_meta.json").read_text())["recipe"] == recipe
     config = json.loads((export / "config.json").read_text())
     assert config["svbench_format"] == {"glide": "glide-draft", "eagle": "eagle-head", "eagle3": "eagle3-head"}[recipe]
@@ -386,3 +399,28 @@ def test_eval_drafts_without_autograd():
     ids = list(range(3, 40))
     lengths = train_eval.accepted_lengths(drafter, [(ids, 5)], 3, random.Random(0), pair.target)
     assert len(lengths) == 3 and seen == [False] * 3
+
+
+@pytest.mark.slow
+def test_resumed_run_on_grown_data_keeps_its_drafting_vocabulary(tiny_data, tmp_path):
+    """Continuing a run on more data (the generator added shards) must not re-pick the reduced vocabulary:
+    the head's rows were trained for the state's tokens. The data manifests of the run's history are listed."""
+    more = tmp_path / "more"
+    train_data.run(data_args(more, seed=1, num_prompts=16, max_new_tokens=24, temperatures="1.0"))
+    out, export = tmp_path / "ckpt", tmp_path / "draft"
+    cmd = [sys.executable, "-m", "svbench.train", "pair=tiny", f"out={out}", "batch_size=2", "num_layers=1",
+           "init_layers=[0]", "reduced_vocab=16", "save_every=2", "seq_len=64", "warmup_steps=1", f"export={export}"]
+    first = subprocess.run(cmd + [f"data={tiny_data}", "steps=2"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    vocab = json.loads((export / "vocab_subset.json").read_text())
+    rows = [r for d in (tiny_data, more) for r in train_data.read_shards(d, split="train")]
+    pair = load_pair(group_config("pair", "tiny"), drafter_cls=None)
+    assert top_tokens(rows, 16, pair.eos_token_ids) != vocab  # the grown data alone would pick other tokens
+    second = subprocess.run(cmd + [f"data=[{tiny_data},{more}]", "steps=4"], cwd=REPO, capture_output=True, text=True,
+                            timeout=300)
+    assert second.returncode == 0, second.stderr
+    assert "at step 2" in second.stderr and "the data changed" in second.stderr
+    assert json.loads((export / "vocab_subset.json").read_text()) == vocab
+    meta = json.loads((export / "train_meta.json").read_text())
+    hashes = [json.loads((d / "manifest.json").read_text())["hash"] for d in (tiny_data, more)]
+    assert meta["steps"] == 4 and meta["data_manifest_hashes"] == [hashes[0], "+".join(hashes)]

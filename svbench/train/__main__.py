@@ -1,7 +1,9 @@
 """Distil a draft from the frozen target: python -m svbench.train [--config-name draft_lm] [key=value ...]
 
-Resumable: the state (trainable weights, optimiser, step, RNG) is saved atomically to ${out}/state.pt
-every save_every steps and at the end; re-running the same command continues from it.
+Resumable: the state (trainable weights, optimiser, step, RNG, drafting vocabulary) is saved atomically to
+${out}/state.pt every save_every steps and at the end; re-running the same command continues from it. A run
+may continue on grown data (more shards) or for more steps (the cosine schedule is stretched to the new
+steps=): it keeps its drafting vocabulary, and train_meta.json lists every data manifest it trained on.
 """
 from __future__ import annotations
 
@@ -72,19 +74,28 @@ def train(cfg) -> None:
         raise SvbenchError(f"data folder(s) {missing} have no manifest.json; regenerate with python -m svbench.train.data")
     rows = [r for folder in folders for r in read_shards(folder, split="train")]
     manifest_hash = "+".join(json.loads((f / "manifest.json").read_text())["hash"] for f in folders)
-    vocab = top_tokens(rows, cfg.reduced_vocab, pair.eos_token_ids) if cfg.reduced_vocab else None
+    out = Path(cfg.out)
+    state_path, step, elapsed = out / "state.pt", 0, 0.0  # elapsed: training wall seconds over all resumes
+    state = torch.load(state_path, weights_only=False) if state_path.is_file() else None
+    if state is not None and state.get("config", {}).get("recipe", cfg.recipe) != cfg.recipe:
+        raise SvbenchError(f"{state_path} was written by recipe {state['config']['recipe']!r}, not {cfg.recipe!r}; "
+                           f"use another out=")
+    data_hashes = (state or {}).get("data_manifest_hashes", [])
+    if manifest_hash not in data_hashes:
+        if data_hashes:
+            print(f"the data changed since {state_path} was written ({data_hashes[-1]} -> {manifest_hash}): "
+                  f"training continues on the new data", file=sys.stderr)
+        data_hashes = [*data_hashes, manifest_hash]
+    if state is not None and state.get("vocab") is not None:
+        vocab = state["vocab"]  # a resumed run keeps the drafting vocabulary its head was trained over
+    else:
+        vocab = top_tokens(rows, cfg.reduced_vocab, pair.eos_token_ids) if cfg.reduced_vocab else None
     recipe = RECIPES[cfg.recipe](cfg, pair.target, vocab)
     module = recipe.module
     trainable = [p for p in module.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    state_path, step, elapsed = out / "state.pt", 0, 0.0  # elapsed: training wall seconds over all resumes
-    if state_path.is_file():
-        state = torch.load(state_path, weights_only=False)
-        if state.get("config", {}).get("recipe", cfg.recipe) != cfg.recipe:
-            raise SvbenchError(f"{state_path} was written by recipe {state['config']['recipe']!r}, not {cfg.recipe!r}; "
-                               f"use another out=")
+    if state is not None:
         module.load_state_dict(state["draft"], strict=False)
         optimiser.load_state_dict(state["optimiser"])
         step = state["step"]
@@ -102,15 +113,15 @@ def train(cfg) -> None:
         answer_tokens = [t for r in rows for t in r["ids"][r["prompt_len"]:]]
         coverage = sum(t in vocab_set for t in answer_tokens) / len(answer_tokens)
         print(f"reduced vocabulary: {len(vocab)} tokens cover {coverage:.4f} of answer tokens", file=sys.stderr)
-    shared = ("model.embed_tokens.weight", "lm_head.weight")
+    frozen = {name for name, p in module.named_parameters() if not p.requires_grad}  # the target's, rebuilt on load
 
     def save():
-        trainable_state = {k: v for k, v in module.state_dict().items() if k not in shared}
+        trainable_state = {k: v for k, v in module.state_dict().items() if k not in frozen}
         tmp = state_path.with_suffix(".tmp")
         torch.save({"draft": trainable_state, "optimiser": optimiser.state_dict(), "step": step,
                     "elapsed_s": elapsed + time.perf_counter() - start,
                     "python_rng": random.getstate(), "torch_rng": torch.get_rng_state(),
-                    "config": OmegaConf.to_container(cfg)}, tmp)
+                    "config": OmegaConf.to_container(cfg), "vocab": vocab, "data_manifest_hashes": data_hashes}, tmp)
         tmp.replace(state_path)
 
     module.train()
@@ -144,8 +155,8 @@ def train(cfg) -> None:
             save()
     bar.close()
     meta = {"recipe": cfg.recipe, "steps": step, "command": " ".join(["python -m svbench.train", *sys.argv[1:]]),
-            "config": OmegaConf.to_container(cfg), "data_manifest_hash":
-            manifest_hash, "train_rows": len(rows), "train_answer_tokens": sum(len(r["ids"]) - r["prompt_len"]
+            "config": OmegaConf.to_container(cfg), "data_manifest_hash": manifest_hash,
+            "data_manifest_hashes": data_hashes, "train_rows": len(rows), "train_answer_tokens": sum(len(r["ids"]) - r["prompt_len"]
                                                                                  for r in rows),
             "vocab_size": len(vocab) if vocab else pair.target.config.vocab_size, "vocab_coverage": coverage,
             "final_train_loss_ema": ema_loss, "final_train_top1_ema": ema_acc,
