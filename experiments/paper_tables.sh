@@ -2,12 +2,15 @@
 # SVIP Tables 1-4 on a model pair (default: the CPU pair smollm2 with svbench's shipped drafts), each the
 # Hydra multirun of conf/experiment/svip_table*.yaml, then the analysis (tables with 95% intervals,
 # efficiency, oracle, comparisons, speedup plot) per table, plus a methods overview built from the runs of
-# Tables 1, 3 and 4 (no method runs twice).
+# Tables 1, 3 and 4 (no method runs twice) and the papers' claims with verdicts (python -m svbench.analysis
+# claims: $ANALYSIS/claims/PAIR.md).
 #
 # One AR baseline per table setting, timed first and shared through baseline_records: Tables 1, 3 and 4 use
 # the same Spec-Bench AR records; Table 2 one AR run per generation length. A job finds the AR record of
 # each question-turn there and times only its own method (runner.py; AR is re-timed only where missing).
 # One heavy job at a time, nothing else running. Re-running resumes: recorded question-turns are skipped.
+# New drafts or a new protocol: remove $EXP/paper_ar/PAIR and $EXP/svip_table*/PAIR first (git keeps the old
+# records); the claims step refuses two runs of one configuration side by side.
 #   bash experiments/paper_tables.sh [svip_table1 svip_table3 svip_table4 svip_table2]
 #   EAGLE3=1 ...      Table 4 also with the pair's EAGLE-3 head (eagle3, eagle3_cpu)
 #   LIMIT=5 TOKENS=256 LONG_LIMIT=3 LENGTHS=128,512,2048,7900   (the defaults: issue 16's CPU protocol)
@@ -53,3 +56,4 @@ done
 if [ ${#overview[@]} -gt 0 ]; then
   $PY -m svbench.analysis "${overview[@]}" --out $ANALYSIS/methods_overview/$PAIR
 fi
+$PY -m svbench.analysis claims $EXP --pair $PAIR --out $ANALYSIS/claims/$PAIR.md  # each paper claim's verdict

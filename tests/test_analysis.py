@@ -456,3 +456,63 @@ def test_config_labels_read_the_pairs_draft_folders_from_summary_json(tmp_path):
     (tmp_path / "summary.json").write_text(json.dumps({"config_hash": "h", "config": config}))
     assert config_labels(tmp_path / "records.jsonl") == {
         "h": ("c=0.15", {"policy.c": 0.15, "drafter.top_k": 4, "pair.eagle.path": "cand"})}
+
+
+# ---- the papers' claims ----------------------------------------------------------------------------------------
+
+def claim_records(method, policy, speedups, length=256, taus=None):
+    """One record per question with the given speedup over an AR speed of 10 tokens/s (and tau 2)."""
+    out = []
+    for i, s in enumerate(speedups):
+        tau = (taus or [2.0] * len(speedups))[i]
+        out.append(record([0, 3, 3], [0, tau - 1, tau - 1], [0.0] * 3, [0.1] * 3, 10 / (10 * s), 10,
+                          method=method, policy=policy, pair="p", benchmark="spec_bench", max_new_tokens=length,
+                          question_id=f"q{i}", config_hash=f"{method}-{policy}-{length}", ar_new_tokens=10,
+                          ar_wall_time=1.0))
+    return out
+
+
+def test_claims_verdicts_from_paired_intervals(tmp_path):
+    """agrees / disagrees / within noise / too few / not run, the best-method row, the long-form growth row;
+    the numbers are compare()'s."""
+    from svbench.analysis.claims import claims_table
+
+    rng = np.random.default_rng(0)
+    base = 1.0 + 0.2 * rng.random(12)
+    t1 = (claim_records("vanilla_sd", "fixed", base) + claim_records("vanilla_sd", "svip", base + 0.3)
+          + claim_records("vanilla_sd", "heuristic", base + 0.3 + rng.normal(0, 0.05, 12)))
+    t3 = claim_records("glide", "fixed", base - 0.2) + claim_records("glide", "svip", base + 0.25)
+    long = []
+    for n, gain in ((128, 0.1), (2048, 0.4)):  # the gain grows by 0.3 with length, on 3 questions
+        long += claim_records("vanilla_sd", "fixed", base[:3], n) + claim_records("vanilla_sd", "svip", base[:3] + gain, n)
+    for table, records in {"svip_table1": t1, "svip_table3": t3, "svip_table2": long}.items():
+        write_records(tmp_path / table / "p" / "x" / "records.jsonl", records)
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in claims_table(tmp_path, "p").splitlines()[2:]}
+    assert rows["SVIP > fixed length, vanilla SD"].endswith("| **agrees** |")
+    svip_fixed = metrics.compare(t1[:12], t1[12:24])
+    assert f"{svip_fixed['speedup_diff']:+.3f}" in rows["SVIP > fixed length, vanilla SD"]
+    assert "within noise: ~" in rows["SVIP > heuristic, vanilla SD"]
+    assert "| **disagrees** |" in rows["GliDe > vanilla SD (glimpsing the target's cache), SVIP"]  # 0.05 slower
+    assert rows["SVIP > fixed, GliDe"].endswith("| **agrees** |")
+    assert "not run: glide_cape + fixed" in rows["CaPE > GliDe, fixed"]
+    assert "too few (n<5): ~5 question-turns" in rows["SVIP > fixed length, long-form, 2048 tokens"]
+    growth = rows["SVIP's gain over fixed grows with length (128 -> 2048 tokens)"]
+    assert "+0.300 [" in growth and "(n=3)" in growth and "too few" in growth
+    assert "vanilla_sd + svip: " in rows["best method >= 2.0x AR on the Spec-Bench subset"]
+    assert rows["best method >= 2.0x AR on the Spec-Bench subset"].endswith("| **not reached** |")
+    write_records(tmp_path / "svip_table3" / "p" / "y" / "records.jsonl",  # a second run of glide + svip
+                  [dict(r, config_hash="other") for r in claim_records("glide", "svip", base)])
+    with pytest.raises(SvbenchError, match="glide \\+ svip: 2 configurations"):
+        claims_table(tmp_path, "p")
+    with pytest.raises(SvbenchError, match="no paper-table records"):
+        claims_table(tmp_path, "other_pair")
+
+
+def test_claims_disagree_when_b_is_slower(tmp_path):
+    from svbench.analysis.claims import claims_table
+
+    base = 1.0 + 0.2 * np.random.default_rng(1).random(8)
+    write_records(tmp_path / "svip_table1" / "p" / "x" / "records.jsonl",
+                  claim_records("vanilla_sd", "fixed", base + 0.2) + claim_records("vanilla_sd", "svip", base))
+    line = next(l for l in claims_table(tmp_path, "p").splitlines() if l.startswith("| SVIP > fixed length, vanilla"))
+    assert line.endswith("| **disagrees** |") and "-0.200 [" in line

@@ -177,3 +177,6 @@ def test_paper_tables_time_one_shared_ar_baseline_and_resume(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert {f: f.read_text() for f in files} == before
     assert (tmp_path / "analysis" / "svip_table2" / "tiny" / "speedup_by_length.md").is_file()
+    claims = (tmp_path / "analysis" / "claims" / "tiny.md").read_text()
+    assert "| SVIP > fixed length, vanilla SD |" in claims and "not run: glide + fixed" in claims
+    assert "| SVIP's gain over fixed grows with length (8 -> 16 tokens) |" in claims

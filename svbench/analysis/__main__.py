@@ -1,5 +1,6 @@
 """python -m svbench.analysis PATH [PATH ...] --out DIR
-python -m svbench.analysis export PATH [PATH ...] --out answers.jsonl [--tokenizer NAME_OR_DIR]"""
+python -m svbench.analysis export PATH [PATH ...] --out answers.jsonl [--tokenizer NAME_OR_DIR]
+python -m svbench.analysis claims EXPERIMENTS_DIR --pair PAIR --out claims.md"""
 from __future__ import annotations
 
 import argparse
@@ -28,6 +29,26 @@ def export_parser() -> argparse.ArgumentParser:
     ap.add_argument("--tokenizer", default=None,
                     help="a tokenizer (hub name or folder) to decode answers; default: token ids as text")
     return ap
+
+
+def claims_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m svbench.analysis claims",
+                                 description="The papers' claims checked on SVIP Tables 1-4's records "
+                                             "(EXPERIMENTS_DIR/svip_table*/PAIR), each with its verdict.")
+    ap.add_argument("root", type=Path, metavar="EXPERIMENTS_DIR", help="e.g. results/experiments")
+    ap.add_argument("--pair", default="smollm2", help="the model pair's name (default: smollm2)")
+    ap.add_argument("--goal", type=float, default=2.0, help="speedup the best method should reach (default 2.0)")
+    ap.add_argument("--out", required=True, type=Path, help="markdown file to write")
+    return ap
+
+
+def claims(args) -> list[Path]:
+    from svbench.analysis.claims import claims_table
+
+    table = claims_table(args.root, args.pair, args.goal)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(table)
+    return [args.out]
 
 
 def load_tokenizer(name):
@@ -64,6 +85,8 @@ def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["export"]:
         files = report_user_errors(export, export_parser().parse_args(argv[1:]))
+    elif argv[:1] == ["claims"]:
+        files = report_user_errors(claims, claims_parser().parse_args(argv[1:]))
     else:
         files = report_user_errors(analysis, analysis_parser().parse_args(argv))
     for path in files:
