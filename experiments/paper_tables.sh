@@ -5,9 +5,12 @@
 # Tables 1, 3 and 4 (no method runs twice) and the papers' claims with verdicts (python -m svbench.analysis
 # claims: $ANALYSIS/claims/PAIR.md).
 #
-# One AR baseline per table setting, timed first and shared through baseline_records: Tables 1, 3 and 4 use
-# the same Spec-Bench AR records; Table 2 one AR run per generation length. A job finds the AR record of
-# each question-turn there and times only its own method (runner.py; AR is re-timed only where missing).
+# One AR baseline per table setting, timed right before the table's jobs and shared by them through
+# baseline_records: Tables 1, 3 and 4 each one Spec-Bench AR run (the machine drifts by up to 10-20% within
+# an hour, so a table's speedups are against an AR timed next to them); Table 2 one AR run per generation
+# length. A job finds the AR record of each question-turn there and times only its own method (runner.py;
+# AR is re-timed only where missing). The methods overview compares methods of different tables each
+# against its own table's AR (paired by question-turn).
 # One heavy job at a time, nothing else running. Re-running resumes: recorded question-turns are skipped.
 # New drafts or a new protocol: remove $EXP/paper_ar/PAIR and $EXP/svip_table*/PAIR first (git keeps the old
 # records); the claims step refuses two runs of one configuration side by side.
@@ -27,7 +30,6 @@ ANALYSIS=${ANALYSIS:-results/analysis}
 TABLES=${*:-svip_table1 svip_table3 svip_table4 svip_table2}
 AR=$EXP/paper_ar/$PAIR
 common=(pair=$PAIR progress=false ${EXTRA:-})
-spec=(benchmark.limit=$LIMIT max_new_tokens=$TOKENS "baseline_records=['$AR/spec_bench/records.jsonl']")
 long=(benchmark.limit=$LONG_LIMIT max_new_tokens=$LENGTHS "baseline_records=['$AR/mt_bench_long/*/records.jsonl']")
 table4_methods=eagle2,eagle2_cpu
 if [ -n "${EAGLE3:-}" ]; then table4_methods=$table4_methods,eagle3,eagle3_cpu; fi
@@ -40,7 +42,8 @@ for table in $TABLES; do
       $PY -m svbench --multirun +experiment=$table "${long[@]}" "${common[@]}" hydra.sweep.dir=$EXP/$table/$PAIR ;;
     svip_table1|svip_table3|svip_table4)
       $PY -m svbench method=ar benchmark=spec_bench benchmark.limit=$LIMIT max_new_tokens=$TOKENS temperature=0.0 \
-        dtype=bfloat16 "${common[@]}" hydra.run.dir=$AR/spec_bench  # done once: a re-run skips what is recorded
+        dtype=bfloat16 "${common[@]}" hydra.run.dir=$AR/$table  # a re-run skips what is recorded
+      spec=(benchmark.limit=$LIMIT max_new_tokens=$TOKENS "baseline_records=['$AR/$table/records.jsonl']")
       extra=()
       [ $table = svip_table4 ] && extra=(method=$table4_methods)
       $PY -m svbench --multirun +experiment=$table "${spec[@]}" "${extra[@]}" "${common[@]}" \

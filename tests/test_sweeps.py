@@ -156,7 +156,7 @@ def test_sampling_is_reproducible_per_seed_and_differs_across_seeds(tmp_path):
 
 @pytest.mark.slow
 def test_paper_tables_time_one_shared_ar_baseline_and_resume(tmp_path):
-    """experiments/paper_tables.sh: AR is timed once per table setting (Spec-Bench; every Table 2 length) and
+    """experiments/paper_tables.sh: AR is timed once per table setting (Spec-Bench per table; every Table 2 length) and
     no table job times its own; every SD record found its AR baseline; a re-run adds no record."""
     env = {**os.environ, "PY": sys.executable, "PAIR": "tiny", "LIMIT": "1", "TOKENS": "8", "LONG_LIMIT": "1",
            "LENGTHS": "8,16", "EXP": str(tmp_path / "exp"), "ANALYSIS": str(tmp_path / "analysis"),
@@ -166,7 +166,8 @@ def test_paper_tables_time_one_shared_ar_baseline_and_resume(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     files = sorted((tmp_path / "exp").glob("**/records.jsonl"))
     ar_files = [f for f in files if "paper_ar" in f.parts]
-    assert len(ar_files) == 3  # spec_bench + 2 lengths
+    assert len(ar_files) == 3  # Table 1's Spec-Bench AR + 2 lengths
+    assert (tmp_path / "exp" / "paper_ar" / "tiny" / "svip_table1" / "records.jsonl").is_file()  # one AR per table
     assert all(r["method"] == "ar" for f in ar_files for r in records(f.parent))
     table_files = [f for f in files if "paper_ar" not in f.parts]
     assert len(table_files) == 3 + 3 * 2  # Table 1: 3 policies; Table 2: 3 policies x 2 lengths
