@@ -424,3 +424,8 @@ def test_resumed_run_on_grown_data_keeps_its_drafting_vocabulary(tiny_data, tmp_
     meta = json.loads((export / "train_meta.json").read_text())
     hashes = [json.loads((d / "manifest.json").read_text())["hash"] for d in (tiny_data, more)]
     assert meta["steps"] == 4 and meta["data_manifest_hashes"] == [hashes[0], "+".join(hashes)]
+    results = train_eval.run(Namespace(pair="tiny", draft=str(export), layercut=None, data=str(tiny_data),
+                                       heldout_seqs=2, spec_bench=0, starts_per_seq=2, full_vocab=False,
+                                       dtype="float32", out=str(tmp_path / "eval.json"), seed=0))
+    train_eval.write_card(export, results, "python -m svbench.train.eval ...")
+    assert f"earlier steps saw the data of manifest(s) {hashes[0]})" in (export / "README.md").read_text()

@@ -228,12 +228,16 @@ def write_card(folder: Path, results: dict, command: str) -> None:
     lines = [
         f"# svbench {what[0]} for SmolLM2-135M-Instruct", "",
         f"{what[1]}, distilled by `python -m svbench.train` from the frozen target on the target's own answers. "
-        "Only the draft's own weights are stored (bf16); the embedding and lm_head are the target's, attached at "
-        "load time (`pair=smollm2`).", "",
+        "Only the draft's own weights are stored (bf16); the embedding" + (
+            " is the target's, attached at load time (`pair=smollm2`); the lm_head over the draft vocabulary is the "
+            "head's own (trained, mapped to target ids by `d2t`)." if recipe == "eagle3" else
+            " and lm_head are the target's, attached at load time (`pair=smollm2`)."), "",
         "## Training", "",
         f"- recipe `{recipe}`: {what[2]}",
         f"- data: {cfg['data']} (manifest hash {meta['data_manifest_hash']}), {meta['train_rows']} training "
-        f"answers, {meta['train_answer_tokens']} answer tokens; held-out split by prompt hash",
+        f"answers, {meta['train_answer_tokens']} answer tokens; held-out split by prompt hash"
+        + (f" (a resumed run: earlier steps saw the data of manifest(s) {', '.join(meta['data_manifest_hashes'][:-1])})"
+           if len(meta.get("data_manifest_hashes", [])) > 1 else ""),
         f"- steps {meta['steps']}, batch {cfg['batch_size']} sequences, lr {cfg['lr']} (cosine), seq_len "
         f"{cfg['seq_len']}, seed {cfg['seed']}, bf16 autocast",
         f"- drafting vocabulary: {meta['vocab_size']} tokens (coverage of training answer tokens: "
