@@ -498,8 +498,12 @@ def test_claims_verdicts_from_paired_intervals(tmp_path):
     assert "too few (n<5): ~5 question-turns" in rows["SVIP > fixed length, long-form, 2048 tokens"]
     growth = rows["SVIP's gain over fixed grows with length (128 -> 2048 tokens)"]
     assert "+0.300 [" in growth and "(n=3)" in growth and "too few" in growth
-    assert "vanilla_sd + svip: " in rows["best method >= 2.0x AR on the Spec-Bench subset"]
+    assert "vanilla_sd + svip (256 tokens): " in rows["best method >= 2.0x AR on the Spec-Bench subset"]
     assert rows["best method >= 2.0x AR on the Spec-Bench subset"].endswith("| **not reached** |")
+    write_records(tmp_path / "svip_table4" / "p" / "x" / "records.jsonl",  # Table 4 run at another length
+                  claim_records("eagle2_cpu", "svip", base + 0.5, length=128))
+    line = next(l for l in claims_table(tmp_path, "p").splitlines() if l.startswith("| EAGLE-2 > vanilla SD, SVIP"))
+    assert "not comparable: max_new_tokens 256 vs 128" in line
     write_records(tmp_path / "svip_table3" / "p" / "y" / "records.jsonl",  # a second run of glide + svip
                   [dict(r, config_hash="other") for r in claim_records("glide", "svip", base)])
     with pytest.raises(SvbenchError, match="glide \\+ svip: 2 configurations"):

@@ -138,6 +138,11 @@ def claim_row(claim: Claim, records: list[dict]) -> list[str]:
     missing = [c.label() for c, rs in ((claim.a, a), (claim.b, b)) if not rs]
     if missing:
         return head + [f"not run: {', '.join(missing)}", "-", "-", "-"]
+    settings = [{k: r[k] for k in metrics.SETTING} for r in (a[0], b[0])]
+    if settings[0] != settings[1]:  # e.g. tables run at different lengths: paired numbers would mislead
+        differ = ", ".join(f"{k} {settings[0][k]} vs {settings[1][k]}" for k in metrics.SETTING
+                           if settings[0][k] != settings[1][k])
+        return head + [f"not comparable: {differ}", "-", "-", "-"]
     r = metrics.compare(a, b)
     return head + [f"{fmt(r['speedup_a'])} -> {fmt(r['speedup_b'])} (n={r['n']})",
                    fmt_ci(r["speedup_diff"], r["speedup_diff_ci"]),
@@ -182,7 +187,8 @@ def best_row(records: list[dict], goal: float) -> list[str]:
     groups = metrics.group(records)
     best_key, best = max(((k, summarize_group(rs)) for k, rs in groups.items()), key=lambda kv: kv[1]["speedup"] or 0)
     ci = best["speedup_ci"]
-    label = f"{best_key[0]} + {best_key[1]}"
+    key = dict(zip(metrics.GROUP_KEY, best_key))
+    label = f"{key['method']} + {key['policy']} ({key['max_new_tokens']} tokens)"
     if ci is None:
         state = "no interval"
     else:
