@@ -16,13 +16,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from svbench.analysis import metrics
 from svbench.analysis.inputs import load_records
+from svbench.analysis.tables import markdown
 from svbench.errors import SvbenchError
-from svbench.results import bootstrap_ci, summarize_group, unit_values
+from svbench.results import bootstrap_ci, summarize_group, unit_values, with_interval
 
 TABLES = ("svip_table1", "svip_table2", "svip_table3", "svip_table4")
+CAPTION = ("b - a: speedup of b minus speedup of a over the question-turns both have, each against its own AR "
+           "baseline, with its paired 95% BCa bootstrap interval (metrics.compare). agrees / disagrees: the interval "
+           "lies above / below 0; within noise / too few (under 5 question-turns): it does not exclude 0, with about "
+           "how many question-turns would resolve a difference of this size (interval width ~ 1/sqrt(n)).")
 
 
 @dataclass(frozen=True)
@@ -124,12 +130,9 @@ def verdict(result: dict) -> str:
     return f"{result['speedup_verdict']}: {needed_n(n, diff, ci)}"
 
 
-def fmt(x, digits=3) -> str:
-    return "-" if x is None else f"{x:.{digits}f}"
-
-
-def fmt_ci(x, ci) -> str:
-    return f"{x:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci is not None else fmt(x)
+def signed_interval(x, ci) -> str:
+    """A difference with its interval, signs shown: '+0.132 [+0.075, +0.157]'."""
+    return f"{x:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci is not None else with_interval(x, None)
 
 
 def claim_row(claim: Claim, records: list[dict]) -> list[str]:
@@ -144,9 +147,9 @@ def claim_row(claim: Claim, records: list[dict]) -> list[str]:
                            if settings[0][k] != settings[1][k])
         return head + [f"not comparable: {differ}", "-", "-", "-"]
     r = metrics.compare(a, b)
-    return head + [f"{fmt(r['speedup_a'])} -> {fmt(r['speedup_b'])} (n={r['n']})",
-                   fmt_ci(r["speedup_diff"], r["speedup_diff_ci"]),
-                   f"{fmt(r['tau_a'], 2)} -> {fmt(r['tau_b'], 2)}", verdict(r)]
+    return head + [f"{with_interval(r['speedup_a'], None)} -> {with_interval(r['speedup_b'], None)} (n={r['n']})",
+                   signed_interval(r["speedup_diff"], r["speedup_diff_ci"]),
+                   f"{with_interval(r['tau_a'], None, 2)} -> {with_interval(r['tau_b'], None, 2)}", verdict(r)]
 
 
 def gain_growth(records: list[dict], short: int, long: int) -> dict | None:
@@ -180,7 +183,7 @@ def growth_row(records: list[dict], lengths: list[int]) -> list[str]:
     ci = g["ci"]
     result = {"speedup_diff": g["diff"], "speedup_diff_ci": ci, "n": g["n"],
               "speedup_verdict": None if ci is None else metrics.verdict(ci, g["n_clusters"])}
-    return head + [f"gain difference (n={g['n']})", fmt_ci(g["diff"], ci), "-", verdict(result)]
+    return head + [f"gain difference (n={g['n']})", signed_interval(g["diff"], ci), "-", verdict(result)]
 
 
 def best_row(records: list[dict], goal: float) -> list[str]:
@@ -194,8 +197,8 @@ def best_row(records: list[dict], goal: float) -> list[str]:
     else:
         state = "**reached**" if ci[0] >= goal else "**not reached**" if ci[1] < goal else "within noise"
     return [f"best method >= {goal:.1f}x AR on the Spec-Bench subset", "issue 16's goal", "1.0-3.2x on GPUs",
-            f"{label}: {fmt(best['speedup'])} [{fmt(ci and ci[0])}, {fmt(ci and ci[1])}] (n={best['n']})", "-",
-            fmt(best["tau"], 2), state]
+            f"{label}: {with_interval(best['speedup'], ci)} (n={best['n']})", "-", with_interval(best["tau"], None, 2),
+            state]
 
 
 def claims_table(root: Path, pair: str, goal: float = 2.0) -> str:
@@ -214,6 +217,4 @@ def claims_table(root: Path, pair: str, goal: float = 2.0) -> str:
         rows.append(best_row(spec, goal))
     header = ["claim (b > a)", "source", "papers", "svbench speedup a -> b", "b - a [95% interval]", "τ a -> b",
               "verdict"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+    return markdown(pd.DataFrame(rows, columns=header), CAPTION)
