@@ -462,16 +462,21 @@ def test_config_labels_read_the_pairs_draft_folders_from_summary_json(tmp_path):
 
 # ---- the papers' claims ----------------------------------------------------------------------------------------
 
-def claim_records(method, policy, speedups, length=256, taus=None):
-    """One record per question with the given speedup over an AR speed of 10 tokens/s (and tau 2)."""
+def claim_records(method, policy, speedups, length=256, taus=None, params=None):
+    """One record per question with the given speedup over an AR speed of 10 tokens/s (and tau 2); params: the
+    drafter parameters a summary.json would tell (inputs.config_labels)."""
     out = []
     for i, s in enumerate(speedups):
         tau = (taus or [2.0] * len(speedups))[i]
         out.append(record([0, 3, 3], [0, tau - 1, tau - 1], [0.0] * 3, [0.1] * 3, 10 / (10 * s), 10,
                           method=method, policy=policy, pair="p", benchmark="spec_bench", max_new_tokens=length,
-                          question_id=f"q{i}", config_hash=f"{method}-{policy}-{length}", ar_new_tokens=10,
-                          ar_wall_time=1.0))
+                          question_id=f"q{i}", config_hash=f"{method}-{policy}-{length}-{sorted((params or {}).items())}",
+                          ar_new_tokens=10, ar_wall_time=1.0, **({"config_params": params} if params else {})))
     return out
+
+
+CPU_TREE = {"drafter.top_k": 4, "drafter.depth": 3, "drafter.total_token": 12}  # conf/method/eagle2_cpu.yaml
+OFFICIAL_TREE = {"drafter.top_k": 10, "drafter.depth": 5, "drafter.total_token": 60}  # conf/method/eagle2.yaml
 
 
 def test_claims_verdicts_from_paired_intervals(tmp_path):
@@ -503,7 +508,7 @@ def test_claims_verdicts_from_paired_intervals(tmp_path):
     assert "vanilla_sd + svip (256 tokens): " in rows["best method >= 2.0x AR on the Spec-Bench subset"]
     assert rows["best method >= 2.0x AR on the Spec-Bench subset"].endswith("| **not reached** |")
     write_records(tmp_path / "svip_table4" / "p" / "x" / "records.jsonl",  # Table 4 run at another length
-                  claim_records("eagle2_cpu", "svip", base + 0.5, length=128))
+                  claim_records("eagle2", "svip", base + 0.5, length=128, params=CPU_TREE))
     line = next(l for l in claims_table(tmp_path, "p").splitlines() if l.startswith("| EAGLE-2 > vanilla SD, SVIP"))
     assert "not comparable: max_new_tokens 256 vs 128" in line
     write_records(tmp_path / "svip_table3" / "p" / "y" / "records.jsonl",  # a second run of glide + svip
@@ -512,6 +517,25 @@ def test_claims_verdicts_from_paired_intervals(tmp_path):
         claims_table(tmp_path, "p")
     with pytest.raises(SvbenchError, match="no paper-table records"):
         claims_table(tmp_path, "other_pair")
+
+
+def test_claims_tell_eagle2s_official_tree_from_its_cpu_tree(tmp_path):
+    """Both trees' records say method eagle2; the drafter parameters from summary.json tell the conf apart."""
+    from svbench.analysis.claims import claims_table, conf_name
+
+    base = 1.0 + 0.2 * np.random.default_rng(2).random(8)
+    official = claim_records("eagle2", "fixed", base, params=OFFICIAL_TREE) + \
+        claim_records("eagle2", "svip", base + 0.3, params=OFFICIAL_TREE)
+    cpu = claim_records("eagle2", "fixed", base + 0.2, params=CPU_TREE) + \
+        claim_records("eagle2", "svip", base + 0.6, params=CPU_TREE)
+    write_records(tmp_path / "svip_table4" / "p" / "x" / "records.jsonl", official + cpu)
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in claims_table(tmp_path, "p").splitlines()[2:]}
+    assert "+0.300 [" in rows["SVIP > fixed, EAGLE-2 (official tree)"]
+    assert "+0.400 [" in rows["SVIP > fixed, EAGLE-2 (CPU tree)"]
+    assert "eagle2_cpu + svip (256 tokens): " in rows["best method >= 2.0x AR on the Spec-Bench subset"]
+    assert conf_name(official[0]) == "eagle2" and conf_name(dict(official[0], method="eagle3")) == "eagle3"
+    other = dict(official[0], config_params={**OFFICIAL_TREE, "drafter.top_k": 7})  # overridden: no conf's
+    assert conf_name(other) == "eagle2"
 
 
 def test_claims_disagree_when_b_is_slower(tmp_path):

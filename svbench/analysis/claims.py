@@ -11,6 +11,7 @@ run say so.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ import pandas as pd
 from svbench.analysis import metrics
 from svbench.analysis.inputs import load_records
 from svbench.analysis.tables import markdown
+from svbench.config import CONF_DIR, group_config
 from svbench.errors import SvbenchError
 from svbench.results import bootstrap_ci, summarize_group, unit_values, with_interval
 
@@ -33,7 +35,8 @@ CAPTION = ("b - a: speedup of b minus speedup of a over the question-turns both 
 
 @dataclass(frozen=True)
 class Config:
-    """One configuration of the paper tables: its method and policy, and for Table 2 its length."""
+    """One configuration of the paper tables: its method (a conf/method name: eagle2 = the official tree,
+    eagle2_cpu = the CPU tree), its policy, and for Table 2 its length."""
     method: str
     policy: str
     length: int | None = None  # None: Spec-Bench tables (one length); Table 2: tokens generated
@@ -101,9 +104,36 @@ def paper_claims(lengths: list[int]) -> list[Claim]:
     return claims
 
 
+@functools.cache
+def method_conf(name: str) -> tuple[str, dict]:
+    """(the method name its records carry, its drafter parameters) of conf/method/<name>.yaml, its defaults
+    (e.g. eagle2_cpu: eagle2 with a smaller tree) merged in."""
+    conf = group_config("method", name)
+    parents = [d for d in conf.get("defaults") or [] if isinstance(d, str) and d != "_self_"]
+    record_name, drafter = method_conf(parents[0]) if parents else (name, {})
+    own = {k: v for k, v in (conf.get("drafter") or {}).items() if k != "_target_"}
+    return conf.get("name", record_name), {**drafter, **own}
+
+
+def runs_method(record: dict, method: str) -> bool:
+    """Whether a record was run with conf/method/<method>: its method name, and every drafter parameter its
+    summary.json told (record["config_params"]) equal to the conf's."""
+    name, drafter = method_conf(method)
+    told = record.get("config_params") or {}
+    return record["method"] == name and all(told[f"drafter.{k}"] == v for k, v in drafter.items()
+                                            if f"drafter.{k}" in told)
+
+
+def conf_name(record: dict) -> str:
+    """The conf/method name a record was run with (eagle2_cpu, not the eagle2 its record says), else its
+    method name (e.g. a drafter parameter overridden on the command line)."""
+    return next((m for m in sorted(p.stem for p in (CONF_DIR / "method").glob("*.yaml")) if runs_method(record, m)),
+                record["method"])
+
+
 def select(records: list[dict], config: Config) -> list[dict]:
     """The records of one configuration; several configurations (config hashes) under one label is an error."""
-    chosen = [r for r in records if r["method"] == config.method and r["policy"] == config.policy
+    chosen = [r for r in records if r["policy"] == config.policy and runs_method(r, config.method)
               and (config.length is None or r["max_new_tokens"] == config.length)]
     hashes = sorted({r["config_hash"] for r in chosen})
     if len(hashes) > 1:
@@ -159,10 +189,11 @@ def gain_growth(records: list[dict], short: int, long: int) -> dict | None:
     if not all(parts):
         return None
     keys = set.intersection(*({(r["question_id"], r["turn"], r["run"]) for r in rs} for rs in parts))
-    columns = []
-    for rs in parts:
+    columns, clusters = [], None
+    for rs in parts:  # unit_values sorts by (question_id, turn, run): row i is one question-turn in every part
         units = unit_values([r for r in rs if (r["question_id"], r["turn"], r["run"]) in keys])
         columns += [units["speed"], units["ar_speed"]]
+        assert clusters is None or units["cluster"] == clusters, "parts not aligned by question-turn"
         clusters = units["cluster"]
 
     def statistic(m):  # (svip_L - fixed_L) - (svip_S - fixed_S), each a speedup = speed / AR speed
@@ -191,7 +222,7 @@ def best_row(records: list[dict], goal: float) -> list[str]:
     best_key, best = max(((k, summarize_group(rs)) for k, rs in groups.items()), key=lambda kv: kv[1]["speedup"] or 0)
     ci = best["speedup_ci"]
     key = dict(zip(metrics.GROUP_KEY, best_key))
-    label = f"{key['method']} + {key['policy']} ({key['max_new_tokens']} tokens)"
+    label = f"{conf_name(groups[best_key][0])} + {key['policy']} ({key['max_new_tokens']} tokens)"
     if ci is None:
         state = "no interval"
     else:

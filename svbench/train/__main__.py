@@ -113,7 +113,9 @@ def train(cfg) -> None:
         answer_tokens = [t for r in rows for t in r["ids"][r["prompt_len"]:]]
         coverage = sum(t in vocab_set for t in answer_tokens) / len(answer_tokens)
         print(f"reduced vocabulary: {len(vocab)} tokens cover {coverage:.4f} of answer tokens", file=sys.stderr)
-    frozen = {name for name, p in module.named_parameters() if not p.requires_grad}  # the target's, rebuilt on load
+    # not trained, so left out of state.pt and rebuilt on load: the target's tensors, or init_from's under
+    # train_only_cross_attention
+    frozen = {name for name, p in module.named_parameters() if not p.requires_grad}
 
     def save():
         trainable_state = {k: v for k, v in module.state_dict().items() if k not in frozen}
