@@ -16,14 +16,14 @@
 # records); the claims step refuses two runs of one configuration side by side.
 #   bash experiments/paper_tables.sh [svip_table1 svip_table3 svip_table4 svip_table2]
 #   EAGLE3=1 ...      Table 4 also with the pair's EAGLE-3 head (eagle3, eagle3_cpu)
-#   LIMIT=5 TOKENS=256 LONG_LIMIT=3 LENGTHS=128,512,2048,7900   (the defaults: issue 16's CPU protocol)
+#   LIMIT=5 TOKENS=256 LONG_LIMIT=5 LENGTHS=128,512,2048,7900   (the defaults: issue 16's CPU protocol)
 # On the papers' GPU pairs: PAIR=vicuna_7b_v1.5 LIMIT=null TOKENS=1024 EXTRA="device=cuda" bash ...
 set -euo pipefail
 PY=${PY:-python}
 PAIR=${PAIR:-smollm2}
 LIMIT=${LIMIT:-5}
 TOKENS=${TOKENS:-256}
-LONG_LIMIT=${LONG_LIMIT:-3}
+LONG_LIMIT=${LONG_LIMIT:-5}
 LENGTHS=${LENGTHS:-128,512,2048,7900}
 EXP=${EXP:-results/experiments}
 ANALYSIS=${ANALYSIS:-results/analysis}
