@@ -18,11 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from svbench.analysis import metrics
 from svbench.analysis.inputs import load_records
 from svbench.analysis.tables import markdown
-from svbench.config import CONF_DIR, group_config
+from svbench.config import CONF_DIR
 from svbench.errors import SvbenchError
 from svbench.results import bootstrap_ci, summarize_group, unit_values, with_interval
 
@@ -106,13 +108,12 @@ def paper_claims(lengths: list[int]) -> list[Claim]:
 
 @functools.cache
 def method_conf(name: str) -> tuple[str, dict]:
-    """(the method name its records carry, its drafter parameters) of conf/method/<name>.yaml, its defaults
-    (e.g. eagle2_cpu: eagle2 with a smaller tree) merged in."""
-    conf = group_config("method", name)
-    parents = [d for d in conf.get("defaults") or [] if isinstance(d, str) and d != "_self_"]
-    record_name, drafter = method_conf(parents[0]) if parents else (name, {})
-    own = {k: v for k, v in (conf.get("drafter") or {}).items() if k != "_target_"}
-    return conf.get("name", record_name), {**drafter, **own}
+    """(the method name its records carry, its drafter parameters) of method=<name> as Hydra composes it
+    (e.g. eagle2_cpu: eagle2's defaults with a smaller tree)."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        method = OmegaConf.to_container(compose(config_name="config", overrides=[f"method={name}"]).method,
+                                        resolve=True)
+    return method["name"], {k: v for k, v in (method.get("drafter") or {}).items() if k != "_target_"}
 
 
 def runs_method(record: dict, method: str) -> bool:
