@@ -49,7 +49,7 @@ TRAIN_ARGS ?=
 EVAL = $(PY) -m svbench.train.eval --pair smollm2 --data train_data/smollm2 --spec-bench 24 --write-card
 
 drafts: install
-	$(PY) -m svbench.train.data --out train_data/smollm2 --max-prompt-tokens 512 --max-new-tokens 256 --shard-size 512 --batch-size 64 $(DATA_ARGS)
+	$(PY) -m svbench.train.data --out train_data/smollm2 --max-prompt-tokens 512 --max-new-tokens 256 --shard-size 512 $(DATA_ARGS)
 	$(PY) -m svbench.train.data --out train_data/smollm2_fixed --fixed --max-prompt-tokens 512 --max-new-tokens 384 --shard-size 2048
 	$(PY) -m svbench.train --config-name eagle 'data=$(DATA)' out=checkpoints/eagle export=$(EAGLE_DIR) steps=1200 $(TRAIN_ARGS)
 	$(EVAL) --method eagle2 --draft $(EAGLE_DIR)

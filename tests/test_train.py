@@ -82,7 +82,7 @@ def test_shipped_prompts_load_like_their_plain_copy(tmp_path, monkeypatch):
 def data_args(out, **kw):
     args = dict(out=str(out), pair="tiny", prompts_dir=None, fixed=False, num_prompts=12, shard_size=4, batch_size=4,
                 max_new_tokens=12, max_prompt_tokens=3000, temperatures="0,1.0", heldout_permille=400, dtype="float32",
-                seed=0, threads=None)
+                seed=0, threads=None, max_batch_tokens=32768, prefill_group=3)
     args.update(kw)
     return Namespace(**args)
 
@@ -116,17 +116,19 @@ def test_data_generation_shards_manifest_and_resume(tiny_data):
 
 
 def test_batched_generation_with_refills_equals_ar():
-    """generate_all (rows left-padded, finished rows dropped, live rows' K/V carried into refilled batches)
-    gives each prompt the target's own greedy answer, EOS included; prompts of 1 token too."""
+    """generate_all (rows left-padded, finished rows dropped, live rows' K/V carried into refilled batches,
+    prompts prefilled row by row or several per right-padded forward) gives each prompt the target's own
+    greedy answer, EOS included; prompts of 1 token too."""
     pair = load_pair(group_config("pair", "tiny"), drafter_cls=None)
     prompts = [prompt_ids for prompt_ids in ([7], [3, 9, 200, 41, 5], list(range(20, 57)), [100, 2], [8] * 11,
                                              list(range(300, 310)), [44, 45], [1, 2, 3])]
     refs = [generate(pair.target, p, 24).ids for p in prompts]
     eos = refs[2][5]  # one answer stops early at this token (others may too)
     want = [r[: r.index(eos) + 1] if eos in r else r for r in refs]
-    for batch_size in (1, 2, 3, 8):
-        got = train_data.generate_all(pair.target, prompts, 24, 0.0, (eos,), batch_size=batch_size)
-        assert got == want, batch_size
+    for batch_size, group in ((1, 1), (2, 1), (3, 2), (8, 1), (8, 3), (8, 8)):
+        got = train_data.generate_all(pair.target, prompts, 24, 0.0, (eos,), batch_size=batch_size,
+                                      prefill_group=group)
+        assert got == want, (batch_size, group)
     assert any(len(w) < 24 for w in want) and any(len(w) == 24 for w in want)
 
 

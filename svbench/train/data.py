@@ -99,28 +99,38 @@ def pick(logits: torch.Tensor, temperature: float, generator: torch.Generator | 
 
 
 @torch.inference_mode()
-def prefill_row(model, ids: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The K/V of one sequence, per layer (kv_heads, n, head_dim) each; n = 0 gives empty tensors."""
+def prefill_rows(model, seqs: list[list[int]], group: int = 8) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
+    """The K/V of each sequence, per layer (kv_heads, n, head_dim) each; n = 0 gives empty tensors.
+
+    `group` sequences share one forward, right-padded: under the causal mask a real token never sees a
+    pad (the pads come after it), so each row's first n K/V are its own; group=1 is row by row."""
     config = model.config
-    if not ids:
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        empty = torch.zeros(config.num_key_value_heads, 0, head_dim, dtype=model.dtype, device=model.device)
-        return [(empty, empty)] * config.num_hidden_layers
-    cache = StaticKVCache(config.num_hidden_layers, len(ids))
-    model.model(input_ids=torch.tensor([ids], device=model.device), cache=cache, use_cache=True)
-    return [(layer.keys[0], layer.values[0]) for layer in cache.layers]
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    empty = torch.zeros(config.num_key_value_heads, 0, head_dim, dtype=model.dtype, device=model.device)
+    out: list = [[(empty, empty)] * config.num_hidden_layers if not ids else None for ids in seqs]
+    todo = sorted((j for j, ids in enumerate(seqs) if ids), key=lambda j: len(seqs[j]))  # similar lengths together
+    for start in range(0, len(todo), group):
+        rows = todo[start:start + group]
+        width = len(seqs[rows[-1]])
+        ids = torch.tensor([seqs[j] + [0] * (width - len(seqs[j])) for j in rows], device=model.device)  # (g, width)
+        cache = StaticKVCache(config.num_hidden_layers, width)
+        model.model(input_ids=ids, cache=cache, use_cache=True)
+        for g, j in enumerate(rows):
+            n = len(seqs[j])
+            out[j] = [(layer.keys[g, :, :n], layer.values[g, :, :n]) for layer in cache.layers]  # (kv_heads, n, head_dim)
+    return out
 
 
 @torch.inference_mode()
 def generate_all(model, prompts: list[list[int]], max_new_tokens: int, temperature: float, eos_ids,
-                 generator: torch.Generator | None = None, batch_size: int = 64, max_batch_tokens: int = 32768,
-                 on_done=None) -> list[list[int]]:
+                 generator: torch.Generator | None = None, batch_size: int = 128, max_batch_tokens: int = 131072,
+                 prefill_group: int = 8, on_done=None) -> list[list[int]]:
     """Answers to every prompt (each cut after its first EOS or at max_new_tokens), batch_size rows at a time
     with a pre-allocated KV cache (svbench's StaticKVCache, written in place; rows left-padded).
 
     Each row enters a batch as its K/V so far plus one pending token (a new prompt: its K/V without the
-    last token, prefilled row by row, so nothing is padded or masked in prefill). Rows that finish leave
-    the batch (the cache keeps only the live rows once a quarter are done). Once fewer than half the rows
+    last token, `prefill_group` prompts per prefill forward, right-padded, nothing masked). Rows that
+    finish leave the batch (the cache keeps only the live rows once a quarter are done). Once fewer than half the rows
     are live and prompts are waiting, the live rows' K/V are copied out (not recomputed) and the next
     batch takes the shortest sequences of the pool, so batches stay full; a batch of long sequences has
     fewer rows (rows x (longest + max_new_tokens) <= max_batch_tokens). on_done(n): n answers finished."""
@@ -139,9 +149,8 @@ def generate_all(model, prompts: list[list[int]], max_new_tokens: int, temperatu
             if len(batch) == batch_size:
                 break
         pool = pool[len(batch):]
-        for i in batch:
-            if i not in state:
-                state[i] = prefill_row(model, prompts[i][:-1])
+        new = [i for i in batch if i not in state]
+        state.update(zip(new, prefill_rows(model, [prompts[i][:-1] for i in new], prefill_group)))
         cached = [len(prompts[i]) + len(answers[i]) - 1 for i in batch]  # tokens before the pending one
         width, steps = max(cached), max(max_new_tokens - len(answers[i]) for i in batch)
         cache = StaticKVCache(L, width + steps)
@@ -206,7 +215,10 @@ def main(argv=None) -> None:
     ap.add_argument("--fixed", action="store_true", help="tokenise the prompt files' own responses; no generation")
     ap.add_argument("--num-prompts", type=int, default=None, help="first N prompts of the shuffled order (default all)")
     ap.add_argument("--shard-size", type=int, default=512)
-    ap.add_argument("--batch-size", type=int, default=64, help="prompts per batch (sorted by length within a shard)")
+    ap.add_argument("--batch-size", type=int, default=128, help="rows per decode batch (sorted by length within a shard)")
+    ap.add_argument("--max-batch-tokens", type=int, default=131072,
+                    help="cap on rows x (longest sequence + max-new-tokens) per batch (KV cache: ~23 KB per token)")
+    ap.add_argument("--prefill-group", type=int, default=8, help="prompts per prefill forward (1 = row by row)")
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--max-prompt-tokens", type=int, default=768, help="longer prompts are skipped")
     ap.add_argument("--temperatures", default="0,1.0", help="comma list, cycled over shards; 0 = greedy")
@@ -225,8 +237,10 @@ def run(args) -> None:
     except ValueError:
         raise SvbenchError(f"--temperatures {args.temperatures!r}: expected numbers separated by commas") from None
     if any(t < 0 for t in temperatures) or args.shard_size < 1 or args.batch_size < 1 or args.max_new_tokens < 1 \
+            or args.prefill_group < 1 or args.max_batch_tokens < 1 \
             or (args.num_prompts is not None and args.num_prompts < 1):
-        raise SvbenchError("temperatures must be >= 0; shard-size, batch-size, max-new-tokens, num-prompts >= 1")
+        raise SvbenchError("temperatures must be >= 0; shard-size, batch-size, max-new-tokens, prefill-group, "
+                           "max-batch-tokens, num-prompts >= 1")
     folder = train_prompt_dir(args.prompts_dir)
     fixed = bool(getattr(args, "fixed", False))
     items = load_fixed_responses(folder) if fixed else [(p, None) for p in load_train_prompts(folder)]
@@ -235,7 +249,8 @@ def run(args) -> None:
         items = items[: args.num_prompts]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    settings = {k: v for k, v in vars(args).items() if k not in ("out", "threads", "num_prompts", "batch_size")}
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "threads", "num_prompts", "batch_size",
+                                                               "max_batch_tokens", "prefill_group")}
     manifest_path = out / "manifest.json"
     if manifest_path.is_file():
         old = json.loads(manifest_path.read_text())
@@ -260,7 +275,8 @@ def run(args) -> None:
             bar.update(len(encoded))
         else:
             answers = generate_all(pair.target, [e[3] for e in encoded], args.max_new_tokens, temperature, eos,
-                                   generator, args.batch_size, on_done=bar.update)
+                                   generator, args.batch_size, args.max_batch_tokens, args.prefill_group,
+                                   on_done=bar.update)
         rows = []
         for (i, p, _, ids), answer in zip(encoded, answers):
             rows.append({"i": i, "source": p.source, "temperature": temperature, "prompt_len": len(ids),
