@@ -3,6 +3,7 @@ before session 5) against svbench.train.data.generate_all (StaticKVCache, finish
 same prompts, side by side in one run.
 
     python experiments/datagen_speed.py [--prompts 128] [--max-new-tokens 128] [--batch-sizes 16,32,64,128]
+        [--prefill-groups 1,8] [--max-batch-tokens 131072] [--hf-batch-size 32 | 0 to skip transformers]
 
 Prompts: the first N of the shuffled training prompts with at most 512 tokens, sorted by length (as the
 generator buckets them). Greedy, bf16, the SmolLM2 target. Writes results/datagen_speed.{json,md}.

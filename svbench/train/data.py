@@ -130,10 +130,11 @@ def generate_all(model, prompts: list[list[int]], max_new_tokens: int, temperatu
 
     Each row enters a batch as its K/V so far plus one pending token (a new prompt: its K/V without the
     last token, `prefill_group` prompts per prefill forward, right-padded, nothing masked). Rows that
-    finish leave the batch (the cache keeps only the live rows once a quarter are done). Once fewer than half the rows
-    are live and prompts are waiting, the live rows' K/V are copied out (not recomputed) and the next
-    batch takes the shortest sequences of the pool, so batches stay full; a batch of long sequences has
-    fewer rows (rows x (longest + max_new_tokens) <= max_batch_tokens). on_done(n): n answers finished."""
+    finish leave the batch (the cache keeps only the live rows once a quarter are done). Once fewer than
+    half the rows are live and prompts are waiting, the live rows' K/V are copied out (not recomputed) and
+    the next batch takes the shortest sequences of the pool, so batches stay full; a batch of long
+    sequences has fewer rows (rows x (longest + max_new_tokens) <= max_batch_tokens).
+    on_done(n): n answers finished."""
     device, L = model.device, model.config.num_hidden_layers
     eos = torch.tensor(sorted(eos_ids), device=device)
     answers: list[list[int]] = [[] for _ in prompts]
