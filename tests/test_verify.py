@@ -5,7 +5,7 @@ import torch
 from scipy.stats import chisquare
 
 from svbench.decoding.tree import DraftTree
-from svbench.decoding.verify import Sampling, row_argmax, verify, verify_greedy, verify_sampling, warp
+from svbench.decoding.verify import Sampling, row_argmax, sample_rows, verify, verify_greedy, verify_sampling, warp
 
 V = 6
 
@@ -179,3 +179,27 @@ def test_row_argmax_is_the_first_maximum_like_torch(vocab):
     x[4, vocab - 1] = 100.0  # the very last index
     assert torch.equal(row_argmax(x), x.float().argmax(-1))
     assert row_argmax(x)[2].item() == vocab // 3 and row_argmax(x)[3].item() == 5
+
+
+def test_sample_rows_draws_each_rows_distribution():
+    """The two-level inverse-CDF sampler: one-hot rows (first, block-boundary, last token) are drawn exactly,
+    zero-weight tokens never, unnormalised weights over a vocabulary that is no multiple of the block follow
+    their distribution (chi-square over 200,000 draws), and a seeded generator repeats its draws."""
+    vocab = 1000  # 3 full blocks of 256 + a padded one
+    onehots = torch.zeros(4, vocab)
+    onehots[0, 0] = onehots[1, 255] = onehots[2, 256] = onehots[3, vocab - 1] = 2.5
+    assert sample_rows(onehots).tolist() == [0, 255, 256, vocab - 1]
+    g = torch.Generator().manual_seed(0)
+    weights = torch.rand(vocab, generator=g) ** 4 * 3.0  # unnormalised, skewed
+    weights[[1, 255, 256, 511, 512, 700, 998, 999]] = 0.0  # zeros inside, at block edges and at the tail
+    weights[300] = 40.0  # one dominant token
+    counts = torch.zeros(vocab)
+    draws = torch.Generator().manual_seed(1)
+    for _ in range(50):
+        picks = sample_rows(weights.expand(4000, vocab), draws)
+        counts += torch.bincount(picks, minlength=vocab).float()
+    assert counts[weights == 0].sum() == 0
+    expected = weights / weights.sum() * counts.sum()
+    assert chisquare(counts[weights > 0].numpy(), expected[weights > 0].numpy()).pvalue > 1e-3
+    same = [sample_rows(weights.expand(64, vocab), torch.Generator().manual_seed(7)) for _ in range(2)]
+    assert torch.equal(same[0], same[1])

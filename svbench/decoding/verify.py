@@ -67,6 +67,25 @@ def row_argmax(logits: torch.Tensor) -> torch.Tensor:
     return block * B + inside
 
 
+def sample_rows(probs: torch.Tensor, generator: torch.Generator | None = None, block: int = 256) -> torch.Tensor:
+    """(n, V) non-negative weights (rows need not sum to 1) -> (n,) one draw per row, by inverse CDF in two
+    levels: the first block of `block` tokens whose cumulative mass exceeds u ~ U[0, total), then the token
+    inside it. The distribution of torch.multinomial (both cumulate in float32), without its per-row scalar
+    loop: for (128, 49152) on this CPU ~1 ms instead of ~100 ms. A zero-weight token is never drawn."""
+    n, vocab = probs.shape
+    rows = torch.arange(n, device=probs.device)
+    blocks = torch.nn.functional.pad(probs.float(), (0, -vocab % block)).view(n, -1, block)  # (n, V/block, block)
+    mass = blocks.sum(-1)                                       # (n, V/block)
+    cum = mass.cumsum(-1)                                       # (n, V/block)
+    u = torch.rand(n, 1, generator=generator, device=probs.device) * cum[:, -1:]  # (n, 1) u ~ U[0, total)
+    last = (cum < cum[:, -1:]).sum(-1)                          # (n,) the last block with mass (guards rounding)
+    b = torch.minimum((cum <= u).sum(-1), last)                 # (n,) first block with cum > u
+    inner = blocks[rows, b].cumsum(-1)                          # (n, block)
+    offset = u[:, 0] - (cum[rows, b] - mass[rows, b])           # (n,) u's position inside block b
+    j = torch.minimum((inner <= offset[:, None]).sum(-1), (inner < inner[:, -1:]).sum(-1))  # first inner > offset
+    return b * block + j
+
+
 def _deepest(ok: torch.Tensor, depths: torch.Tensor) -> torch.Tensor:
     """(1,) index of the deepest True node; ties go to the lowest index (one root path holds at most one
     node per depth, so there are none when siblings carry distinct tokens)."""

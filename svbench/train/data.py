@@ -31,7 +31,7 @@ from tqdm import tqdm
 from svbench.benchmarks import build_prompt
 from svbench.config import group_config
 from svbench.decoding.kv_cache import StaticKVCache
-from svbench.decoding.verify import row_argmax
+from svbench.decoding.verify import row_argmax, sample_rows
 from svbench.errors import SvbenchError, report_user_errors
 from svbench.models import load_pair
 from svbench.train.prompts import TrainPrompt, load_fixed_responses, load_train_prompts, train_prompt_dir
@@ -95,7 +95,7 @@ def pick(logits: torch.Tensor, temperature: float, generator: torch.Generator | 
     if temperature == 0:
         return row_argmax(logits)  # the verifier's greedy pick (blocked on a CPU)
     probs = torch.softmax(logits.float() / temperature, dim=-1)  # (B, V)
-    return torch.multinomial(probs, 1, generator=generator)[:, 0]
+    return sample_rows(probs, generator)  # torch.multinomial's distribution, ~100x faster for 128 rows
 
 
 @torch.inference_mode()
