@@ -77,7 +77,8 @@ def sample_rows(probs: torch.Tensor, generator: torch.Generator | None = None, b
     blocks = torch.nn.functional.pad(probs.float(), (0, -vocab % block)).view(n, -1, block)  # (n, V/block, block)
     mass = blocks.sum(-1)                                       # (n, V/block)
     cum = mass.cumsum(-1)                                       # (n, V/block)
-    u = torch.rand(n, 1, generator=generator, device=probs.device) * cum[:, -1:]  # (n, 1) u ~ U[0, total)
+    u = torch.rand(n, 1, generator=generator, device=generator.device if generator is not None else probs.device)
+    u = u.to(probs.device) * cum[:, -1:]                        # (n, 1) u ~ U[0, total)
     last = (cum < cum[:, -1:]).sum(-1)                          # (n,) the last block with mass (guards rounding)
     b = torch.minimum((cum <= u).sum(-1), last)                 # (n,) first block with cum > u
     inner = blocks[rows, b].cumsum(-1)                          # (n, block)
@@ -135,7 +136,7 @@ def verify_sampling(tree: DraftTree, target_probs: torch.Tensor, generator=None)
     """
     n, device = len(tree), target_probs.device
     if tree.num_drafted == 0:
-        token = torch.multinomial(target_probs[0], 1, generator=generator)
+        token = sample_rows(target_probs[:1], generator)  # (1,)
         return _result(tree, torch.zeros(1, dtype=torch.long, device=device), token)
     tokens, parents, depths = tree.arrays(device)  # (n,) each
     u = torch.rand(n - 1, generator=generator, device=generator.device if generator is not None else device)
@@ -163,7 +164,7 @@ def verify_sampling(tree: DraftTree, target_probs: torch.Tensor, generator=None)
         fully_accepted = torch.zeros((), dtype=torch.bool, device=device)  # a leaf's residual is p itself
     total = residual.sum()
     dist = torch.where(fully_accepted | (total <= 0), p_last, residual / total.clamp_min(1e-30))
-    return _result(tree, last, torch.multinomial(dist, 1, generator=generator))
+    return _result(tree, last, sample_rows(dist[None], generator))
 
 
 def verify(tree: DraftTree, target_logits: torch.Tensor, sampling: Sampling, generator=None):

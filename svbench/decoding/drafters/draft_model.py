@@ -14,7 +14,7 @@ import torch
 
 from svbench.decoding.kv_cache import StaticKVCache
 from svbench.decoding.tree import DraftTree
-from svbench.decoding.verify import Sampling, warp
+from svbench.decoding.verify import Sampling, sample_rows, warp
 from svbench.models import load_draft_lm
 
 
@@ -94,7 +94,7 @@ class DraftModelDrafter:
                 index = log_q.argmax()
             else:
                 q = warp(logits, sampling)  # same warping as the target's p
-                index = torch.multinomial(q, 1, generator=generator)[0]
+                index = sample_rows(q[None], generator)[0]
                 draft_probs.append(q)
             parts = [entropy, log_q[index].exp(), self._token(index)]  # H_t, q(y_t), y_t
             if self.cape_bins:  # top-k_i of q_i (k_i known once q(y_t) is): the largest k, cut on the host
