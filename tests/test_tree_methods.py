@@ -533,7 +533,7 @@ def test_eagle_drafting_syncs_once_per_level_plus_two(target, nets, method):
     assert all(syncs == steps + 2 for syncs, steps in per_round), per_round
 
 
-@pytest.mark.parametrize("temperature", [0.0, 1.0])
+@pytest.mark.parametrize("temperature", [0.0, 0.5])  # at T = 1 the tiny nets accept ~0-3 tokens per 40
 @pytest.mark.parametrize("method", sorted(METHODS) + ["vanilla_sd"])
 def test_a_round_syncs_at_most_once_per_draft_step_plus_three(target, nets, method, temperature):
     """Issue 13's budget over whole generations, target side included (forward, verify, cache compaction):
