@@ -51,13 +51,24 @@ def timed(fn, prompts, batch):
             "tok_s": round(tokens / seconds, 1)}, answers
 
 
+def int_list(text: str) -> list[int]:
+    """'64,128' -> [64, 128]; anything else is one argparse error line."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected positive integers separated by commas") from None
+    if min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected positive integers separated by commas")
+    return values
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--prompts", type=int, default=128)
     ap.add_argument("--max-new-tokens", type=int, default=128)
-    ap.add_argument("--batch-sizes", default="16,32,64,128")
+    ap.add_argument("--batch-sizes", type=int_list, default="16,32,64,128")
     ap.add_argument("--hf-batch-size", type=int, default=32, help="the old generator's --batch-size default; 0 skips it")
-    ap.add_argument("--prefill-groups", default="8", help="comma list: prompts per prefill forward (1 = row by row)")
+    ap.add_argument("--prefill-groups", type=int_list, default="8", help="comma list: prompts per prefill forward (1 = row by row)")
     ap.add_argument("--max-batch-tokens", type=int, default=131072, help="generate_all's cap on rows x (longest + new)")
     ap.add_argument("--out", default=str(REPO / "results" / "datagen_speed"))
     args = ap.parse_args()
@@ -71,7 +82,7 @@ def main():
         row, reference = timed(lambda p: hf_generate(model, p, args.max_new_tokens, eos), prompts, args.hf_batch_size)
         rows.append({"generator": "transformers generate (DynamicCache)", **row})
         print(rows[-1], flush=True)
-    for batch, group in [(int(b), int(g)) for b in args.batch_sizes.split(",") for g in args.prefill_groups.split(",")]:
+    for batch, group in [(b, g) for b in args.batch_sizes for g in args.prefill_groups]:
         row, answers = timed(lambda p: generate_all(model, p, args.max_new_tokens, 0.0, eos, batch_size=batch,
                                                     max_batch_tokens=args.max_batch_tokens, prefill_group=group),
                              prompts, len(prompts))
@@ -81,7 +92,8 @@ def main():
         rows.append({"generator": "svbench generate_all (StaticKVCache, refills)", **row})
         print(rows[-1], flush=True)
     command = "python experiments/datagen_speed.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out")
+        f"--{k.replace('_', '-')} {','.join(map(str, v)) if isinstance(v, list) else v}"
+        for k, v in vars(args).items() if k != "out")
     prompt_tokens = sum(map(len, prompts))
     lines = [f"# Distillation-data generation speed (SmolLM2-135M, bf16, greedy, {torch.get_num_threads()} threads)", "",
              f"`{command}`: {len(prompts)} training prompts ({prompt_tokens} prompt tokens), "
