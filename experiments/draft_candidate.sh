@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The ship rule for a trained SmolLM2 draft (issue 14): a candidate replaces the shipped draft only if it beats
+# it on held-out tau AND on Spec-Bench speed. This measures both, one after the other with nothing else running:
+#   1. svbench.train.eval on the same held-out and Spec-Bench starts for both drafts (tau(gamma), cost);
+#   2. AR once, then the shipped and the candidate draft under the same method + svip, both against that one
+#      AR run (baseline_records), on LIMIT questions per Spec-Bench category x TOKENS new tokens;
+#   3. svbench.analysis: comparisons.md holds the paired speedup / tau difference with its interval.
+# Usage: bash experiments/draft_candidate.sh KIND CANDIDATE_DIR NAME
+#   KIND: draft_lm (vanilla_sd + svip) | glide (glide_cape + svip) | eagle (eagle2_cpu + svip) | eagle3 (eagle3_cpu + svip)
+#   writes results/experiments/NAME/smollm2/{ar,<method>-svip-shipped,<method>-svip-candidate,eval-*.json}
+#   and results/analysis/NAME/smollm2/. LIMIT (4), TOKENS (128), HELDOUT_SEQS (40),
+#   SPEC_BENCH (24 first turns), PY (python) from the environment.
+set -euo pipefail
+usage="usage: bash experiments/draft_candidate.sh draft_lm|glide|eagle|eagle3 CANDIDATE_DIR NAME"
+[ $# -eq 3 ] || { echo "$usage" >&2; exit 2; }
+KIND=$1 CANDIDATE=$2 NAME=$3
+case $KIND in  # eval method, pair entry, shipped folder, run method
+  draft_lm) EVAL=vanilla_sd KEY=draft  SHIPPED=drafts/smollm2-135m-draft-lm RUN=vanilla_sd ;;
+  glide)    EVAL=glide      KEY=glide  SHIPPED=drafts/smollm2-135m-glide    RUN=glide_cape ;;
+  eagle)    EVAL=eagle2     KEY=eagle  SHIPPED=drafts/smollm2-135m-eagle    RUN=eagle2_cpu ;;
+  eagle3)   EVAL=eagle3     KEY=eagle3 SHIPPED=drafts/smollm2-135m-eagle3   RUN=eagle3_cpu ;;
+  *) echo "unknown KIND '$KIND'; $usage" >&2; exit 2 ;;
+esac
+[ -f "$CANDIDATE/config.json" ] || { echo "no draft at '$CANDIDATE' (config.json missing)" >&2; exit 2; }
+PY=${PY:-python}
+OUT=results/experiments/$NAME/smollm2
+mkdir -p "$OUT"
+for who in shipped candidate; do
+  dir=$SHIPPED; [ $who = candidate ] && dir=$CANDIDATE
+  $PY -m svbench.train.eval --method $EVAL --pair smollm2 --draft "$dir" --data train_data/smollm2 \
+    --heldout-seqs ${HELDOUT_SEQS:-40} --starts-per-seq 6 --spec-bench ${SPEC_BENCH:-24} --out "$OUT/eval-$who.json"
+done
+COMMON="pair=smollm2 benchmark=spec_bench benchmark.limit=${LIMIT:-4} max_new_tokens=${TOKENS:-128} dtype=bfloat16 progress=false"
+$PY -m svbench method=ar $COMMON hydra.run.dir=$OUT/ar
+for who in shipped candidate; do
+  dir=$SHIPPED; [ $who = candidate ] && dir=$CANDIDATE
+  $PY -m svbench method=$RUN policy=svip $COMMON pair.$KEY.path="$dir" \
+    "baseline_records=[$OUT/ar/records.jsonl]" hydra.run.dir=$OUT/$RUN-svip-$who
+done
+$PY -m svbench.analysis "$OUT" --out results/analysis/$NAME/smollm2
+$PY - "$OUT" <<'EOF'
+import json, sys
+out = sys.argv[1]
+for split in ("heldout", "spec_bench"):
+    for who in ("shipped", "candidate"):
+        e = json.load(open(f"{out}/eval-{who}.json"))[split]
+        print(f"{split:10s} {who:9s} starts {e['n_starts']:3d}  tau(1..8) " + " ".join(f"{t:.2f}" for t in e["tau"].values()))
+EOF
+CMP=results/analysis/$NAME/smollm2/comparisons.md
+if [ -f "$CMP" ]; then head -3 "$CMP"; else echo "no $CMP: the two runs have the same configuration (same draft folder?)"; fi
