@@ -21,6 +21,7 @@ case $KIND in  # eval method, pair entry, shipped folder, run method
   eagle3)   EVAL=eagle3     KEY=eagle3 SHIPPED=drafts/smollm2-135m-eagle3   RUN=eagle3_cpu ;;
   *) echo "unknown KIND '$KIND'; $usage" >&2; exit 2 ;;
 esac
+[[ "$NAME" =~ ^[A-Za-z0-9._-]+$ ]] || { echo "NAME '$NAME': letters, digits, . _ - only (a folder name)" >&2; exit 2; }
 [ -f "$CANDIDATE/config.json" ] || { echo "no draft at '$CANDIDATE' (config.json missing)" >&2; exit 2; }
 PY=${PY:-python}
 OUT=results/experiments/$NAME/smollm2
