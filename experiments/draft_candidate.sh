@@ -26,16 +26,15 @@ esac
 PY=${PY:-python}
 OUT=results/experiments/$NAME/smollm2
 mkdir -p "$OUT"
+declare -A FOLDER=([shipped]=$SHIPPED [candidate]=$CANDIDATE)
 for who in shipped candidate; do
-  dir=$SHIPPED; [ $who = candidate ] && dir=$CANDIDATE
-  $PY -m svbench.train.eval --method $EVAL --pair smollm2 --draft "$dir" --data train_data/smollm2 \
+  $PY -m svbench.train.eval --method $EVAL --pair smollm2 --draft "${FOLDER[$who]}" --data train_data/smollm2 \
     --heldout-seqs ${HELDOUT_SEQS:-40} --starts-per-seq 6 --spec-bench ${SPEC_BENCH:-24} --out "$OUT/eval-$who.json"
 done
 COMMON="pair=smollm2 benchmark=spec_bench benchmark.limit=${LIMIT:-4} max_new_tokens=${TOKENS:-128} dtype=bfloat16 progress=false"
 $PY -m svbench method=ar $COMMON hydra.run.dir=$OUT/ar
 for who in shipped candidate; do
-  dir=$SHIPPED; [ $who = candidate ] && dir=$CANDIDATE
-  $PY -m svbench method=$RUN policy=svip $COMMON pair.$KEY.path="$dir" \
+  $PY -m svbench method=$RUN policy=svip $COMMON pair.$KEY.path="${FOLDER[$who]}" \
     "baseline_records=[$OUT/ar/records.jsonl]" hydra.run.dir=$OUT/$RUN-svip-$who
 done
 $PY -m svbench.analysis "$OUT" --out results/analysis/$NAME/smollm2

@@ -67,6 +67,13 @@ def row_argmax(logits: torch.Tensor) -> torch.Tensor:
     return block * B + inside
 
 
+def uniforms(shape, generator: torch.Generator | None, device) -> torch.Tensor:
+    """U[0, 1) draws of `shape` from `generator` (on its own device, so a CPU generator gives the same stream
+    whatever the model's device), moved to `device` (a no-op when they are the same)."""
+    source = generator.device if generator is not None else device
+    return torch.rand(shape, generator=generator, device=source).to(device)
+
+
 def sample_rows(probs: torch.Tensor, generator: torch.Generator | None = None, block: int = 256) -> torch.Tensor:
     """(n, V) non-negative weights (rows need not sum to 1) -> (n,) one draw per row, by inverse CDF in two
     levels: the first block of `block` tokens whose cumulative mass exceeds u ~ U[0, total), then the token
@@ -77,8 +84,7 @@ def sample_rows(probs: torch.Tensor, generator: torch.Generator | None = None, b
     blocks = torch.nn.functional.pad(probs.float(), (0, -vocab % block)).view(n, -1, block)  # (n, V/block, block)
     mass = blocks.sum(-1)                                       # (n, V/block)
     cum = mass.cumsum(-1)                                       # (n, V/block)
-    u = torch.rand(n, 1, generator=generator, device=generator.device if generator is not None else probs.device)
-    u = u.to(probs.device) * cum[:, -1:]                        # (n, 1) u ~ U[0, total)
+    u = uniforms((n, 1), generator, probs.device) * cum[:, -1:]  # (n, 1) u ~ U[0, total)
     last = (cum < cum[:, -1:]).sum(-1)                          # (n,) the last block with mass (guards rounding)
     b = torch.minimum((cum <= u).sum(-1), last)                 # (n,) first block with cum > u
     inner = blocks[rows, b].cumsum(-1)                          # (n, block)
@@ -139,8 +145,7 @@ def verify_sampling(tree: DraftTree, target_probs: torch.Tensor, generator=None)
         token = sample_rows(target_probs[:1], generator)  # (1,)
         return _result(tree, torch.zeros(1, dtype=torch.long, device=device), token)
     tokens, parents, depths = tree.arrays(device)  # (n,) each
-    u = torch.rand(n - 1, generator=generator, device=generator.device if generator is not None else device)
-    u = u.to(device)  # node i's uniform at u[i - 1] (a no-op when the generator lives on the model's device)
+    u = uniforms(n - 1, generator, device)  # (n-1,) node i's uniform at u[i - 1]
     p_x = target_probs[parents[1:], tokens[1:]]  # (n-1,) p_parent(i)(y_i)
     if tree.draft_probs is not None:
         assert tree.is_chain, "a sampled draft is a chain"
