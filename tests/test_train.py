@@ -115,6 +115,29 @@ def test_data_generation_shards_manifest_and_resume(tiny_data):
         train_data.run(data_args(tiny_data, max_new_tokens=5))
 
 
+def test_manifest_check_catches_changed_missing_and_unlisted_shards(tiny_data, tmp_path):
+    from svbench.errors import SvbenchError
+
+    folder = tmp_path / "copy"
+    shutil.copytree(tiny_data, folder)
+    result = subprocess.run([sys.executable, "-m", "svbench.train.data", "--out", str(folder), "--check"], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "3 shards match manifest.json; 12 rows" in result.stdout, result.stderr
+    shard = folder / "shard-00001.parquet"
+    good = shard.read_bytes()
+    for change, message in ((lambda: shard.write_bytes(good[:-1] + b"x"), "sha256 differs ['shard-00001.parquet']"),
+                            (shard.unlink, "missing ['shard-00001.parquet']"),
+                            (lambda: (folder / "shard-00009.parquet").write_bytes(good), "not listed ['shard-00009")):
+        change()
+        with pytest.raises(SvbenchError, match=__import__("re").escape(message)):
+            train_data.check_manifest(folder)
+        for f in folder.glob("shard-*.parquet"):
+            f.unlink()
+        for f in tiny_data.glob("shard-*.parquet"):
+            shutil.copy(f, folder / f.name)
+    train_data.check_manifest(folder)  # restored: passes again
+
+
 def test_batched_generation_with_refills_equals_ar():
     """generate_all (rows left-padded, finished rows dropped, live rows' K/V carried into refilled batches,
     prompts prefilled row by row or several per right-padded forward) gives each prompt the target's own
@@ -277,7 +300,7 @@ def test_glide_and_eagle_recipes_train_resume_export_and_load(tiny_data, tmp_pat
 
 @pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
-    (["-m", "svbench.train", "pair=tiny", "data=/nonexistent"], "have no manifest.json"),
+    (["-m", "svbench.train", "pair=tiny", "data=/nonexistent"], "has no manifest.json"),
     (["-m", "svbench.train", "pair=nope"], "pair='nope' is not one of"),
     (["-m", "svbench.train", "pair=tiny", "recipe=lora"], "recipe='lora' is not one of"),
     (["-m", "svbench.train.data", "--pair", "tiny", "--out", "{tmp}/d", "--temperatures", "hot"], "--temperatures 'hot'"),

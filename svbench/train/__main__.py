@@ -23,7 +23,7 @@ from tqdm import tqdm
 from svbench.config import group_config
 from svbench.errors import SvbenchError, report_user_errors
 from svbench.models import load_pair
-from svbench.train.data import read_shards
+from svbench.train.data import check_manifest, read_shards
 from svbench.train.recipes import RECIPES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -69,11 +69,8 @@ def train(cfg) -> None:
     pair_cfg = group_config("pair", cfg.pair)
     pair = load_pair(pair_cfg, "float32", "cpu", drafter_cls=None)
     folders = [Path(d) for d in ([cfg.data] if isinstance(cfg.data, str) else cfg.data)]
-    missing = [str(f) for f in folders if not (f / "manifest.json").is_file()]
-    if missing:
-        raise SvbenchError(f"data folder(s) {missing} have no manifest.json; regenerate with python -m svbench.train.data")
+    manifest_hash = "+".join(check_manifest(f)["hash"] for f in folders)
     rows = [r for folder in folders for r in read_shards(folder, split="train")]
-    manifest_hash = "+".join(json.loads((f / "manifest.json").read_text())["hash"] for f in folders)
     out = Path(cfg.out)
     state_path, step, elapsed = out / "state.pt", 0, 0.0  # elapsed: training wall seconds over all resumes
     state = torch.load(state_path, weights_only=False) if state_path.is_file() else None
@@ -148,7 +145,8 @@ def train(cfg) -> None:
         torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
         optimiser.step()
         step += 1
-        ema_loss = float(loss) if ema_loss is None else 0.98 * ema_loss + 0.02 * float(loss)
+        loss_value = loss.detach().item()
+        ema_loss = loss_value if ema_loss is None else 0.98 * ema_loss + 0.02 * loss_value
         ema_acc = acc if ema_acc is None else 0.98 * ema_acc + 0.02 * acc
         tokens += n_tokens
         bar.update(1)

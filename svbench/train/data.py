@@ -68,6 +68,24 @@ def read_shards(folder: Path, split: str | None = None) -> list[dict]:
     return rows
 
 
+def check_manifest(folder: Path) -> dict:
+    """The folder's manifest.json, after checking it against the files: every listed shard is present with
+    its sha256, and no shard is unlisted (a copied, truncated or half-committed folder fails with one line)."""
+    folder = Path(folder)
+    if not (folder / "manifest.json").is_file():
+        raise SvbenchError(f"{folder} has no manifest.json; regenerate with python -m svbench.train.data")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    listed = {s["file"]: s["sha256"] for s in manifest["shards"]}
+    on_disk = {f.name for f in folder.glob(SHARD_GLOB)}
+    missing, unlisted = sorted(set(listed) - on_disk), sorted(on_disk - set(listed))
+    changed = sorted(f for f in set(listed) & on_disk
+                     if hashlib.sha256((folder / f).read_bytes()).hexdigest() != listed[f])
+    if missing or unlisted or changed:
+        raise SvbenchError(f"{folder}: the shards do not match manifest.json (missing {missing}, not listed "
+                           f"{unlisted}, sha256 differs {changed})")
+    return manifest
+
+
 def write_shard(path: Path, rows: list[dict], vocab_size: int) -> None:
     """Atomically: tmp + rename, so a shard is either complete or absent. Token ids as uint16 when the
     vocabulary fits (SmolLM2: 49,152), else int32."""
@@ -227,7 +245,16 @@ def main(argv=None) -> None:
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None)
-    report_user_errors(run, ap.parse_args(argv))
+    ap.add_argument("--check", action="store_true",
+                    help="only check --out's shards against its manifest.json (sha256) and print its totals")
+    args = ap.parse_args(argv)
+    report_user_errors(print_check if args.check else run, args)
+
+
+def print_check(args) -> None:
+    shards = check_manifest(Path(args.out))["shards"]
+    print(f"{args.out}: {len(shards)} shards match manifest.json; {sum(s['rows'] for s in shards):,} rows "
+          f"({sum(s['heldout'] for s in shards):,} held out), {sum(s['answer_tokens'] for s in shards):,} answer tokens")
 
 
 def run(args) -> None:
