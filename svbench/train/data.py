@@ -68,6 +68,11 @@ def read_shards(folder: Path, split: str | None = None) -> list[dict]:
     return rows
 
 
+def shard_sha256(path: Path) -> str:
+    """The hex sha256 of a shard file, as manifest.json lists it."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def check_manifest(folder: Path) -> dict:
     """The folder's manifest.json, after checking it against the files: every listed shard is present with
     its sha256, and no shard is unlisted (a copied, truncated or half-committed folder fails with one line)."""
@@ -78,8 +83,7 @@ def check_manifest(folder: Path) -> dict:
     listed = {s["file"]: s["sha256"] for s in manifest["shards"]}
     on_disk = {f.name for f in folder.glob(SHARD_GLOB)}
     missing, unlisted = sorted(set(listed) - on_disk), sorted(on_disk - set(listed))
-    changed = sorted(f for f in set(listed) & on_disk
-                     if hashlib.sha256((folder / f).read_bytes()).hexdigest() != listed[f])
+    changed = sorted(f for f in set(listed) & on_disk if shard_sha256(folder / f) != listed[f])
     if missing or unlisted or changed:
         raise SvbenchError(f"{folder}: the shards do not match manifest.json (missing {missing}, not listed "
                            f"{unlisted}, sha256 differs {changed})")
@@ -325,7 +329,7 @@ def write_manifest(out: Path, settings: dict, num_prompts: int) -> None:
     shards = []
     for shard in sorted(out.glob(SHARD_GLOB)):
         table = pq.read_table(shard, columns=["split", "prompt_len", "ids"]).to_pydict()
-        shards.append({"file": shard.name, "sha256": hashlib.sha256(shard.read_bytes()).hexdigest(),
+        shards.append({"file": shard.name, "sha256": shard_sha256(shard),
                        "rows": len(table["split"]), "heldout": table["split"].count("heldout"),
                        "answer_tokens": sum(len(ids) - n for ids, n in zip(table["ids"], table["prompt_len"]))})
     manifest = {"settings": settings, "num_prompts": num_prompts, "shards": shards,
