@@ -3,7 +3,11 @@
 # it on held-out tau AND on Spec-Bench speed. This measures both, one after the other with nothing else running:
 #   1. svbench.train.eval on the same held-out and Spec-Bench starts for both drafts (tau(gamma), cost);
 #   2. AR once, then the shipped and the candidate draft under the same method + svip, both against that one
-#      AR run (baseline_records), on LIMIT questions per Spec-Bench category x TOKENS new tokens;
+#      AR run (baseline_records), on LIMIT questions per Spec-Bench category x TOKENS new tokens, in ABBA order:
+#      the first half of each category's questions shipped then candidate, the second half candidate then
+#      shipped (each run dir resumes where the half stopped), so a machine that drifts steadily while the runs
+#      go on shifts both drafts alike instead of the one that runs second (session 14: 9% more verify time per
+#      round in the second run for the same tree);
 #   3. svbench.analysis: comparisons.md holds the paired speedup / tau difference with its interval.
 # Usage: bash experiments/draft_candidate.sh KIND CANDIDATE_DIR NAME
 #   KIND: draft_lm (vanilla_sd + svip) | glide (glide_cape + svip) | eagle (eagle2_cpu + svip) | eagle3 (eagle3_cpu + svip)
@@ -22,6 +26,8 @@ case $KIND in  # eval method, pair entry, shipped folder, run method
   *) echo "unknown KIND '$KIND'; $usage" >&2; exit 2 ;;
 esac
 [[ "$NAME" =~ ^[A-Za-z0-9._-]+$ ]] || { echo "NAME '$NAME': letters, digits, . _ - only (a folder name)" >&2; exit 2; }
+LIMIT=${LIMIT:-4}
+[[ "$LIMIT" =~ ^[1-9][0-9]*$ ]] || { echo "LIMIT '$LIMIT': a positive integer (questions per Spec-Bench category)" >&2; exit 2; }
 [ -f "$CANDIDATE/config.json" ] || { echo "no draft at '$CANDIDATE' (config.json missing)" >&2; exit 2; }
 PY=${PY:-python}
 OUT=results/experiments/$NAME/smollm2
@@ -31,12 +37,16 @@ for who in shipped candidate; do
   $PY -m svbench.train.eval --method $EVAL --pair smollm2 --draft "${FOLDER[$who]}" --data train_data/smollm2 \
     --heldout-seqs ${HELDOUT_SEQS:-40} --starts-per-seq 6 --spec-bench ${SPEC_BENCH:-24} --out "$OUT/eval-$who.json"
 done
-COMMON="pair=smollm2 benchmark=spec_bench benchmark.limit=${LIMIT:-4} max_new_tokens=${TOKENS:-128} dtype=bfloat16 progress=false"
-$PY -m svbench method=ar $COMMON hydra.run.dir=$OUT/ar
-for who in shipped candidate; do
-  $PY -m svbench method=$RUN policy=svip $COMMON pair.$KEY.path="${FOLDER[$who]}" \
-    "baseline_records=[$OUT/ar/records.jsonl]" hydra.run.dir=$OUT/$RUN-svip-$who
-done
+COMMON="pair=smollm2 benchmark=spec_bench max_new_tokens=${TOKENS:-128} dtype=bfloat16 progress=false"
+$PY -m svbench method=ar $COMMON benchmark.limit=$LIMIT hydra.run.dir=$OUT/ar
+HALF=$(( LIMIT / 2 ))  # questions per category in the first half (0: LIMIT 1, plain order)
+run() {  # run WHO Q: the WHO draft on the first Q questions per category; its dir keeps what it has already
+  $PY -m svbench method=$RUN policy=svip $COMMON benchmark.limit=$2 pair.$KEY.path="${FOLDER[$1]}" \
+    "baseline_records=[$OUT/ar/records.jsonl]" hydra.run.dir=$OUT/$RUN-svip-$1
+}
+if [ $HALF -gt 0 ]; then run shipped $HALF; run candidate $HALF; fi
+run candidate $LIMIT
+run shipped $LIMIT
 $PY -m svbench.analysis "$OUT" --out results/analysis/$NAME/smollm2
 $PY - "$OUT" <<'EOF'
 import json, sys
