@@ -202,11 +202,13 @@ def test_train_export_load_and_eval(tiny_data, tmp_path):
                             timeout=300)
     assert second.returncode == 0, second.stderr
     assert "resumed from" in second.stderr and "at step 2" in second.stderr
+    assert "steps changed 2 -> 4 at step 2" in second.stderr  # the cosine is re-stretched: said, and recorded
     assert {p.name for p in export.iterdir()} >= {"config.json", "model.safetensors", "vocab_subset.json",
                                                    "train_meta.json"}
     meta = json.loads((export / "train_meta.json").read_text())
     subset = json.loads((export / "vocab_subset.json").read_text())
     assert meta["steps"] == 4 and meta["vocab_size"] == len(subset) <= 128  # tiny data has < 128 distinct tokens
+    assert meta["schedule"] == [{"from_step": 0, "steps": 2}, {"from_step": 2, "steps": 4}]
     pair = load_pair({"name": "t", "target": {"source": "tiny", "seed": 0, "vocab_size": 512, "hidden_size": 64,
                                                "num_layers": 3, "num_heads": 4, "num_kv_heads": 2},
                       "draft": {"source": "trained", "path": str(export)}}, drafter_cls=DraftModelDrafter)
@@ -453,4 +455,6 @@ def test_resumed_run_on_grown_data_keeps_its_drafting_vocabulary(tiny_data, tmp_
                                        heldout_seqs=2, spec_bench=0, starts_per_seq=2, full_vocab=False,
                                        dtype="float32", out=str(tmp_path / "eval.json"), seed=0))
     train_eval.write_card(export, results, "python -m svbench.train.eval ...")
-    assert f"earlier steps saw the data of manifest(s) {hashes[0]})" in (export / "README.md").read_text()
+    card = (export / "README.md").read_text()
+    assert f"earlier steps saw the data of manifest(s) {hashes[0]})" in card
+    assert "its cosine was re-stretched: 2 steps from step 0, 4 steps from step 2)" in card

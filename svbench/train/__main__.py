@@ -102,6 +102,14 @@ def train(cfg) -> None:
         print(f"resumed from {state_path} at step {step}", file=sys.stderr)
     else:
         random.seed(cfg.seed)
+    # the cosine's length over the run's history: [{"from_step", "steps"}], one entry per change of steps=
+    schedule = (state or {}).get("schedule") or ([{"from_step": 0, "steps": state["config"]["steps"]}] if state else [])
+    if not schedule or schedule[-1]["steps"] != cfg.steps:
+        if schedule:
+            before = lr_at(step, OmegaConf.merge(cfg, {"steps": schedule[-1]["steps"]}))
+            print(f"steps changed {schedule[-1]['steps']} -> {cfg.steps} at step {step}: the cosine is re-stretched, "
+                  f"lr {before:.3g} -> {lr_at(step, cfg):.3g}", file=sys.stderr)
+        schedule = [*schedule, {"from_step": step, "steps": cfg.steps}]
     autocast = cfg.autocast == "bfloat16"
     pad = pair.tokenizer.pad_token_id or 0
     coverage = None
@@ -120,7 +128,8 @@ def train(cfg) -> None:
         torch.save({"draft": trainable_state, "optimiser": optimiser.state_dict(), "step": step,
                     "elapsed_s": elapsed + time.perf_counter() - start,
                     "python_rng": random.getstate(), "torch_rng": torch.get_rng_state(),
-                    "config": OmegaConf.to_container(cfg), "vocab": vocab, "data_manifest_hashes": data_hashes}, tmp)
+                    "config": OmegaConf.to_container(cfg), "vocab": vocab, "data_manifest_hashes": data_hashes,
+                    "schedule": schedule}, tmp)
         tmp.replace(state_path)
 
     module.train()
@@ -156,7 +165,7 @@ def train(cfg) -> None:
     bar.close()
     meta = {"recipe": cfg.recipe, "steps": step, "command": " ".join(["python -m svbench.train", *sys.argv[1:]]),
             "config": OmegaConf.to_container(cfg), "data_manifest_hash": manifest_hash,
-            "data_manifest_hashes": data_hashes, "train_rows": len(rows), "train_answer_tokens": sum(len(r["ids"]) - r["prompt_len"]
+            "data_manifest_hashes": data_hashes, "schedule": schedule, "train_rows": len(rows), "train_answer_tokens": sum(len(r["ids"]) - r["prompt_len"]
                                                                                  for r in rows),
             "vocab_size": len(vocab) if vocab else pair.target.config.vocab_size, "vocab_coverage": coverage,
             "final_train_loss_ema": ema_loss, "final_train_top1_ema": ema_acc,

@@ -239,7 +239,10 @@ def write_card(folder: Path, results: dict, command: str) -> None:
         + (f" (a resumed run: earlier steps saw the data of manifest(s) {', '.join(meta['data_manifest_hashes'][:-1])})"
            if len(meta.get("data_manifest_hashes", [])) > 1 else ""),
         f"- steps {meta['steps']}, batch {cfg['batch_size']} sequences, lr {cfg['lr']} (cosine), seq_len "
-        f"{cfg['seq_len']}, seed {cfg['seed']}, bf16 autocast",
+        f"{cfg['seq_len']}, seed {cfg['seed']}, bf16 autocast"
+        + (" (a resumed run whose steps= changed, so its cosine was re-stretched: "
+           + ", ".join(f"{s['steps']} steps from step {s['from_step']}" for s in meta["schedule"]) + ")"
+           if len(meta.get("schedule", [])) > 1 else ""),
         f"- drafting vocabulary: {meta['vocab_size']} tokens (coverage of training answer tokens: "
         f"{meta['vocab_coverage']})",
         f"- final training loss (EMA) {meta['final_train_loss_ema']:.3f}, top-1 agreement (EMA) "
