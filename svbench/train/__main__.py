@@ -52,10 +52,12 @@ def make_batch(rows: list[dict], seq_len: int, pad: int):
     return ids, attention, answer
 
 
-def lr_at(step: int, cfg) -> float:
+def lr_at(step: int, cfg, steps: int | None = None) -> float:
+    """Linear warm-up, then cosine to 0 at `steps` (default cfg.steps)."""
+    steps = cfg.steps if steps is None else steps
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    progress = (step - cfg.warmup_steps) / max(1, steps - cfg.warmup_steps)
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))  # cosine to 0
 
 
@@ -103,12 +105,13 @@ def train(cfg) -> None:
     else:
         random.seed(cfg.seed)
     # the cosine's length over the run's history: [{"from_step", "steps"}], one entry per change of steps=
-    schedule = (state or {}).get("schedule") or ([{"from_step": 0, "steps": state["config"]["steps"]}] if state else [])
+    schedule = (state or {}).get("schedule") or []
+    if state is not None and not schedule:  # a state written before the history was kept
+        schedule = [{"from_step": 0, "steps": state["config"]["steps"]}]
+    if schedule and schedule[-1]["steps"] != cfg.steps:
+        print(f"steps changed {schedule[-1]['steps']} -> {cfg.steps} at step {step}: the cosine is re-stretched, "
+              f"lr {lr_at(step, cfg, schedule[-1]['steps']):.3g} -> {lr_at(step, cfg):.3g}", file=sys.stderr)
     if not schedule or schedule[-1]["steps"] != cfg.steps:
-        if schedule:
-            before = lr_at(step, OmegaConf.merge(cfg, {"steps": schedule[-1]["steps"]}))
-            print(f"steps changed {schedule[-1]['steps']} -> {cfg.steps} at step {step}: the cosine is re-stretched, "
-                  f"lr {before:.3g} -> {lr_at(step, cfg):.3g}", file=sys.stderr)
         schedule = [*schedule, {"from_step": step, "steps": cfg.steps}]
     autocast = cfg.autocast == "bfloat16"
     pad = pair.tokenizer.pad_token_id or 0
