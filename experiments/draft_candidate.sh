@@ -8,26 +8,33 @@
 #      shipped (each run dir resumes where the half stopped), so a machine that drifts steadily while the runs
 #      go on shifts both drafts alike instead of the one that runs second (session 14: 9% more verify time per
 #      round in the second run for the same tree);
-#   3. svbench.analysis: comparisons.md holds the paired speedup / tau difference with its interval.
+#   3. with FIXED=1, step 2 again for the issue's fixed-length goal configuration of the same draft (draft_lm:
+#      vanilla_sd, gamma 5; glide: glide, gamma 4; eagle: eagle2, the official 60-node tree; eagle3: eagle3, the
+#      same tree), also ABBA: svip on the CPU tree can hide a better draft (session 15: svip stops the 12-node
+#      tree after one level in ~95% of rounds, while the official tree resolved +0.12 tau);
+#   4. svbench.analysis: comparisons.md holds the paired speedup / tau difference with its interval; the
+#      shipped-vs-candidate rows are printed at the end.
 # Usage: bash experiments/draft_candidate.sh KIND CANDIDATE_DIR NAME
 #   KIND: draft_lm (vanilla_sd + svip) | glide (glide_cape + svip) | eagle (eagle2_cpu + svip) | eagle3 (eagle3_cpu + svip)
 #   writes results/experiments/NAME/smollm2/{ar,<method>-svip-shipped,<method>-svip-candidate,eval-*.json}
 #   and results/analysis/NAME/smollm2/. LIMIT (4), TOKENS (128), HELDOUT_SEQS (40),
-#   SPEC_BENCH (24 first turns), PY (python) from the environment.
+#   SPEC_BENCH (24 first turns), FIXED (0; 1 adds step 3), PY (python) from the environment.
 set -euo pipefail
 usage="usage: bash experiments/draft_candidate.sh draft_lm|glide|eagle|eagle3 CANDIDATE_DIR NAME"
 [ $# -eq 3 ] || { echo "$usage" >&2; exit 2; }
 KIND=$1 CANDIDATE=$2 NAME=$3
-case $KIND in  # eval method, pair entry, shipped folder, run method
-  draft_lm) EVAL=vanilla_sd KEY=draft  SHIPPED=drafts/smollm2-135m-draft-lm RUN=vanilla_sd ;;
-  glide)    EVAL=glide      KEY=glide  SHIPPED=drafts/smollm2-135m-glide    RUN=glide_cape ;;
-  eagle)    EVAL=eagle2     KEY=eagle  SHIPPED=drafts/smollm2-135m-eagle    RUN=eagle2_cpu ;;
-  eagle3)   EVAL=eagle3     KEY=eagle3 SHIPPED=drafts/smollm2-135m-eagle3   RUN=eagle3_cpu ;;
+case $KIND in  # eval method, pair entry, shipped folder, svip run method, fixed run method (policy.gamma: its default)
+  draft_lm) EVAL=vanilla_sd KEY=draft  SHIPPED=drafts/smollm2-135m-draft-lm RUN=vanilla_sd FIXED_RUN=vanilla_sd ;;
+  glide)    EVAL=glide      KEY=glide  SHIPPED=drafts/smollm2-135m-glide    RUN=glide_cape FIXED_RUN=glide ;;
+  eagle)    EVAL=eagle2     KEY=eagle  SHIPPED=drafts/smollm2-135m-eagle    RUN=eagle2_cpu FIXED_RUN=eagle2 ;;
+  eagle3)   EVAL=eagle3     KEY=eagle3 SHIPPED=drafts/smollm2-135m-eagle3   RUN=eagle3_cpu FIXED_RUN=eagle3 ;;
   *) echo "unknown KIND '$KIND'; $usage" >&2; exit 2 ;;
 esac
 [[ "$NAME" =~ ^[A-Za-z0-9._-]+$ ]] || { echo "NAME '$NAME': letters, digits, . _ - only (a folder name)" >&2; exit 2; }
 LIMIT=${LIMIT:-4}
 [[ "$LIMIT" =~ ^[1-9][0-9]*$ ]] || { echo "LIMIT '$LIMIT': a positive integer (questions per Spec-Bench category)" >&2; exit 2; }
+FIXED=${FIXED:-0}
+[[ "$FIXED" =~ ^[01]$ ]] || { echo "FIXED '$FIXED': 0 or 1 (1: also the fixed-length goal configuration)" >&2; exit 2; }
 [ -f "$CANDIDATE/config.json" ] || { echo "no draft at '$CANDIDATE' (config.json missing)" >&2; exit 2; }
 PY=${PY:-python}
 OUT=results/experiments/$NAME/smollm2
@@ -40,13 +47,17 @@ done
 COMMON="pair=smollm2 benchmark=spec_bench max_new_tokens=${TOKENS:-128} dtype=bfloat16 progress=false"
 $PY -m svbench method=ar $COMMON benchmark.limit=$LIMIT hydra.run.dir=$OUT/ar
 HALF=$(( LIMIT / 2 ))  # questions per category in the first half (0: LIMIT 1, plain order)
-run() {  # run WHO Q: the WHO draft on the first Q questions per category; its dir keeps what it has already
-  $PY -m svbench method=$RUN policy=svip $COMMON benchmark.limit=$2 pair.$KEY.path="${FOLDER[$1]}" \
-    "baseline_records=[$OUT/ar/records.jsonl]" hydra.run.dir=$OUT/$RUN-svip-$1
+run() {  # run WHO Q METHOD POLICY: the WHO draft on the first Q questions per category; its dir keeps what it has
+  $PY -m svbench method=$3 policy=$4 $COMMON benchmark.limit=$2 pair.$KEY.path="${FOLDER[$1]}" \
+    "baseline_records=[$OUT/ar/records.jsonl]" hydra.run.dir=$OUT/$3-$4-$1
 }
-if [ $HALF -gt 0 ]; then run shipped $HALF; run candidate $HALF; fi
-run candidate $LIMIT
-run shipped $LIMIT
+abba() {  # abba METHOD POLICY
+  if [ $HALF -gt 0 ]; then run shipped $HALF "$@"; run candidate $HALF "$@"; fi
+  run candidate $LIMIT "$@"
+  run shipped $LIMIT "$@"
+}
+abba $RUN svip
+[ "$FIXED" = 0 ] || abba $FIXED_RUN fixed
 $PY -m svbench.analysis "$OUT" --out results/analysis/$NAME/smollm2
 $PY - "$OUT" <<'EOF'
 import json, sys
@@ -56,5 +67,15 @@ for split in ("heldout", "spec_bench"):
         e = json.load(open(f"{out}/eval-{who}.json"))[split]
         print(f"{split:10s} {who:9s} starts {e['n_starts']:3d}  tau(1..8) " + " ".join(f"{t:.2f}" for t in e["tau"].values()))
 EOF
-CMP=results/analysis/$NAME/smollm2/comparisons.md
-if [ -f "$CMP" ]; then head -3 "$CMP"; else echo "no $CMP: the two runs have the same configuration (same draft folder?)"; fi
+$PY - "results/analysis/$NAME/smollm2/comparisons.md" <<'EOF'
+import os, sys
+cmp = sys.argv[1]
+if not os.path.exists(cmp):
+    sys.exit(f"no {cmp}: the runs have the same configuration (same draft folder?)")
+lines = open(cmp).read().splitlines()
+print("\n".join(lines[:2]))
+for line in lines[2:]:  # shipped vs candidate of one configuration: a and b differ only in the draft folder
+    cells = line.split(" | ")
+    if len(cells) > 2 and cells[1].split(" (")[0] == cells[2].split(" (")[0]:
+        print(line)
+EOF
