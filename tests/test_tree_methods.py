@@ -28,6 +28,7 @@ from svbench.models import layercut, tiny_llama
 from svbench.nets.eagle import head_from_target, load_head
 from svbench.nets.glide import glide_from_target, load_glide
 from svbench.train.__main__ import make_batch
+from svbench.train.eval import lengths_at, round_roots
 from svbench.train.recipes import Eagle3Recipe, EagleRecipe, GlideRecipe
 
 POLICIES = {
@@ -100,6 +101,25 @@ def test_greedy_equals_ar(target, nets, method, policy, seed):
     assert sd.ids == ar.ids
     assert sum(r.accepted + 1 for r in sd.rounds) == max_new
     assert all(r.accepted <= r.drafted for r in sd.rounds)
+
+
+@pytest.mark.parametrize("method", ["vanilla_sd", "eagle2", "eagle2_wide", "eagle3"])
+def test_eval_at_the_engine_round_roots_gives_its_accepted_lengths(target, nets, method):
+    """svbench.train.eval's drafting from each engine round's root (a fresh drafter, the target prefilled up to
+    the root) accepts what the engine accepted in that round, capped at the round's steps: the engine's
+    acceptance accounting and the eval's agree round by round (experiments/eval_vs_engine.py relies on it).
+    GliDe is left out: by default it keeps the draft's stale K/V of accepted tokens, which a prefill does not."""
+    make = (lambda: DraftModelDrafter(layercut(target, 2))) if method == "vanilla_sd" else \
+        (lambda: METHODS[method](nets))
+    prompt = prompt_for(5)
+    sd = generate(target, prompt, 40, make(), FixedPolicy(3))
+    roots = round_roots([(r.drafted, r.accepted, r.steps) for r in sd.rounds], len(prompt))
+    assert len(roots) == sum(1 for r in sd.rounds if r.drafted) > 1
+    lengths = lengths_at(make(), prompt + sd.ids, [t for t, _, _ in roots],
+                         None if method == "vanilla_sd" else target)
+    accepted = [a for _, _, a in roots]
+    assert [min(n, steps) for n, (_, steps, _) in zip(lengths, roots)] == accepted
+    assert 0 < sum(accepted) < sum(steps for _, steps, _ in roots)  # some drafts accepted, some rejected
 
 
 class ScriptedFallback(ArFallback):

@@ -66,14 +66,37 @@ def accepted_lengths(drafter, sequences: list[tuple[list[int], int]], starts_per
     lengths = []
     for ids, answer_start in tqdm(sequences, desc="drafting", unit="seq", file=sys.stderr, leave=False):
         positions = list(range(answer_start, len(ids) - GAMMA_MAX))
-        for t in sorted(rng.sample(positions, min(starts_per_seq, len(positions)))):
-            target = None if target_model is None else TargetRunner(target_model)
-            drafter.reset(target)  # before the prefill: EAGLE-3 sets which features the target hands over
-            if target is not None:
-                target.prefill(ids[:t])  # everything before the root ids[t]
-            tree = drafter.get_candidates(ids[: t + 1], FixedPolicy(GAMMA_MAX), GAMMA_MAX, Sampling())
-            lengths.append(matched_length(tree, ids[t + 1: t + 1 + GAMMA_MAX]))
+        lengths += lengths_at(drafter, ids, sorted(rng.sample(positions, min(starts_per_seq, len(positions)))),
+                              target_model)
     return lengths
+
+
+@torch.inference_mode()
+def lengths_at(drafter, ids: list[int], starts: list[int], target_model=None) -> list[int]:
+    """Greedy acceptance L of a GAMMA_MAX-level draft whose root is ids[t], for each t in starts: the longest
+    prefix of the draft (tree path) equal to ids[t+1:] (up to GAMMA_MAX tokens)."""
+    lengths = []
+    for t in starts:
+        target = None if target_model is None else TargetRunner(target_model)
+        drafter.reset(target)  # before the prefill: EAGLE-3 sets which features the target hands over
+        if target is not None:
+            target.prefill(ids[:t])  # everything before the root ids[t]
+        tree = drafter.get_candidates(ids[: t + 1], FixedPolicy(GAMMA_MAX), GAMMA_MAX, Sampling())
+        lengths.append(matched_length(tree, ids[t + 1: t + 1 + GAMMA_MAX]))
+    return lengths
+
+
+def round_roots(rounds: list[tuple[int, int, int]], prompt_len: int) -> list[tuple[int, int, int]]:
+    """An engine run's drafting rounds as (root index in prompt + new ids, steps, accepted), from its rounds'
+    (drafted, accepted, steps) in order. A round emits accepted + 1 tokens; one that drafted nothing (the
+    prefill's; a target-only round) emits 1 and has no root here. Feeding the roots to lengths_at re-measures
+    the engine's acceptance (experiments/eval_vs_engine.py)."""
+    emitted, out = 0, []
+    for drafted, accepted, steps in rounds:
+        if drafted:
+            out.append((prompt_len + emitted - 1, steps, accepted))  # the root: the last token emitted so far
+        emitted += accepted + 1
+    return out
 
 
 def acceptance_stats(lengths: list[int]) -> dict:
