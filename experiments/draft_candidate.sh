@@ -17,6 +17,7 @@
 # Usage: bash experiments/draft_candidate.sh KIND CANDIDATE_DIR NAME
 #   KIND: draft_lm (vanilla_sd + svip) | glide (glide_cape + svip) | eagle (eagle2_cpu + svip) | eagle3 (eagle3_cpu + svip)
 #   writes results/experiments/NAME/smollm2/{ar,<method>-svip-shipped,<method>-svip-candidate,eval-*.json}
+#   (with FIXED=1 also <fixed method>-fixed-shipped, <fixed method>-fixed-candidate)
 #   and results/analysis/NAME/smollm2/. LIMIT (4), TOKENS (128), HELDOUT_SEQS (40),
 #   SPEC_BENCH (24 first turns), FIXED (0; 1 adds step 3), PY (python) from the environment.
 set -euo pipefail
