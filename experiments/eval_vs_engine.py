@@ -1,8 +1,9 @@
 """The eval's tau (svbench.train.eval, the model cards) against the engine's tau on the engine's own text.
 
-The eval drafts from start positions drawn uniformly in each answer, the same number per answer, and averages
-over the starts (up to the same number per answer: a start needs 8 reference tokens after it). The engine drafts from wherever its last round ended, and its tau is tokens / rounds, so hard
-text (more rounds per token) and long answers weigh more. On one greedy `policy=fixed` engine run (first
+The eval drafts from start positions drawn uniformly in each answer (up to the same number per answer: a start
+needs 8 reference tokens after it) and averages over the starts. The engine drafts from wherever its last round
+ended, and its tau is tokens / rounds, so hard text (more rounds per token) and long answers weigh more.
+On one greedy `policy=fixed` engine run (first
 turns) this measures:
 
   engine            tau of the run's rounds, as recorded;
