@@ -3,8 +3,7 @@
 The eval drafts from start positions drawn uniformly in each answer (up to the same number per answer: a start
 needs 8 reference tokens after it) and averages over the starts. The engine drafts from wherever its last round
 ended, and its tau is tokens / rounds, so hard text (more rounds per token) and long answers weigh more.
-On one greedy `policy=fixed` engine run (first
-turns) this measures:
+On one greedy `policy=fixed` engine run (first turns) this measures:
 
   engine            tau of the run's rounds, as recorded;
   eval @ rounds     the eval's drafting (lengths_at) from each recorded round's root, capped at that round's
