@@ -36,6 +36,7 @@ from svbench.config import build_drafter, group_config  # noqa: E402
 from svbench.decoding.drafters import drafter_class  # noqa: E402
 from svbench.errors import SvbenchError, report_user_errors  # noqa: E402
 from svbench.models import load_pair  # noqa: E402
+from svbench.results import read_records  # noqa: E402
 from svbench.train.eval import GAMMA_MAX, lengths_at, round_roots  # noqa: E402
 
 
@@ -50,7 +51,7 @@ def main(args) -> dict:
         raise SvbenchError(f"{run}: policy={cfg['policy']['name']}, temperature={cfg['temperature']}, "
                            f"prompt_template={cfg['prompt_template']}; this compares a greedy policy=fixed chat run")
     first, count = [], {}
-    for r in map(json.loads, open(run / "records.jsonl")):  # the first --per-category first turns of each category
+    for r in read_records(run / "records.jsonl"):  # the first --per-category first turns of each category
         if r["turn"] == 0 and r["run"] == 0 and count.get(r["category"], 0) < args.per_category:
             first.append(r)
             count[r["category"]] = count.get(r["category"], 0) + 1
