@@ -115,6 +115,39 @@ def test_data_generation_shards_manifest_and_resume(tiny_data):
         train_data.run(data_args(tiny_data, max_new_tokens=5))
 
 
+def test_a_larger_num_prompts_grows_the_folder_to_what_one_run_gives(tiny_data, tmp_path):
+    """6 prompts in shards of 4 leave shard 1 short (2 prompts); a run with 12 regenerates it and adds shard 2, and
+    the folder is byte for byte the one a single 12-prompt run wrote."""
+    grown = tmp_path / "grown"
+    train_data.run(data_args(grown, num_prompts=6))
+    assert json.loads((grown / "manifest.json").read_text())["num_prompts"] == 6
+    train_data.run(data_args(grown, num_prompts=12))
+    for k in range(3):
+        name = f"shard-{k:05d}.parquet"
+        assert (grown / name).read_bytes() == (tiny_data / name).read_bytes(), name
+    assert json.loads((grown / "manifest.json").read_text())["num_prompts"] == 12
+    train_data.run(data_args(grown, num_prompts=4))  # a smaller N keeps what the folder has
+    assert json.loads((grown / "manifest.json").read_text())["num_prompts"] == 12
+    (grown / "manifest.json").write_text("{")
+    from svbench.errors import SvbenchError
+    with pytest.raises(SvbenchError, match="manifest.json is damaged"):
+        train_data.run(data_args(grown))
+
+
+def test_the_makefile_data_commands_resume_the_committed_folders():
+    """`make drafts` re-runs the data commands on the committed folders: their settings must match the manifests
+    (a new CLI flag that leaked into the settings once made every resume fail with "other settings")."""
+    import shlex
+
+    commands = [line.split("svbench.train.data", 1)[1] for line in (REPO / "Makefile").read_text().splitlines()
+                if "-m svbench.train.data " in line]
+    assert len(commands) == 2
+    for command in commands:
+        args = train_data.parser().parse_args(shlex.split(command.replace("$(DATA_ARGS)", "")))
+        manifest = json.loads((REPO / args.out / "manifest.json").read_text())
+        assert train_data.data_settings(args) == manifest["settings"], args.out
+
+
 def test_manifest_check_catches_changed_missing_and_unlisted_shards(tiny_data, tmp_path):
     from svbench.errors import SvbenchError
 
@@ -209,6 +242,18 @@ def test_train_export_load_and_eval(tiny_data, tmp_path):
     subset = json.loads((export / "vocab_subset.json").read_text())
     assert meta["steps"] == 4 and meta["vocab_size"] == len(subset) <= 128  # tiny data has < 128 distinct tokens
     assert meta["schedule"] == [{"from_step": 0, "steps": 2}, {"from_step": 2, "steps": 4}]
+    assert meta["final_train_loss_ema"] is not None and meta["final_train_top1_ema"] is not None
+    # re-running the finished run re-exports it with the same metadata: the EMAs come from state.pt, not null
+    again = subprocess.run(cmd + ["steps=4", f"export={export}"], cwd=REPO, capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 0, again.stderr
+    meta_again = json.loads((export / "train_meta.json").read_text())
+    assert {k: meta_again[k] for k in ("steps", "final_train_loss_ema", "final_train_top1_ema", "schedule")} == \
+        {k: meta[k] for k in ("steps", "final_train_loss_ema", "final_train_top1_ema", "schedule")}
+    for change, message in ((["steps=3"], "is at step 4, past steps=3"),  # never export a 4-step draft as 3 steps
+                            (["steps=6", "num_layers=2", "init_layers=[0,1]"], "other model settings")):
+        bad = subprocess.run([*cmd, *change], cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
     pair = load_pair({"name": "t", "target": {"source": "tiny", "seed": 0, "vocab_size": 512, "hidden_size": 64,
                                                "num_layers": 3, "num_heads": 4, "num_kv_heads": 2},
                       "draft": {"source": "trained", "path": str(export)}}, drafter_cls=DraftModelDrafter)
@@ -226,6 +271,20 @@ def test_train_export_load_and_eval(tiny_data, tmp_path):
     assert "tau at gamma" in card and meta["data_manifest_hash"] in card
     assert meta["command"].startswith("python -m svbench.train pair=tiny") and "steps=4" in meta["command"]
     assert f"made by: `{meta['command']}`" in card and "soft cross-entropy" in card  # soft_labels: the default
+    assert "## Held-out evaluation (greedy, float32, CPU)" in card and "bfloat16 autocast" in card
+    # a re-evaluated draft keeps its card's hand-written sections; a new export of the run drops the old card
+    (export / "README.md").write_text(card + "\n## Why it ships\n\nbecause.\n")
+    train_eval.write_card(export, results, "python -m svbench.train.eval ...")
+    assert (export / "README.md").read_text().endswith("## Why it ships\n\nbecause.") and \
+        (export / "README.md").read_text().count("## Training") == 1
+    from svbench.errors import SvbenchError
+    bad = dict(pair="tiny", draft=str(export), layercut=None, data=str(tiny_data), heldout_seqs=10, spec_bench=0,
+               starts_per_seq=2, full_vocab=False, dtype="float32", out=None, seed=0)
+    for change, message in (({"starts_per_seq": 0}, "must be >= 1"), ({"layercut": 1}, "not both"),
+                            ({"write_card": True, "full_vocab": True}, "not with --full-vocab"),
+                            ({"write_card": True, "draft": str(tmp_path)}, "has no train_meta.json")):
+        with pytest.raises(SvbenchError, match=message):
+            train_eval.run(Namespace(**{**bad, **change}))
 
 
 def check_eval_results(results, data, heldout_seqs, starts_per_seq):

@@ -4,6 +4,10 @@ Resumable: the state (trainable weights, optimiser, step, RNG, drafting vocabula
 ${out}/state.pt every save_every steps and at the end; re-running the same command continues from it. A run
 may continue on grown data (more shards) or for more steps (the cosine schedule is stretched to the new
 steps=): it keeps its drafting vocabulary, and train_meta.json lists every data manifest it trained on.
+A resumed run must keep the module's settings (MODEL_KEYS) and may not ask for fewer steps than it has
+done; re-running a finished run re-exports it with its own train_meta.json. Exporting into a folder
+deletes the previous draft's eval.json, README.md and vocab_subset.json first (svbench.train.eval remakes
+the card).
 """
 from __future__ import annotations
 
@@ -27,6 +31,8 @@ from svbench.train.data import check_manifest, read_shards
 from svbench.train.recipes import RECIPES
 
 REPO = Path(__file__).resolve().parents[2]
+# settings that decide the trained module's shape or starting point: a resumed run must keep them
+MODEL_KEYS = ("pair", "num_layers", "init_layers", "init_layer", "init_from", "train_only_cross_attention")
 
 
 def top_tokens(rows: list[dict], n: int, always: tuple[int, ...]) -> list[int]:
@@ -65,6 +71,11 @@ def train(cfg) -> None:
     """The loop shared by every recipe (svbench/train/recipes.py)."""
     if cfg.recipe not in RECIPES:
         raise SvbenchError(f"recipe={cfg.recipe!r} is not one of {sorted(RECIPES)}")
+    for key in ("steps", "batch_size", "save_every", "seq_len"):
+        if not isinstance(cfg[key], int) or cfg[key] < 1:
+            raise SvbenchError(f"{key}={cfg[key]!r}: expected an integer >= 1")
+    if cfg.autocast not in ("bfloat16", "float32"):
+        raise SvbenchError(f"autocast={cfg.autocast!r}: expected bfloat16 or float32")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -79,13 +90,23 @@ def train(cfg) -> None:
     if state is not None and state.get("config", {}).get("recipe", cfg.recipe) != cfg.recipe:
         raise SvbenchError(f"{state_path} was written by recipe {state['config']['recipe']!r}, not {cfg.recipe!r}; "
                            f"use another out=")
+    if state is not None:
+        if state["step"] > cfg.steps:
+            raise SvbenchError(f"{state_path} is at step {state['step']}, past steps={cfg.steps}; use steps>="
+                               f"{state['step']} or another out=")
+        saved, given = state["config"], OmegaConf.to_container(cfg)
+        changed = {k: (saved[k], given[k]) for k in MODEL_KEYS if k in saved and k in given and saved[k] != given[k]}
+        if changed:
+            raise SvbenchError(f"{state_path} was trained with other model settings (saved, given): {changed}; "
+                               f"use another out=")
+    finished = state is not None and state["step"] == cfg.steps and (out / "train_meta.json").is_file()
     data_hashes = (state or {}).get("data_manifest_hashes", [])
-    if manifest_hash not in data_hashes:
+    if manifest_hash not in data_hashes and not finished:
         if data_hashes:
             print(f"the data changed since {state_path} was written ({data_hashes[-1]} -> {manifest_hash}): "
                   f"training continues on the new data", file=sys.stderr)
         data_hashes = [*data_hashes, manifest_hash]
-    if state is not None and state.get("vocab") is not None:
+    if state is not None and "vocab" in state:  # None: a full-vocabulary run stays one
         vocab = state["vocab"]  # a resumed run keeps the drafting vocabulary its head was trained over
     else:
         vocab = top_tokens(rows, cfg.reduced_vocab, pair.eos_token_ids) if cfg.reduced_vocab else None
@@ -132,12 +153,14 @@ def train(cfg) -> None:
                     "elapsed_s": elapsed + time.perf_counter() - start,
                     "python_rng": random.getstate(), "torch_rng": torch.get_rng_state(),
                     "config": OmegaConf.to_container(cfg), "vocab": vocab, "data_manifest_hashes": data_hashes,
-                    "schedule": schedule}, tmp)
+                    "schedule": schedule, "ema": (ema_loss, ema_acc)}, tmp)
         tmp.replace(state_path)
 
     module.train()
     bar = tqdm(total=cfg.steps, initial=step, desc=f"train {cfg.recipe}", unit="step", file=sys.stderr)
-    tokens, start, ema_loss, ema_acc = 0, time.perf_counter(), None, None
+    # the EMAs go into state.pt, so a resumed (or re-run finished) run reports the same final EMAs as an uninterrupted one
+    ema_loss, ema_acc = (state or {}).get("ema", (None, None))
+    tokens, start = 0, time.perf_counter()
     indices, empty_batches = list(range(len(rows))), 0
     while step < cfg.steps:
         batch = random.sample(indices, min(cfg.batch_size, len(indices)))
@@ -166,16 +189,23 @@ def train(cfg) -> None:
         if step % cfg.save_every == 0 or step == cfg.steps:
             save()
     bar.close()
-    meta = {"recipe": cfg.recipe, "steps": step, "command": " ".join(["python -m svbench.train", *sys.argv[1:]]),
-            "config": OmegaConf.to_container(cfg), "data_manifest_hash": manifest_hash,
-            "data_manifest_hashes": data_hashes, "schedule": schedule, "train_rows": len(rows), "train_answer_tokens": sum(len(r["ids"]) - r["prompt_len"]
-                                                                                 for r in rows),
-            "vocab_size": len(vocab) if vocab else pair.target.config.vocab_size, "vocab_coverage": coverage,
-            "final_train_loss_ema": ema_loss, "final_train_top1_ema": ema_acc,
-            "wall_hours": round((elapsed + time.perf_counter() - start) / 3600, 2), "threads": torch.get_num_threads()}
-    (out / "train_meta.json").write_text(json.dumps(meta, indent=2))
+    if finished:  # a re-run of a finished run trains nothing: it re-exports with the run's own metadata
+        meta = json.loads((out / "train_meta.json").read_text())
+        print(f"{state_path} is finished (step {step}): re-exporting it with {out / 'train_meta.json'}", file=sys.stderr)
+    else:
+        meta = {"recipe": cfg.recipe, "steps": step, "command": " ".join(["python -m svbench.train", *sys.argv[1:]]),
+                "config": OmegaConf.to_container(cfg), "data_manifest_hash": manifest_hash,
+                "data_manifest_hashes": data_hashes, "schedule": schedule, "train_rows": len(rows),
+                "train_answer_tokens": sum(len(r["ids"]) - r["prompt_len"] for r in rows),
+                "vocab_size": len(vocab) if vocab else pair.target.config.vocab_size, "vocab_coverage": coverage,
+                "final_train_loss_ema": ema_loss, "final_train_top1_ema": ema_acc,
+                "wall_hours": round((elapsed + time.perf_counter() - start) / 3600, 2),
+                "threads": torch.get_num_threads()}
+        (out / "train_meta.json").write_text(json.dumps(meta, indent=2))
     if cfg.export:
         export = Path(cfg.export)
+        for stale in ("vocab_subset.json", "eval.json", "README.md"):  # the previous draft's, if any: the card and
+            (export / stale).unlink(missing_ok=True)                  # eval are remade by svbench.train.eval
         recipe.export(export)
         (export / "train_meta.json").write_text(json.dumps(meta, indent=2))
         print(f"draft written to {export}", file=sys.stderr)

@@ -73,13 +73,34 @@ def shard_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+# the arguments that decide what a data folder holds: a resumed or grown run must match them (not --num-prompts:
+# a larger one grows the folder; not the speed knobs --batch-size, --max-batch-tokens, --prefill-group, --threads)
+DATA_SETTINGS = ("pair", "prompts_dir", "fixed", "shard_size", "max_new_tokens", "max_prompt_tokens", "temperatures",
+                 "heldout_permille", "dtype", "seed")
+
+
+def data_settings(args) -> dict:
+    return {k: getattr(args, k) for k in DATA_SETTINGS}
+
+
+def read_manifest(folder: Path) -> dict:
+    """manifest.json as written by write_manifest; a damaged one fails with one line."""
+    try:
+        manifest = json.loads((Path(folder) / "manifest.json").read_text())
+        manifest["settings"], manifest["num_prompts"], manifest["shards"]  # noqa: B018 (the keys every reader needs)
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise SvbenchError(f"{folder}/manifest.json is damaged ({type(e).__name__}: {e}); regenerate it with "
+                           f"python -m svbench.train.data") from None
+    return manifest
+
+
 def check_manifest(folder: Path) -> dict:
     """The folder's manifest.json, after checking it against the files: every listed shard is present with
     its sha256, and no shard is unlisted (a copied, truncated or half-committed folder fails with one line)."""
     folder = Path(folder)
     if not (folder / "manifest.json").is_file():
         raise SvbenchError(f"{folder} has no manifest.json; regenerate with python -m svbench.train.data")
-    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest = read_manifest(folder)
     listed = {s["file"]: s["sha256"] for s in manifest["shards"]}
     on_disk = {f.name for f in folder.glob(SHARD_GLOB)}
     missing, unlisted = sorted(set(listed) - on_disk), sorted(on_disk - set(listed))
@@ -230,7 +251,7 @@ def generate_all(model, prompts: list[list[int]], max_new_tokens: int, temperatu
     return answers
 
 
-def main(argv=None) -> None:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description="Generate distillation data with the target model.")
     ap.add_argument("--out", required=True, help="output folder (Parquet shards + manifest.json)")
     ap.add_argument("--pair", default="smollm2_layercut", help="conf/pair/<name>.yaml; only its target is used")
@@ -251,7 +272,11 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--check", action="store_true",
                     help="only check --out's shards against its manifest.json (sha256) and print its totals")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> None:
+    args = parser().parse_args(argv)
     report_user_errors(print_check if args.check else run, args)
 
 
@@ -281,17 +306,21 @@ def run(args) -> None:
         items = items[: args.num_prompts]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    settings = {k: v for k, v in vars(args).items() if k not in ("out", "threads", "num_prompts", "batch_size",
-                                                               "max_batch_tokens", "prefill_group")}
-    manifest_path = out / "manifest.json"
+    settings = data_settings(args)
+    manifest_path, old_num_prompts = out / "manifest.json", None
     if manifest_path.is_file():
-        old = json.loads(manifest_path.read_text())
+        old = read_manifest(out)
         if old["settings"] != settings:
             raise SvbenchError(f"{out} was generated with other settings {old['settings']}; use another --out")
+        old_num_prompts = old["num_prompts"]
     pair = load_pair(group_config("pair", args.pair), args.dtype, "cpu", drafter_cls=None)
     tok, eos = pair.tokenizer, pair.eos_token_ids
     num_shards = (len(items) + args.shard_size - 1) // args.shard_size
-    todo = [k for k in range(num_shards) if not (out / f"shard-{k:05d}.parquet").is_file()]
+    # a run with a larger --num-prompts regenerates the earlier run's short last shard (it holds fewer prompts)
+    short = old_num_prompts // args.shard_size if old_num_prompts and old_num_prompts % args.shard_size \
+        and len(items) > old_num_prompts else None
+    todo = [k for k in range(num_shards) if k == short or not (out / f"shard-{k:05d}.parquet").is_file()]
+    num_prompts = max(len(items), old_num_prompts or 0)  # the prompts the folder's shards cover (a smaller N keeps them)
     bar = tqdm(total=sum(len(items[k * args.shard_size:(k + 1) * args.shard_size]) for k in todo), unit="prompt",
                desc="tokenising" if fixed else "generating", file=sys.stderr)
     tokens, start = 0, time.perf_counter()
@@ -318,9 +347,10 @@ def run(args) -> None:
         bar.set_postfix(tok_s=f"{tokens / (time.perf_counter() - start):.0f}")
         bar.update(len(chunk) - len(encoded))
         write_shard(out / f"shard-{k:05d}.parquet", sorted(rows, key=lambda r: r["i"]), pair.target.config.vocab_size)
-        write_manifest(out, settings, len(items))
+        # until the short shard is regenerated, the folder still covers only the earlier run's prompts
+        write_manifest(out, settings, old_num_prompts if short is not None and k < short else num_prompts)
     bar.close()
-    write_manifest(out, settings, len(items))
+    write_manifest(out, settings, num_prompts)
 
 
 def write_manifest(out: Path, settings: dict, num_prompts: int) -> None:

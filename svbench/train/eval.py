@@ -104,6 +104,8 @@ def acceptance_stats(lengths: list[int]) -> dict:
     for i in range(GAMMA_MAX):  # P(position i+1 accepted | positions 1..i accepted)
         reached = sum(1 for n in lengths if n >= i)
         per_position.append(sum(1 for n in lengths if n >= i + 1) / reached if reached else None)
+    if not lengths:
+        raise SvbenchError(f"no draft starts: every answer is shorter than {GAMMA_MAX + 1} tokens")
     tau = {g: 1 + statistics.fmean(min(n, g) for n in lengths) for g in range(1, GAMMA_MAX + 1)}
     return {"n_starts": len(lengths), "per_position_acceptance": per_position, "tau": tau}
 
@@ -155,7 +157,8 @@ def main(argv=None) -> None:
     ap.add_argument("--layercut", type=int, default=None, help="evaluate a layer-cut draft instead")
     ap.add_argument("--data", nargs="+", default=["train_data/smollm2"], help="generated data folder(s) with a held-out split")
     ap.add_argument("--heldout-seqs", type=int, default=60)
-    ap.add_argument("--spec-bench", type=int, default=0, help="also N Spec-Bench first turns")
+    ap.add_argument("--spec-bench", type=int, default=0,
+                    help="also Spec-Bench first turns: N // 6 questions per category (at least 1 each when N > 0)")
     ap.add_argument("--starts-per-seq", type=int, default=8)
     ap.add_argument("--full-vocab", action="store_true", help="ignore the draft's reduced vocabulary")
     ap.add_argument("--dtype", default="bfloat16")
@@ -166,6 +169,15 @@ def main(argv=None) -> None:
 
 
 def run(args) -> dict:
+    if args.heldout_seqs < 1 or args.starts_per_seq < 1 or args.spec_bench < 0:
+        raise SvbenchError("--heldout-seqs and --starts-per-seq must be >= 1, --spec-bench >= 0")
+    if args.draft and args.layercut:
+        raise SvbenchError("give --draft or --layercut, not both (the results would be written to the draft's folder)")
+    if getattr(args, "write_card", False):  # checked before the long eval, not after it
+        if not args.draft or args.full_vocab:
+            raise SvbenchError("--write-card needs --draft and describes the draft as shipped (not with --full-vocab)")
+        if not (Path(args.draft) / "train_meta.json").is_file():
+            raise SvbenchError(f"--write-card: {args.draft} has no train_meta.json (written by python -m svbench.train)")
     pair_cfg = group_config("pair", args.pair)
     method = getattr(args, "method", "vanilla_sd")
     drafter_cls = drafter_class(group_config("method", method))
@@ -207,10 +219,11 @@ def run(args) -> dict:
     results["cost"] = {"target_forward_ms": target_ms, "draft_forward_ms": draft_ms, "ratio": draft_ms / target_ms,
                        "threads": torch.get_num_threads()}
     out = Path(args.out) if args.out else (Path(args.draft) / "eval.json" if args.draft else None)
-    if out:
-        out.write_text(json.dumps(results, indent=2))
+    if out:  # written whole, then renamed: a killed eval leaves no torn JSON for a resuming script to keep
+        out.with_suffix(".tmp").write_text(json.dumps(results, indent=2))
+        out.with_suffix(".tmp").replace(out)
     print(json.dumps(results, indent=2))
-    if getattr(args, "write_card", False) and args.draft:
+    if getattr(args, "write_card", False):
         write_card(Path(args.draft), results, " ".join(["python -m svbench.train.eval"] + sys.argv[1:]))
     return results
 
@@ -262,18 +275,19 @@ def write_card(folder: Path, results: dict, command: str) -> None:
         + (f" (a resumed run: earlier steps saw the data of manifest(s) {', '.join(meta['data_manifest_hashes'][:-1])})"
            if len(meta.get("data_manifest_hashes", [])) > 1 else ""),
         f"- steps {meta['steps']}, batch {cfg['batch_size']} sequences, lr {cfg['lr']} (cosine), seq_len "
-        f"{cfg['seq_len']}, seed {cfg['seed']}, bf16 autocast"
+        f"{cfg['seq_len']}, seed {cfg['seed']}, {cfg.get('autocast', 'bfloat16')} autocast"
         + (" (a resumed run whose steps= changed, so its cosine was re-stretched: "
            + ", ".join(f"{s['steps']} steps from step {s['from_step']}" for s in meta["schedule"]) + ")"
            if len(meta.get("schedule", [])) > 1 else ""),
         f"- drafting vocabulary: {meta['vocab_size']} tokens (coverage of training answer tokens: "
         f"{meta['vocab_coverage']})",
-        f"- final training loss (EMA) {meta['final_train_loss_ema']:.3f}, top-1 agreement (EMA) "
-        f"{meta['final_train_top1_ema']:.3f}",
+        (f"- final training loss (EMA) {meta['final_train_loss_ema']:.3f}, top-1 agreement (EMA) "
+         f"{meta['final_train_top1_ema']:.3f}" if meta.get("final_train_loss_ema") is not None
+         else "- final training EMAs: not recorded (exported by a re-run of a finished run whose state.pt predates them)"),
         f"- training time: {meta.get('wall_hours', 'not recorded')} h wall on {meta.get('threads', '?')} threads "
         f"(CPU-hours = wall x threads at most)",
         f"- made by: `{meta.get('command', 'not recorded')}`", "",
-        "## Held-out evaluation (greedy, bf16, CPU)", "", f"Command: `{command}`", "",
+        f"## Held-out evaluation (greedy, {results.get('dtype', 'bfloat16')}, CPU)", "", f"Command: `{command}`", "",
         *(["For the EAGLE-2 tree (top_k 10, depth 5, 60 nodes) L is the longest matching root path; tau(gamma) caps "
            "it at gamma levels.", ""] if recipe in ("eagle", "eagle3") else []),
         "| set | starts | tau at gamma = 1 .. 8 | per-position acceptance (1..8) |", "|---|---|---|---|",
@@ -285,7 +299,19 @@ def write_card(folder: Path, results: dict, command: str) -> None:
     lines += ["", f"Cost: one drafting step {cost['draft_forward_ms']:.2f} ms vs one target forward "
               f"{cost['target_forward_ms']:.2f} ms (1 token, ~200 cached, {cost['threads']} threads): ratio "
               f"{cost['ratio']:.3f}.", ""]
-    (folder / "README.md").write_text("\n".join(lines))
+    (folder / "README.md").write_text("\n".join(lines + hand_written_sections(folder / "README.md")))
+
+
+def hand_written_sections(card: Path) -> list[str]:
+    """The sections of an existing card that write_card does not make (e.g. "## Why it ships"), from the first
+    such heading on: a re-evaluated draft keeps them (a new export deletes the old card, svbench.train)."""
+    if not card.is_file():
+        return []
+    lines = card.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("## ") and not line.startswith(("## Training", "## Held-out evaluation")):
+            return lines[i:]
+    return []
 
 
 if __name__ == "__main__":
