@@ -13,9 +13,10 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from svbench.draft_folder import write_draft_folder
 from svbench.errors import SvbenchError
 
 SHARED_WITH_TARGET = ("model.embed_tokens.weight", "lm_head.weight")
@@ -45,17 +46,10 @@ def attach_target_embeddings(draft, target) -> None:
         draft.lm_head.weight = torch.nn.Parameter(target.lm_head.weight.detach().clone(), requires_grad=False)
 
 
-def save_draft(draft, folder: Path, vocab_subset: list[int] | None = None, card: str | None = None) -> None:
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    draft.config.to_json_file(folder / "config.json")
-    state = {k: v.detach().to(torch.bfloat16).contiguous() for k, v in draft.state_dict().items()
-             if k not in SHARED_WITH_TARGET}
-    save_file(state, folder / "model.safetensors", metadata={"format": "svbench-draft-lm"})
-    if vocab_subset is not None:
-        (folder / "vocab_subset.json").write_text(json.dumps(vocab_subset))
-    if card:
-        (folder / "README.md").write_text(card)
+def save_draft(draft, folder: Path, vocab_subset: list[int] | None = None) -> None:
+    """The LlamaConfig's non-default keys, the weights not shared with the target: svbench.draft_folder."""
+    state = {k: v for k, v in draft.state_dict().items() if k not in SHARED_WITH_TARGET}
+    write_draft_folder(folder, json.loads(draft.config.to_json_string()), state, "draft-lm", vocab_subset)
 
 
 def load_draft(folder: Path, target) -> LlamaForCausalLM:
@@ -74,6 +68,3 @@ def load_draft(folder: Path, target) -> LlamaForCausalLM:
     return draft.float().eval()
 
 
-def load_vocab_subset(folder: Path) -> list[int] | None:
-    path = Path(folder) / "vocab_subset.json"
-    return json.loads(path.read_text()) if path.is_file() else None

@@ -247,10 +247,11 @@ def load_draft_lm(spec, target):
     if spec.get("source") == "layercut":
         draft = layercut(target, int(spec["num_layers"]))
     elif spec.get("source") == "trained":
-        from svbench.draft_lm import load_draft, load_vocab_subset
+        from svbench.draft_folder import read_vocab_subset
+        from svbench.draft_lm import load_draft
 
         folder = resolve_folder(spec.get("path"))
-        draft, vocab_subset = load_draft(folder, target), load_vocab_subset(folder)
+        draft, vocab_subset = load_draft(folder, target), read_vocab_subset(folder)
     else:
         draft, _ = load_model(spec, "draft")
     if draft.config.vocab_size != target.config.vocab_size:

@@ -84,3 +84,22 @@ def test_glide_draft_takes_the_targets_whole_rope_configuration(tmp_path):
     loaded = load_glide(tmp_path / "g", target)
     for got in (loaded.model.rotary_emb(x, positions), loaded.model.target_rotary_emb(x, positions)):
         torch.testing.assert_close(got, want)
+
+
+def test_a_draft_folder_written_again_drops_the_previous_drafts_vocabulary_eval_and_card(tmp_path):
+    """svbench.draft_folder: floating tensors go to bf16, integer/bool ones keep their dtype; a new draft in
+    the same folder leaves none of the old draft's files that describe other weights."""
+    from safetensors.torch import load_file
+
+    from svbench.draft_folder import read_vocab_subset, write_draft_folder
+
+    state = {"w": torch.randn(3, 2), "d2t": torch.arange(4), "t2d": torch.tensor([True, False])}
+    write_draft_folder(tmp_path, {"a": 1}, state, "test", vocab_ids=[5, 2, 9])
+    (tmp_path / "README.md").write_text("card of the old weights")
+    (tmp_path / "eval.json").write_text("{}")
+    saved = load_file(tmp_path / "model.safetensors")
+    assert {k: v.dtype for k, v in saved.items()} == {"w": torch.bfloat16, "d2t": torch.int64, "t2d": torch.bool}
+    assert torch.equal(saved["w"], state["w"].to(torch.bfloat16)) and read_vocab_subset(tmp_path) == [5, 2, 9]
+    write_draft_folder(tmp_path, {"a": 2}, state, "test")  # full vocabulary this time
+    assert read_vocab_subset(tmp_path) is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]

@@ -1,12 +1,9 @@
 """Pieces shared by the draft networks: causal / tree masks over a cache, attaching frozen target tensors."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import torch
-from safetensors.torch import save_file
 
+from svbench.draft_folder import read_vocab_subset, write_draft_folder
 from svbench.errors import SvbenchError
 
 
@@ -28,18 +25,9 @@ def attach_frozen(module: torch.nn.Module, target, vocab_ids: list[int] | None =
     module.vocab_ids = None if vocab_ids is None else list(vocab_ids)
 
 
-def save_net(module: torch.nn.Module, folder, config: dict, fmt: str, card: str | None = None) -> None:
-    """config.json (+ svbench_format), model.safetensors (the module's own weights, bf16), the drafting
-    vocabulary (vocab_subset.json) when reduced, README.md (the model card) when given."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps({**config, "svbench_format": fmt}, indent=2, default=str))
-    state = {k: v.detach().to(torch.bfloat16).contiguous() for k, v in module.state_dict().items()}
-    save_file(state, folder / "model.safetensors", metadata={"format": "svbench-" + fmt})
-    if module.vocab_ids is not None:
-        (folder / "vocab_subset.json").write_text(json.dumps(module.vocab_ids))
-    if card:
-        (folder / "README.md").write_text(card)
+def save_net(module: torch.nn.Module, folder, config: dict, fmt: str) -> None:
+    """config.json (+ svbench_format), the module's own weights and its drafting vocabulary: svbench.draft_folder."""
+    write_draft_folder(folder, {**config, "svbench_format": fmt}, module.state_dict(), fmt, module.vocab_ids)
 
 
 def load_weights(module: torch.nn.Module, state: dict, folder, target, use_vocab_subset: bool, what: str):
@@ -48,7 +36,6 @@ def load_weights(module: torch.nn.Module, state: dict, folder, target, use_vocab
     missing, unexpected = module.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise SvbenchError(f"{what} {folder}: missing tensors {missing[:4]}, unexpected {unexpected[:4]}")
-    subset = Path(folder) / "vocab_subset.json"
-    vocab_ids = json.loads(subset.read_text()) if use_vocab_subset and subset.is_file() else None
+    vocab_ids = read_vocab_subset(folder) if use_vocab_subset else None
     attach_frozen(module, target, vocab_ids)
     return vocab_ids

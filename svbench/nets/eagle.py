@@ -88,9 +88,9 @@ def head_from_target(target, init_layer: int | None = None, vocab_ids=None, bias
     return head.eval()
 
 
-def save_head(head: EagleHead, folder: Path, card: str | None = None) -> None:
+def save_head(head: EagleHead, folder: Path) -> None:
     config = {**head.config.to_dict(), "bias": head.fc.bias is not None}
-    save_net(head, folder, config, FORMAT, card)
+    save_net(head, folder, config, FORMAT)
 
 
 def read_state(folder: Path) -> dict[str, torch.Tensor]:

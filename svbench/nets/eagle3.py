@@ -29,6 +29,7 @@ from torch import nn
 from transformers import LlamaConfig
 from transformers.models.llama.modeling_llama import LlamaAttention, LlamaMLP, LlamaRMSNorm, LlamaRotaryEmbedding
 
+from svbench.draft_folder import write_draft_folder
 from svbench.errors import SvbenchError
 from svbench.nets.eagle import read_state
 
@@ -142,19 +143,10 @@ def attach_embedding(head: Eagle3Head, target) -> None:
     head.register_buffer("embed_weight", target.get_input_embeddings().weight.detach(), persistent=False)
 
 
-def save_eagle3(head: Eagle3Head, folder: Path, card: str | None = None) -> None:
-    """config.json + model.safetensors (bf16; d2t as int64, t2d as bool) [+ README.md]."""
-    from safetensors.torch import save_file
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+def save_eagle3(head: Eagle3Head, folder: Path) -> None:
+    """config.json + model.safetensors (bf16; d2t stays int64, t2d bool): svbench.draft_folder."""
     config = {**head.config.to_dict(), "feature_layers": head.target_layers, "svbench_format": FORMAT}
-    (folder / "config.json").write_text(json.dumps(config, indent=2, default=str))
-    state = {k: (v if k in ("d2t", "t2d") else v.to(torch.bfloat16)).detach().contiguous()
-             for k, v in head.state_dict().items()}
-    save_file(state, folder / "model.safetensors", metadata={"format": "svbench-" + FORMAT})
-    if card:
-        (folder / "README.md").write_text(card)
+    write_draft_folder(folder, config, head.state_dict(), FORMAT)
 
 
 def load_eagle3(folder: Path, target, use_vocab_subset: bool = True) -> Eagle3Head:

@@ -167,9 +167,9 @@ def glide_from_target(target, num_layers: int = 1, vocab_ids=None, init_from=Non
     return draft.eval()
 
 
-def save_glide(draft: GlideDraft, folder: Path, card: str | None = None) -> None:
+def save_glide(draft: GlideDraft, folder: Path) -> None:
     config = draft.config.to_dict()
-    save_net(draft, folder, config, FORMAT, card)
+    save_net(draft, folder, config, FORMAT)
 
 
 def load_glide(folder: Path, target, use_vocab_subset: bool = True) -> GlideDraft:

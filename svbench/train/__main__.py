@@ -6,8 +6,8 @@ may continue on grown data (more shards) or for more steps (the cosine schedule 
 steps=): it keeps its drafting vocabulary, and train_meta.json lists every data manifest it trained on.
 A resumed run must keep the module's settings (MODEL_KEYS) and may not ask for fewer steps than it has
 done; re-running a finished run re-exports it with its own train_meta.json. Exporting into a folder
-deletes the previous draft's eval.json, README.md and vocab_subset.json first (svbench.train.eval remakes
-the card).
+deletes the previous draft's eval.json, README.md and vocab_subset.json first (svbench.draft_folder;
+svbench.train.eval remakes the card).
 """
 from __future__ import annotations
 
@@ -204,9 +204,7 @@ def train(cfg) -> None:
         (out / "train_meta.json").write_text(json.dumps(meta, indent=2))
     if cfg.export:
         export = Path(cfg.export)
-        for stale in ("vocab_subset.json", "eval.json", "README.md"):  # the previous draft's, if any: the card and
-            (export / stale).unlink(missing_ok=True)                  # eval are remade by svbench.train.eval
-        recipe.export(export)
+        recipe.export(export)  # removes the previous draft's card, eval and vocabulary (svbench.draft_folder)
         (export / "train_meta.json").write_text(json.dumps(meta, indent=2))
         print(f"draft written to {export}", file=sys.stderr)
 

@@ -1,0 +1,33 @@
+"""A draft folder on disk, written and read here only: ``config.json``, ``model.safetensors`` (the draft's own
+tensors; floating ones in bf16), ``vocab_subset.json`` (the token ids of a reduced drafting vocabulary, only
+when reduced), and what svbench.train.eval adds later: ``eval.json`` and ``README.md`` (the model card)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+VOCAB_SUBSET = "vocab_subset.json"
+
+
+def write_draft_folder(folder, config: dict, state: dict[str, torch.Tensor], fmt: str,
+                       vocab_ids: list[int] | None = None) -> None:
+    """Write a new draft into folder. The previous draft's vocabulary, eval and card are removed first: they
+    describe other weights (svbench.train.eval --write-card makes the new card)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in (VOCAB_SUBSET, "eval.json", "README.md"):
+        (folder / stale).unlink(missing_ok=True)
+    (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
+    tensors = {k: (v.to(torch.bfloat16) if v.is_floating_point() else v).detach().contiguous() for k, v in state.items()}
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "svbench-" + fmt})
+    if vocab_ids is not None:
+        (folder / VOCAB_SUBSET).write_text(json.dumps(list(vocab_ids)))
+
+
+def read_vocab_subset(folder) -> list[int] | None:
+    """The folder's drafting vocabulary (token ids), or None for the target's full vocabulary."""
+    path = Path(folder) / VOCAB_SUBSET
+    return json.loads(path.read_text()) if path.is_file() else None
