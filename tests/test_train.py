@@ -287,6 +287,17 @@ def test_train_export_load_and_eval(tiny_data, tmp_path):
             train_eval.run(Namespace(**{**bad, **change}))
 
 
+def test_acceptance_stats_leaves_positions_past_the_drafters_levels_empty():
+    """An EAGLE-2 tree of depth 5 drafts 6 levels: position 7 is never drafted, so its acceptance is unknown
+    (None), not 0.00; positions no start reached are None too; tau is unchanged by the level count."""
+    lengths = [6, 6, 3, 0]
+    chain, tree = train_eval.acceptance_stats(lengths), train_eval.acceptance_stats(lengths, levels=6)
+    assert chain["per_position_acceptance"][:7] == [0.75, 1.0, 1.0, 2 / 3, 1.0, 1.0, 0.0]
+    assert tree["per_position_acceptance"] == chain["per_position_acceptance"][:6] + [None, None]
+    assert chain["per_position_acceptance"][7] is None and tree["tau"] == chain["tau"]
+    assert tree["tau"][8] == 1 + sum(lengths) / 4
+
+
 def check_eval_results(results, data, heldout_seqs, starts_per_seq):
     """train_eval.run's numbers against values counted here: the drafting starts from the held-out greedy rows
     (every answer position with GAMMA_MAX reference tokens after it, at most starts_per_seq per row), tau from

@@ -99,11 +99,13 @@ def round_roots(rounds: list[tuple[int, int, int]], prompt_len: int) -> list[tup
     return out
 
 
-def acceptance_stats(lengths: list[int]) -> dict:
+def acceptance_stats(lengths: list[int], levels: int = GAMMA_MAX) -> dict:
+    """tau(gamma) and the per-position acceptance; None where no start reached a position or the drafter has
+    fewer than GAMMA_MAX levels (the EAGLE-2 tree: depth + 1), so an undrafted position is not read as 0.00."""
     per_position = []
     for i in range(GAMMA_MAX):  # P(position i+1 accepted | positions 1..i accepted)
         reached = sum(1 for n in lengths if n >= i)
-        per_position.append(sum(1 for n in lengths if n >= i + 1) / reached if reached else None)
+        per_position.append(sum(1 for n in lengths if n >= i + 1) / reached if reached and i < levels else None)
     if not lengths:
         raise SvbenchError(f"no draft starts: every answer is shorter than {GAMMA_MAX + 1} tokens")
     tau = {g: 1 + statistics.fmean(min(n, g) for n in lengths) for g in range(1, GAMMA_MAX + 1)}
@@ -200,8 +202,9 @@ def run(args) -> dict:
     heldout = heldout[: args.heldout_seqs]
     if not heldout:
         raise SvbenchError(f"no greedy held-out answers in {folders}; generate data with a temperature-0 shard")
+    levels = min(GAMMA_MAX, drafter.depth + 1) if hasattr(drafter, "depth") else GAMMA_MAX  # tree levels
     results["heldout"] = acceptance_stats(accepted_lengths(drafter, [(r["ids"], r["prompt_len"]) for r in heldout],
-                                                           args.starts_per_seq, rng, reads_target))
+                                                           args.starts_per_seq, rng, reads_target), levels)
     results["heldout"]["n_seqs"] = len(heldout)
     if args.spec_bench:
         spec = group_config("benchmark", "spec_bench")
@@ -211,7 +214,7 @@ def run(args) -> dict:
         answers = generate_all(pair.target, prompts, 128, 0.0, pair.eos_token_ids, batch_size=8)
         seqs = [(p + a, len(p)) for p, a in zip(prompts, answers)]
         results["spec_bench"] = acceptance_stats(accepted_lengths(drafter, seqs, args.starts_per_seq, rng,
-                                                                  reads_target))
+                                                                  reads_target), levels)
         results["spec_bench"]["n_seqs"] = len(seqs)
     target_ms = forward_ms(pair.target)
     draft_ms = forward_ms(pair.network, vocab_ids=vocab) if kind == "draft" else \
