@@ -128,15 +128,21 @@ def test_a_larger_num_prompts_grows_the_folder_to_what_one_run_gives(tiny_data, 
     assert json.loads((grown / "manifest.json").read_text())["num_prompts"] == 12
     train_data.run(data_args(grown, num_prompts=4))  # a smaller N keeps what the folder has
     assert json.loads((grown / "manifest.json").read_text())["num_prompts"] == 12
-    (grown / "manifest.json").write_text("{")
+    manifest = json.loads((grown / "manifest.json").read_text())
+    assert manifest["prompts_sha256"] == json.loads((tiny_data / "manifest.json").read_text())["prompts_sha256"]
+    (grown / "manifest.json").write_text(json.dumps({**manifest, "prompts_sha256": "0" * 16}))  # other prompt files
     from svbench.errors import SvbenchError
+    with pytest.raises(SvbenchError, match="generated from other prompt files"):
+        train_data.run(data_args(grown, num_prompts=16))
+    (grown / "manifest.json").write_text("{")
     with pytest.raises(SvbenchError, match="manifest.json is damaged"):
         train_data.run(data_args(grown))
 
 
 def test_the_makefile_data_commands_resume_the_committed_folders():
-    """`make drafts` re-runs the data commands on the committed folders: their settings must match the manifests
-    (a new CLI flag that leaked into the settings once made every resume fail with "other settings")."""
+    """`make drafts` re-runs the data commands on the committed folders: their settings and the shipped prompt
+    files must match the manifests (a new CLI flag that leaked into the settings once made every resume fail
+    with "other settings")."""
     import shlex
 
     commands = [line.split("svbench.train.data", 1)[1] for line in (REPO / "Makefile").read_text().splitlines()
@@ -146,6 +152,7 @@ def test_the_makefile_data_commands_resume_the_committed_folders():
         args = train_data.parser().parse_args(shlex.split(command.replace("$(DATA_ARGS)", "")))
         manifest = json.loads((REPO / args.out / "manifest.json").read_text())
         assert train_data.data_settings(args) == manifest["settings"], args.out
+        assert train_data.prompt_set_sha256(train_data.prompt_items(args)) == manifest["prompts_sha256"], args.out
 
 
 def test_manifest_check_catches_changed_missing_and_unlisted_shards(tiny_data, tmp_path):

@@ -79,6 +79,18 @@ DATA_SETTINGS = ("pair", "prompts_dir", "fixed", "shard_size", "max_new_tokens",
                  "heldout_permille", "dtype", "seed")
 
 
+def prompt_items(args) -> list:
+    """(prompt, fixed response or None) in the shuffled order that shards take them from."""
+    folder = train_prompt_dir(args.prompts_dir)
+    items = load_fixed_responses(folder) if getattr(args, "fixed", False) else \
+        [(p, None) for p in load_train_prompts(folder)]
+    return shuffled(items, args.seed)
+
+
+def prompt_set_sha256(items: list) -> str:
+    return hashlib.sha256(json.dumps([[p.text, r] for p, r in items]).encode()).hexdigest()[:16]
+
+
 def data_settings(args) -> dict:
     return {k: getattr(args, k) for k in DATA_SETTINGS}
 
@@ -298,10 +310,10 @@ def run(args) -> None:
             or (args.num_prompts is not None and args.num_prompts < 1):
         raise SvbenchError("temperatures must be >= 0; shard-size, batch-size, max-new-tokens, prefill-group, "
                            "max-batch-tokens, num-prompts >= 1")
-    folder = train_prompt_dir(args.prompts_dir)
     fixed = bool(getattr(args, "fixed", False))
-    items = load_fixed_responses(folder) if fixed else [(p, None) for p in load_train_prompts(folder)]
-    items = shuffled(items, args.seed)
+    items = prompt_items(args)
+    # the prompt set and its order: shard k holds items [kS, (k+1)S), so changed prompt files must not grow a folder
+    prompts_sha256 = prompt_set_sha256(items)
     if args.num_prompts is not None:
         items = items[: args.num_prompts]
     out = Path(args.out)
@@ -313,6 +325,9 @@ def run(args) -> None:
         if old["settings"] != settings:
             raise SvbenchError(f"{out} was generated with other settings {old['settings']}; use another --out")
         old_num_prompts = old["num_prompts"]
+        if old.get("prompts_sha256", prompts_sha256) != prompts_sha256:
+            raise SvbenchError(f"{out} was generated from other prompt files (prompt set {old['prompts_sha256']}, "
+                               f"now {prompts_sha256}); use another --out")
     pair = load_pair(group_config("pair", args.pair), args.dtype, "cpu", drafter_cls=None)
     tok, eos = pair.tokenizer, pair.eos_token_ids
     num_shards = (len(items) + args.shard_size - 1) // args.shard_size
@@ -348,12 +363,13 @@ def run(args) -> None:
         bar.update(len(chunk) - len(encoded))
         write_shard(out / f"shard-{k:05d}.parquet", sorted(rows, key=lambda r: r["i"]), pair.target.config.vocab_size)
         # until the short shard is regenerated, the folder still covers only the earlier run's prompts
-        write_manifest(out, settings, old_num_prompts if short is not None and k < short else num_prompts)
+        write_manifest(out, settings, old_num_prompts if short is not None and k < short else num_prompts,
+                       prompts_sha256)
     bar.close()
-    write_manifest(out, settings, num_prompts)
+    write_manifest(out, settings, num_prompts, prompts_sha256)
 
 
-def write_manifest(out: Path, settings: dict, num_prompts: int) -> None:
+def write_manifest(out: Path, settings: dict, num_prompts: int, prompts_sha256: str) -> None:
     import pyarrow.parquet as pq
 
     shards = []
@@ -362,7 +378,7 @@ def write_manifest(out: Path, settings: dict, num_prompts: int) -> None:
         shards.append({"file": shard.name, "sha256": shard_sha256(shard),
                        "rows": len(table["split"]), "heldout": table["split"].count("heldout"),
                        "answer_tokens": sum(len(ids) - n for ids, n in zip(table["ids"], table["prompt_len"]))})
-    manifest = {"settings": settings, "num_prompts": num_prompts, "shards": shards,
+    manifest = {"settings": settings, "num_prompts": num_prompts, "prompts_sha256": prompts_sha256, "shards": shards,
                 "hash": hashlib.sha256(json.dumps([s["sha256"] for s in shards]).encode()).hexdigest()[:16]}
     tmp = out / "manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=2))
