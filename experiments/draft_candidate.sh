@@ -41,7 +41,8 @@ PY=${PY:-python}
 OUT=results/experiments/$NAME/smollm2
 mkdir -p "$OUT"
 declare -A FOLDER=([shipped]=$SHIPPED [candidate]=$CANDIDATE)
-for who in shipped candidate; do  # an eval JSON already there is kept (a re-run resumes; NAME: one candidate)
+# an eval JSON already there is kept (a re-run resumes): one NAME per candidate; delete eval-*.json to re-measure
+for who in shipped candidate; do
   [ -f "$OUT/eval-$who.json" ] && { echo "kept $OUT/eval-$who.json" >&2; continue; }
   $PY -m svbench.train.eval --method $EVAL --pair smollm2 --draft "${FOLDER[$who]}" --data train_data/smollm2 \
     --heldout-seqs ${HELDOUT_SEQS:-40} --starts-per-seq 6 --spec-bench ${SPEC_BENCH:-24} --out "$OUT/eval-$who.json"

@@ -1,6 +1,8 @@
-"""A draft folder on disk, written and read here only: ``config.json``, ``model.safetensors`` (the draft's own
-tensors; floating ones in bf16), ``vocab_subset.json`` (the token ids of a reduced drafting vocabulary, only
-when reduced), and what svbench.train.eval adds later: ``eval.json`` and ``README.md`` (the model card)."""
+"""A draft folder on disk: ``config.json``, ``model.safetensors`` (the draft's own tensors; floating ones in
+bf16) and ``vocab_subset.json`` (the token ids of a reduced drafting vocabulary, only when reduced) are written
+here for every draft kind, and the vocabulary is read here; each kind's loader reads its config and tensors
+(svbench.draft_lm, svbench.nets). svbench.train adds ``train_meta.json``, svbench.train.eval ``eval.json`` and
+``README.md`` (the model card)."""
 from __future__ import annotations
 
 import json

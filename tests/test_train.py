@@ -117,15 +117,17 @@ def test_data_generation_shards_manifest_and_resume(tiny_data):
 
 def test_a_larger_num_prompts_grows_the_folder_to_what_one_run_gives(tiny_data, tmp_path):
     """6 prompts in shards of 4 leave shard 1 short (2 prompts); a run with 12 regenerates it and adds shard 2, and
-    the folder is byte for byte the one a single 12-prompt run wrote."""
+    the folder is byte for byte the one a single 12-prompt run wrote, also when shard 0 went missing meanwhile."""
     grown = tmp_path / "grown"
     train_data.run(data_args(grown, num_prompts=6))
-    assert json.loads((grown / "manifest.json").read_text())["num_prompts"] == 6
+    manifest = json.loads((grown / "manifest.json").read_text())
+    assert manifest["num_prompts"] == 6 and [s["prompts"] for s in manifest["shards"]] == [4, 2]
+    (grown / "shard-00000.parquet").unlink()
     train_data.run(data_args(grown, num_prompts=12))
     for k in range(3):
         name = f"shard-{k:05d}.parquet"
         assert (grown / name).read_bytes() == (tiny_data / name).read_bytes(), name
-    assert json.loads((grown / "manifest.json").read_text())["num_prompts"] == 12
+    assert json.loads((grown / "manifest.json").read_text()) == json.loads((tiny_data / "manifest.json").read_text())
     train_data.run(data_args(grown, num_prompts=4))  # a smaller N keeps what the folder has
     assert json.loads((grown / "manifest.json").read_text())["num_prompts"] == 12
     manifest = json.loads((grown / "manifest.json").read_text())
@@ -139,12 +141,13 @@ def test_a_larger_num_prompts_grows_the_folder_to_what_one_run_gives(tiny_data, 
         train_data.run(data_args(grown))
 
 
-def test_the_makefile_data_commands_resume_the_committed_folders():
+def test_the_makefile_data_commands_resume_the_committed_folders(monkeypatch):
     """`make drafts` re-runs the data commands on the committed folders: their settings and the shipped prompt
     files must match the manifests (a new CLI flag that leaked into the settings once made every resume fail
     with "other settings")."""
     import shlex
 
+    monkeypatch.delenv("SVBENCH_DATA", raising=False)  # make drafts reads the shipped prompt files
     commands = [line.split("svbench.train.data", 1)[1] for line in (REPO / "Makefile").read_text().splitlines()
                 if "-m svbench.train.data " in line]
     assert len(commands) == 2
@@ -250,15 +253,21 @@ def test_train_export_load_and_eval(tiny_data, tmp_path):
     assert meta["steps"] == 4 and meta["vocab_size"] == len(subset) <= 128  # tiny data has < 128 distinct tokens
     assert meta["schedule"] == [{"from_step": 0, "steps": 2}, {"from_step": 2, "steps": 4}]
     assert meta["final_train_loss_ema"] is not None and meta["final_train_top1_ema"] is not None
-    # re-running the finished run re-exports it with the same metadata: the EMAs come from state.pt, not null
-    again = subprocess.run(cmd + ["steps=4", f"export={export}"], cwd=REPO, capture_output=True, text=True,
-                           timeout=300)
-    assert again.returncode == 0, again.stderr
-    meta_again = json.loads((export / "train_meta.json").read_text())
-    assert {k: meta_again[k] for k in ("steps", "final_train_loss_ema", "final_train_top1_ema", "schedule")} == \
-        {k: meta[k] for k in ("steps", "final_train_loss_ema", "final_train_top1_ema", "schedule")}
+    # re-running the finished run re-exports it with the same metadata: its train_meta.json, or, when that is
+    # gone (killed before writing it), the state's: the EMAs come from state.pt, not null
+    for lose_meta in (False, True):
+        if lose_meta:
+            (out / "train_meta.json").unlink()
+        again = subprocess.run(cmd + ["steps=4", f"export={export}"], cwd=REPO, capture_output=True, text=True,
+                               timeout=300)
+        assert again.returncode == 0, again.stderr
+        assert ("is finished" in again.stderr) != lose_meta
+        meta_again = json.loads((export / "train_meta.json").read_text())
+        assert {k: meta_again[k] for k in ("steps", "final_train_loss_ema", "final_train_top1_ema", "schedule")} == \
+            {k: meta[k] for k in ("steps", "final_train_loss_ema", "final_train_top1_ema", "schedule")}
     for change, message in ((["steps=3"], "is at step 4, past steps=3"),  # never export a 4-step draft as 3 steps
-                            (["steps=6", "num_layers=2", "init_layers=[0,1]"], "other model settings")):
+                            (["steps=6", "num_layers=2", "init_layers=[0,1]"], "other model settings"),
+                            (["steps=6", "reduced_vocab=null"], "other model settings")):
         bad = subprocess.run([*cmd, *change], cwd=REPO, capture_output=True, text=True, timeout=300)
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
     pair = load_pair({"name": "t", "target": {"source": "tiny", "seed": 0, "vocab_size": 512, "hidden_size": 64,

@@ -32,7 +32,8 @@ from svbench.train.recipes import RECIPES
 
 REPO = Path(__file__).resolve().parents[2]
 # settings that decide the trained module's shape or starting point: a resumed run must keep them
-MODEL_KEYS = ("pair", "num_layers", "init_layers", "init_layer", "init_from", "train_only_cross_attention")
+MODEL_KEYS = ("pair", "num_layers", "init_layers", "init_layer", "init_from", "train_only_cross_attention",
+              "reduced_vocab")
 
 
 def top_tokens(rows: list[dict], n: int, always: tuple[int, ...]) -> list[int]:
@@ -99,7 +100,8 @@ def train(cfg) -> None:
         if changed:
             raise SvbenchError(f"{state_path} was trained with other model settings (saved, given): {changed}; "
                                f"use another out=")
-    finished = state is not None and state["step"] == cfg.steps and (out / "train_meta.json").is_file()
+    finished = state is not None and state["step"] == cfg.steps and (out / "train_meta.json").is_file() \
+        and json.loads((out / "train_meta.json").read_text()).get("steps") == state["step"]
     data_hashes = (state or {}).get("data_manifest_hashes", [])
     if manifest_hash not in data_hashes and not finished:
         if data_hashes:
@@ -201,7 +203,8 @@ def train(cfg) -> None:
                 "final_train_loss_ema": ema_loss, "final_train_top1_ema": ema_acc,
                 "wall_hours": round((elapsed + time.perf_counter() - start) / 3600, 2),
                 "threads": torch.get_num_threads()}
-        (out / "train_meta.json").write_text(json.dumps(meta, indent=2))
+        (out / "train_meta.json.tmp").write_text(json.dumps(meta, indent=2))
+        (out / "train_meta.json.tmp").replace(out / "train_meta.json")
     if cfg.export:
         export = Path(cfg.export)
         recipe.export(export)  # removes the previous draft's card, eval and vocabulary (svbench.draft_folder)

@@ -5,7 +5,9 @@
 
 Target answers: prompts are shuffled once with a fixed seed; shard k holds prompts [k*S, (k+1)*S) of that
 order, generated at temperature temperatures[k % len(temperatures)] (0 = greedy), and is written atomically
-(tmp + rename) as a Parquet file, so an interrupted run resumes at the first missing shard.
+(tmp + rename) as a Parquet file, so an interrupted run resumes at the first missing shard; the manifest
+records how many prompts each shard was made from, so a run with a larger --num-prompts also regenerates a
+shard that an earlier, smaller run left short. The prompt set's hash is recorded too (prompts_sha256).
 Fixed responses (EAGLE-1's cheap data, ``--fixed``): the responses the prompt files already hold
 (svbench.train.prompts.FIXED_READERS), tokenised after the chat prompt; no model runs here, the target's
 features and next-token distributions over them are computed by the training recipes (one prefill).
@@ -319,23 +321,25 @@ def run(args) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     settings = data_settings(args)
-    manifest_path, old_num_prompts = out / "manifest.json", None
-    if manifest_path.is_file():
+    counts = {}  # shard file -> how many prompts of its slice it was generated from
+    if (out / "manifest.json").is_file():
         old = read_manifest(out)
-        if old["settings"] != settings:
+        old_settings = {k: v for k, v in old["settings"].items() if k != "check"}  # folders written while --check leaked in
+        if old_settings != settings:
             raise SvbenchError(f"{out} was generated with other settings {old['settings']}; use another --out")
-        old_num_prompts = old["num_prompts"]
+        for shard in old["shards"]:  # manifests without per-shard counts: every shard full but the last
+            k = int(shard["file"].removeprefix("shard-").removesuffix(".parquet"))
+            counts[shard["file"]] = shard.get("prompts", min(args.shard_size, old["num_prompts"] - k * args.shard_size))
         if old.get("prompts_sha256", prompts_sha256) != prompts_sha256:
             raise SvbenchError(f"{out} was generated from other prompt files (prompt set {old['prompts_sha256']}, "
                                f"now {prompts_sha256}); use another --out")
     pair = load_pair(group_config("pair", args.pair), args.dtype, "cpu", drafter_cls=None)
     tok, eos = pair.tokenizer, pair.eos_token_ids
     num_shards = (len(items) + args.shard_size - 1) // args.shard_size
-    # a run with a larger --num-prompts regenerates the earlier run's short last shard (it holds fewer prompts)
-    short = old_num_prompts // args.shard_size if old_num_prompts and old_num_prompts % args.shard_size \
-        and len(items) > old_num_prompts else None
-    todo = [k for k in range(num_shards) if k == short or not (out / f"shard-{k:05d}.parquet").is_file()]
-    num_prompts = max(len(items), old_num_prompts or 0)  # the prompts the folder's shards cover (a smaller N keeps them)
+    # a shard is (re)generated when missing, or short of its slice: an earlier run had a smaller --num-prompts (or
+    # was killed between writing it and the manifest); a smaller N keeps the shards the folder already has
+    todo = [k for k in range(num_shards) if not (out / shard_name(k)).is_file()
+            or counts.get(shard_name(k), 0) < len(items[k * args.shard_size:(k + 1) * args.shard_size])]
     bar = tqdm(total=sum(len(items[k * args.shard_size:(k + 1) * args.shard_size]) for k in todo), unit="prompt",
                desc="tokenising" if fixed else "generating", file=sys.stderr)
     tokens, start = 0, time.perf_counter()
@@ -361,15 +365,20 @@ def run(args) -> None:
             tokens += len(answer)
         bar.set_postfix(tok_s=f"{tokens / (time.perf_counter() - start):.0f}")
         bar.update(len(chunk) - len(encoded))
-        write_shard(out / f"shard-{k:05d}.parquet", sorted(rows, key=lambda r: r["i"]), pair.target.config.vocab_size)
-        # until the short shard is regenerated, the folder still covers only the earlier run's prompts
-        write_manifest(out, settings, old_num_prompts if short is not None and k < short else num_prompts,
-                       prompts_sha256)
+        write_shard(out / shard_name(k), sorted(rows, key=lambda r: r["i"]), pair.target.config.vocab_size)
+        counts[shard_name(k)] = len(chunk)
+        write_manifest(out, settings, counts, prompts_sha256)
     bar.close()
-    write_manifest(out, settings, num_prompts, prompts_sha256)
+    write_manifest(out, settings, counts, prompts_sha256)
 
 
-def write_manifest(out: Path, settings: dict, num_prompts: int, prompts_sha256: str) -> None:
+def shard_name(k: int) -> str:
+    return f"shard-{k:05d}.parquet"
+
+
+def write_manifest(out: Path, settings: dict, counts: dict[str, int], prompts_sha256: str) -> None:
+    """Every shard on disk with its sha256, row/held-out/answer-token counts and `prompts` (the prompts of its
+    slice it was generated from; 0 when unknown); num_prompts = their sum."""
     import pyarrow.parquet as pq
 
     shards = []
@@ -377,8 +386,10 @@ def write_manifest(out: Path, settings: dict, num_prompts: int, prompts_sha256: 
         table = pq.read_table(shard, columns=["split", "prompt_len", "ids"]).to_pydict()
         shards.append({"file": shard.name, "sha256": shard_sha256(shard),
                        "rows": len(table["split"]), "heldout": table["split"].count("heldout"),
-                       "answer_tokens": sum(len(ids) - n for ids, n in zip(table["ids"], table["prompt_len"]))})
-    manifest = {"settings": settings, "num_prompts": num_prompts, "prompts_sha256": prompts_sha256, "shards": shards,
+                       "answer_tokens": sum(len(ids) - n for ids, n in zip(table["ids"], table["prompt_len"])),
+                       "prompts": counts.get(shard.name, 0)})
+    manifest = {"settings": settings, "num_prompts": sum(s["prompts"] for s in shards), "prompts_sha256": prompts_sha256,
+                "shards": shards,
                 "hash": hashlib.sha256(json.dumps([s["sha256"] for s in shards]).encode()).hexdigest()[:16]}
     tmp = out / "manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=2))

@@ -14,7 +14,7 @@ longest root path matching the target's continuation; tau(gamma) then caps that 
 
 Greedy acceptance is measured against greedy target text: the held-out greedy answers of the
 generated data (the target's own argmax continuations) and, with --spec-bench N, target greedy answers
-to N Spec-Bench first turns generated here. From sampled start positions in those answers the draft
+to N // 6 Spec-Bench first turns per category generated here. From sampled start positions in those answers the draft
 proposes 8 tokens greedily; accepted length L = the longest prefix equal to the target's continuation.
 tau(gamma) = 1 + E[min(L, gamma)] (the expected tokens per round of fixed-gamma SD, greedy).
 """
@@ -311,8 +311,9 @@ def hand_written_sections(card: Path) -> list[str]:
     if not card.is_file():
         return []
     lines = card.read_text().splitlines()
-    for i, line in enumerate(lines):
-        if line.startswith("## ") and not line.startswith(("## Training", "## Held-out evaluation")):
+    made = [i for i, line in enumerate(lines) if line.startswith("## Held-out evaluation")]
+    for i in range(made[-1] + 1 if made else len(lines), len(lines)):  # the first section after the made ones
+        if lines[i].startswith("## "):
             return lines[i:]
     return []
 
