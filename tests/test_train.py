@@ -265,8 +265,15 @@ def test_train_export_load_and_eval(tiny_data, tmp_path):
         meta_again = json.loads((export / "train_meta.json").read_text())
         assert {k: meta_again[k] for k in ("steps", "final_train_loss_ema", "final_train_top1_ema", "schedule")} == \
             {k: meta[k] for k in ("steps", "final_train_loss_ema", "final_train_top1_ema", "schedule")}
-    for change, message in ((["steps=3"], "is at step 4, past steps=3"),  # never export a 4-step draft as 3 steps
-                            (["steps=6", "num_layers=2", "init_layers=[0,1]"], "other model settings"),
+    # steps=1: export the state as it is, recorded as the 4-step run it is (its config and schedule)
+    peek = subprocess.run(cmd + ["steps=1", f"export={tmp_path / 'peek'}"], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert peek.returncode == 0 and "past steps=1: exporting it without training" in peek.stderr, peek.stderr
+    peek_meta = json.loads((tmp_path / "peek" / "train_meta.json").read_text())
+    assert peek_meta["steps"] == peek_meta["config"]["steps"] == 4 and peek_meta["schedule"] == meta["schedule"]
+    assert (tmp_path / "peek" / "model.safetensors").read_bytes() == (export / "model.safetensors").read_bytes()
+    assert json.loads((out / "train_meta.json").read_text())["config"]["steps"] == 4  # the run's own, untouched
+    for change, message in ((["steps=6", "num_layers=2", "init_layers=[0,1]"], "other model settings"),
                             (["steps=6", "reduced_vocab=null"], "other model settings")):
         bad = subprocess.run([*cmd, *change], cwd=REPO, capture_output=True, text=True, timeout=300)
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr, bad.stderr

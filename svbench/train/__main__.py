@@ -4,8 +4,9 @@ Resumable: the state (trainable weights, optimiser, step, RNG, drafting vocabula
 ${out}/state.pt every save_every steps and at the end; re-running the same command continues from it. A run
 may continue on grown data (more shards) or for more steps (the cosine schedule is stretched to the new
 steps=): it keeps its drafting vocabulary, and train_meta.json lists every data manifest it trained on.
-A resumed run must keep the module's settings (MODEL_KEYS) and may not ask for fewer steps than it has
-done; re-running a finished run re-exports it with its own train_meta.json. Exporting into a folder
+A resumed run must keep the module's settings (MODEL_KEYS). steps= below the state's step exports the
+state as it is, without training (e.g. `steps=1 export=DIR` while the run goes on), recording the run's own
+config and schedule; re-running a finished run re-exports it with its own train_meta.json. Exporting into a folder
 deletes the previous draft's eval.json, README.md and vocab_subset.json first (svbench.draft_folder;
 svbench.train.eval remakes the card).
 """
@@ -92,9 +93,6 @@ def train(cfg) -> None:
         raise SvbenchError(f"{state_path} was written by recipe {state['config']['recipe']!r}, not {cfg.recipe!r}; "
                            f"use another out=")
     if state is not None:
-        if state["step"] > cfg.steps:
-            raise SvbenchError(f"{state_path} is at step {state['step']}, past steps={cfg.steps}; use steps>="
-                               f"{state['step']} or another out=")
         saved, given = state["config"], OmegaConf.to_container(cfg)
         changed = {k: (saved[k], given[k]) for k in MODEL_KEYS if k in saved and k in given and saved[k] != given[k]}
         if changed:
@@ -102,8 +100,14 @@ def train(cfg) -> None:
                                f"use another out=")
     finished = state is not None and state["step"] == cfg.steps and (out / "train_meta.json").is_file() \
         and json.loads((out / "train_meta.json").read_text()).get("steps") == state["step"]
+    # steps= below the state's step: export the state as it is (e.g. a run still training), recording its own
+    # config, schedule and data history, not this command's
+    export_only = state is not None and state["step"] > cfg.steps
+    if export_only:
+        print(f"{state_path} is at step {state['step']}, past steps={cfg.steps}: exporting it without training",
+              file=sys.stderr)
     data_hashes = (state or {}).get("data_manifest_hashes", [])
-    if manifest_hash not in data_hashes and not finished:
+    if manifest_hash not in data_hashes and not (finished or export_only):
         if data_hashes:
             print(f"the data changed since {state_path} was written ({data_hashes[-1]} -> {manifest_hash}): "
                   f"training continues on the new data", file=sys.stderr)
@@ -131,10 +135,10 @@ def train(cfg) -> None:
     schedule = (state or {}).get("schedule") or []
     if state is not None and not schedule:  # a state written before the history was kept
         schedule = [{"from_step": 0, "steps": state["config"]["steps"]}]
-    if schedule and schedule[-1]["steps"] != cfg.steps:
+    if schedule and schedule[-1]["steps"] != cfg.steps and not export_only:
         print(f"steps changed {schedule[-1]['steps']} -> {cfg.steps} at step {step}: the cosine is re-stretched, "
               f"lr {lr_at(step, cfg, schedule[-1]['steps']):.3g} -> {lr_at(step, cfg):.3g}", file=sys.stderr)
-    if not schedule or schedule[-1]["steps"] != cfg.steps:
+    if (not schedule or schedule[-1]["steps"] != cfg.steps) and not export_only:
         schedule = [*schedule, {"from_step": step, "steps": cfg.steps}]
     autocast = cfg.autocast == "bfloat16"
     pad = pair.tokenizer.pad_token_id or 0
@@ -195,14 +199,20 @@ def train(cfg) -> None:
         meta = json.loads((out / "train_meta.json").read_text())
         print(f"{state_path} is finished (step {step}): re-exporting it with {out / 'train_meta.json'}", file=sys.stderr)
     else:
-        meta = {"recipe": cfg.recipe, "steps": step, "command": " ".join(["python -m svbench.train", *sys.argv[1:]]),
-                "config": OmegaConf.to_container(cfg), "data_manifest_hash": manifest_hash,
+        command = " ".join(["python -m svbench.train", *sys.argv[1:]])
+        meta = {"recipe": cfg.recipe, "steps": step, "command": command,
+                "config": state["config"] if export_only else OmegaConf.to_container(cfg),
+                "data_manifest_hash": data_hashes[-1] if data_hashes else manifest_hash,
                 "data_manifest_hashes": data_hashes, "schedule": schedule, "train_rows": len(rows),
                 "train_answer_tokens": sum(len(r["ids"]) - r["prompt_len"] for r in rows),
                 "vocab_size": len(vocab) if vocab else pair.target.config.vocab_size, "vocab_coverage": coverage,
                 "final_train_loss_ema": ema_loss, "final_train_top1_ema": ema_acc,
                 "wall_hours": round((elapsed + time.perf_counter() - start) / 3600, 2),
                 "threads": torch.get_num_threads()}
+        if export_only:  # the training run's own train_meta.json (written at its end) is left alone
+            meta["command"] = f"{command}  (an export of {state_path} at step {step}, written by a run with steps=" \
+                              f"{state['config']['steps']})"
+    if not export_only:
         (out / "train_meta.json.tmp").write_text(json.dumps(meta, indent=2))
         (out / "train_meta.json.tmp").replace(out / "train_meta.json")
     if cfg.export:
