@@ -77,6 +77,9 @@ def validate(cfg) -> dict:
         raise SvbenchError(f"benchmark.ignore_eos={c['benchmark'].get('ignore_eos')!r} must be true or false")
     if isinstance(c.get("baseline_records"), str):
         c["baseline_records"] = [c["baseline_records"]]
+    if not isinstance(c.get("baseline_records") or [], list) or \
+            not all(isinstance(x, str) for x in c.get("baseline_records") or []):
+        raise SvbenchError(f"baseline_records={c.get('baseline_records')!r} must be a list of records.jsonl paths/globs")
     if c.get("logger") not in (None, "wandb"):
         raise SvbenchError(f"logger={c.get('logger')!r} must be null or wandb")
     cls = drafter_class(c["method"])

@@ -33,8 +33,13 @@ def _git_sha() -> str | None:
     return (sha + ("-dirty" if dirty else "")) if sha else None
 
 
-@functools.cache
 def environment(device: str = "cpu") -> dict:
+    """The machine and software record; torch_threads is read now (a job may have set threads=)."""
+    return {k: torch.get_num_threads() if k == "torch_threads" else v for k, v in _environment(device).items()}
+
+
+@functools.cache
+def _environment(device: str) -> dict:
     import transformers
 
     env = {

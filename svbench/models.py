@@ -59,6 +59,8 @@ def resolve_device(name: str) -> torch.device:
         raise SvbenchError(f"device={name!r} but CUDA is not available on this machine; use device=cpu")
     if device.type not in ("cpu", "cuda"):
         raise SvbenchError(f"device={name!r}: svbench supports cpu and cuda")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise SvbenchError(f"device={name!r} but this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device
 
 

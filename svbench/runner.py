@@ -7,7 +7,9 @@ in flight, and re-running the same command skips what is recorded.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import fcntl
 import glob
 import hashlib
 import json
@@ -31,6 +33,7 @@ from svbench.models import load_pair
 from svbench.results import RecordStore, format_summary, read_records, summarize
 
 AR_LOOKUP = ("benchmark", "question_id", "turn", "seed", "run", "config_hash")
+DEFAULT_THREADS = torch.get_num_threads()  # torch's own default, before any job sets threads=
 
 
 def turn_seed(seed: int, question_id: str, turn: int, run: int) -> int:
@@ -106,15 +109,21 @@ class Plan:
 
 def plan(cfg, out_dir: Path) -> Plan:
     c = validate(cfg)
-    if c["threads"]:
-        torch.set_num_threads(c["threads"])
+    torch.set_num_threads(c["threads"] or DEFAULT_THREADS)  # null: torch's default, also after a job that set it
     questions = load_benchmark(c["benchmark"])
     store = RecordStore(Path(out_dir) / "records.jsonl")
     env = environment(str(c["device"]))
     hardware = {"cpu": env["cpu"], "gpu": env["gpu"]}  # an AR baseline is only reused from the same hardware
+    if c["threads"]:  # set explicitly: part of the configuration (null, the machine's default, keeps older hashes)
+        hardware["threads"] = c["threads"]
     ar_hash = config_hash(generation_settings(c), hardware)
     is_ar = c["method"].get("drafter") is None
     method_hash = ar_hash if is_ar else config_hash(generation_settings(c), hardware, method_settings(c))
+    foreign = sorted({r["config_hash"] for r in store.records} - {ar_hash, method_hash})
+    if foreign:  # resume is by record key, so another configuration's records would be mixed in silently
+        raise SvbenchError(f"{out_dir} holds records of another configuration (config_hash {', '.join(foreign)}; "
+                           f"this one: {method_hash}); a run folder holds one configuration: use another "
+                           f"hydra.run.dir or remove that folder")
     ar_index = _ar_index(_external_ar_records(c["baseline_records"]) + store.records)
     pair = load_pair(c["pair"], c["dtype"], c["device"], drafter_cls=drafter_class(c["method"]),
                      attention=c["attention"])
@@ -194,6 +203,10 @@ def execute(p: Plan) -> None:
                 prompt = build_prompt(tokenizer, c["prompt_template"], list(question.turns[: turn + 1]), ar_answers)
                 check_length(p, prompt)
                 ar = p.ar_index.get(p.ar_key(question.question_id, turn, run_idx))
+                if ar is not None and ar["prompt_len"] != len(prompt):  # the hash has the file's path, not its text
+                    raise SvbenchError(f"the AR record of question {question.question_id} turn {turn} was made for "
+                                       f"a {ar['prompt_len']}-token prompt, this one has {len(prompt)}: the question "
+                                       f"file or $SVBENCH_DATA changed; use another hydra.run.dir / baseline_records")
                 if ar is None:
                     gen = timed(p, prompt, False, seed, c["max_new_tokens"])
                     ar = make_record(p, "ar", "none", p.ar_hash, question, turn, run_idx, prompt, gen)
@@ -247,7 +260,21 @@ def report(p: Plan) -> dict:
 
 
 def run(cfg, out_dir: Path) -> dict:
-    """Run one configuration: plan (validate, load), execute (generate, record), report (summarise)."""
-    p = plan(cfg, out_dir)
-    execute(p)
-    return report(p)
+    """Run one configuration: plan (validate, load), execute (generate, record), report (summarise). The
+    folder is locked meanwhile: a second run into it stops with one line instead of duplicating records."""
+    with folder_lock(Path(out_dir)):
+        p = plan(cfg, out_dir)
+        execute(p)
+        return report(p)
+
+
+@contextlib.contextmanager
+def folder_lock(out_dir: Path):
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / ".svbench.lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when fh closes, also when the process dies
+        except BlockingIOError:
+            raise SvbenchError(f"another svbench run is writing {out_dir}; wait for it or use another "
+                               f"hydra.run.dir") from None
+        yield

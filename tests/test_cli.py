@@ -87,6 +87,10 @@ def test_ar_baseline_is_reused_from_another_run(svip_run, tmp_path):
     (["max_new_tokens=0"], "max_new_tokens=0"),
     (["policy=svip", "policy.h=5"], "policy.h=5"),
     (["benchmark.path=/nonexistent.jsonl"], "does not exist"),
+    (["baseline_records=5"], "must be a list of records.jsonl"),
+    # another configuration into this folder: resume would mix its records with the svip run's
+    (["policy=fixed"], "holds records of another configuration"),
+    (["policy=svip", "max_new_tokens=9"], "holds records of another configuration"),
 ])
 def test_bad_input_is_one_clear_error_and_keeps_records(svip_run, overrides, message):
     run_dir, _ = svip_run
@@ -95,6 +99,28 @@ def test_bad_input_is_one_clear_error_and_keeps_records(svip_run, overrides, mes
     assert result.returncode != 0
     assert "Traceback" not in result.stderr and message in result.stderr
     assert (run_dir / "records.jsonl").read_text() == before
+
+
+@pytest.mark.slow
+def test_a_locked_folder_and_a_changed_question_file_stop_with_one_line(tmp_path):
+    """A second run into a folder that a run is writing would duplicate every record: it is refused. An AR
+    record reused for a prompt that changed under the same file path would compare different prompts."""
+    import fcntl
+
+    with open(tmp_path / ".svbench.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        busy = svbench(tmp_path, "method=ar")
+    assert busy.returncode != 0 and "another svbench run is writing" in busy.stderr and "Traceback" not in busy.stderr
+    assert not (tmp_path / "records.jsonl").exists()
+    questions = tmp_path / "q.jsonl"
+    rows = [json.loads(line) for line in (REPO / "svbench/data/smoke.jsonl").read_text().splitlines()]
+    questions.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run_dir = tmp_path / "run"
+    assert svbench(run_dir, "method=ar", f"benchmark.path={questions}").returncode == 0
+    rows[0]["turns"][0] += " Please answer in one long sentence with many words."
+    questions.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    changed = svbench(run_dir, "method=ar", f"benchmark.path={questions}")
+    assert changed.returncode != 0 and "-token prompt, this one has" in changed.stderr, changed.stderr
 
 
 @pytest.mark.slow
