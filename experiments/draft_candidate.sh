@@ -70,15 +70,21 @@ for split in ("heldout", "spec_bench"):
         e = json.load(open(f"{out}/eval-{who}.json"))[split]
         print(f"{split:10s} {who:9s} starts {e['n_starts']:3d}  tau(1..8) " + " ".join(f"{t:.2f}" for t in e["tau"].values()))
 EOF
-$PY - "results/analysis/$NAME/smollm2/comparisons.md" <<'EOF'
+$PY - "results/analysis/$NAME/smollm2/comparisons.md" "$SHIPPED" "$CANDIDATE" <<'EOF'
 import os, sys
-cmp = sys.argv[1]
+cmp, shipped, candidate = sys.argv[1:]
 if not os.path.exists(cmp):
     sys.exit(f"no {cmp}: the runs have the same configuration (same draft folder?)")
 lines = open(cmp).read().splitlines()
-print("\n".join(lines[:2]))
-for line in lines[2:]:  # shipped vs candidate of one configuration: a and b differ only in the draft folder
-    cells = line.split(" | ")
-    if len(cells) > 2 and cells[1].split(" (")[0] == cells[2].split(" (")[0]:
-        print(line)
+cells = lambda line: [c.strip() for c in line.strip().strip("|").split("|")]
+header = cells(lines[0])
+a, b = header.index("a"), header.index("b")  # by name: setting columns (length, ...) come first when they vary
+rows = [line for line in lines[2:] if line.startswith("|") and len(cells(line)) == len(header)
+        and cells(line)[a].split(" (")[0] == cells(line)[b].split(" (")[0]  # one method / policy ...
+        and {shipped in cells(line)[a], shipped in cells(line)[b]} == {True, False}  # ... shipped vs candidate
+        and {candidate in cells(line)[a], candidate in cells(line)[b]} == {True, False}]
+if not rows:
+    sys.exit(f"{cmp} has no shipped-vs-candidate row")
+print("\n".join(lines[:2] + rows))
+print("diff = b - a (a negative speedup_diff with the candidate as a means the candidate is faster)")
 EOF

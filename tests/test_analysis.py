@@ -298,6 +298,14 @@ def test_config_column_names_the_parameters_that_differ():
                        config_params={**params, **drafts, "pair.eagle.path": "checkpoints/candidates/eagle"})
     frame = metrics.label_frame(metrics.group([shipped, candidate]))
     assert frame["config"].tolist() == ["eagle.path=drafts/smollm2-135m-eagle", "eagle.path=checkpoints/candidates/eagle"]
+    # a flag without a dot (ar_fallback) and a generation setting (dtype) label their rows too
+    on = record([0, 3], [0, 1], [0.0, 0.3], [0.1, 0.1], 1.0, 3, policy_params="c=0.15", config_hash="fb",
+                config_params={**params, "ar_fallback": "on"})
+    fp32 = record([0, 3], [0, 1], [0.0, 0.3], [0.1, 0.1], 1.0, 3, policy_params="c=0.15", config_hash="f32",
+                  config_params={**params, "ar_fallback": None, "run.dtype": "float32"})
+    frame = metrics.label_frame(metrics.group([official, on, fp32]))
+    assert frame["config"].tolist() == ["ar_fallback=None, dtype=None", "ar_fallback=on, dtype=None",
+                                        "ar_fallback=None, dtype=float32"]
 
 def test_comparisons_of_the_two_runs(runs):
     """svip vs fixed share the method: one paired comparison over every question-turn, shown as a table."""

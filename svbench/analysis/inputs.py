@@ -52,6 +52,10 @@ def file_kind(path: Path) -> str:
                        f"nor a Spec-Bench model_answer JSONL file")
 
 
+# generation settings in config_hash that are not a comparison's SETTING (svbench.analysis.metrics)
+RUN_SETTINGS = ("dtype", "device", "attention", "top_k", "top_p", "prompt_template", "threads")
+
+
 def config_labels(records_path: Path) -> dict[str, tuple[str, dict]]:
     """config_hash -> (the policy's parameters as text 'gamma=3', every policy and drafter parameter and the
     pair's draft folders as a dict {'policy.gamma': 3, 'drafter.top_k': 4, 'pair.eagle.path': ...}), from the
@@ -65,7 +69,10 @@ def config_labels(records_path: Path) -> dict[str, tuple[str, dict]]:
         drafts = {k: v["path"] for k, v in (data["config"].get("pair") or {}).items()
                   if k != "target" and isinstance(v, dict) and v.get("path")}
         fallback = data["config"].get("ar_fallback") or {}
-        params = {**{f"policy.{k}": v for k, v in policy.items()},
+        run = {k: data["config"].get(k) for k in RUN_SETTINGS}  # labelled too when they differ (dtype=float32)
+        run["benchmark_file"] = (data["config"].get("benchmark") or {}).get("path")
+        params = {**{f"run.{k}": v for k, v in run.items()},
+                  **{f"policy.{k}": v for k, v in policy.items()},
                   **{f"drafter.{k}": v for k, v in drafter.items() if k != "_target_"},
                   **{f"pair.{k}.path": v for k, v in drafts.items()},
                   **({"ar_fallback": "on"} if fallback.get("enabled") else {})}

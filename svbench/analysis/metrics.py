@@ -62,7 +62,7 @@ def config_column(frame: pd.DataFrame, groups: dict[tuple, list[dict]]) -> list[
                          if any(p.get(k) != params[0].get(k) for p in params)]
             if differing:
                 for i, p in zip(rows, params):
-                    labels[i] = ", ".join(f"{k.split('.', 1)[1]}={p.get(k)}" for k in differing)
+                    labels[i] = ", ".join(f"{k.split('.', 1)[-1]}={p.get(k)}" for k in differing)
     alike: dict[tuple, dict[str, str]] = {}
     for row, label in zip(frame.astype(str).itertuples(index=False), labels):
         alike.setdefault(tuple(getattr(row, c) for c in others), {})[row.config_hash] = label

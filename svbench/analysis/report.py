@@ -72,6 +72,8 @@ def analyze(paths, out) -> list[Path]:
     frame = metrics.comparisons(sd)
     if len(frame):
         written += write_table(frame, out, "comparisons", CAPTIONS["comparisons"], tex=False)
+    else:  # an earlier analysis's table into this --out would otherwise be read as this one's
+        (out / "comparisons.md").unlink(missing_ok=True)
     written.append(plots.speedup_overview(metrics.row_labels(metrics.group(sd)), repeats["speedup_all"],
                                           repeats["speedup_all_ci"], out / "speedup.png"))
     written.append(plots.draft_length_hist(sd, out / "draft_length_hist.png"))
@@ -81,4 +83,7 @@ def analyze(paths, out) -> list[Path]:
     if table is not None:
         written += write_table(table, out, "speedup_by_length", CAPTIONS["speedup_by_length"])
         written.append(plots.speedup_vs_length(by_length, out / "speedup_vs_length.png"))
+    else:
+        for stale in ("speedup_by_length.md", "speedup_by_length.tex", "speedup_vs_length.png"):
+            (out / stale).unlink(missing_ok=True)
     return written
