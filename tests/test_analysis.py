@@ -463,9 +463,13 @@ def test_config_labels_read_the_pairs_draft_folders_from_summary_json(tmp_path):
     config = {"policy": {"name": "svip", "c": 0.15}, "method": {"drafter": {"_target_": "x", "top_k": 4}},
               "pair": {"name": "p", "target": {"path": "t"}, "eagle": {"source": "trained", "path": "cand"},
                        "prompt_template": "chat"}}
+    config.update(dtype="bfloat16", benchmark={"name": "smoke", "path": None})
     (tmp_path / "summary.json").write_text(json.dumps({"config_hash": "h", "config": config}))
+    run = {f"run.{k}": None for k in ("device", "attention", "top_k", "top_p", "prompt_template", "threads",
+                                      "benchmark_file")}
     assert config_labels(tmp_path / "records.jsonl") == {
-        "h": ("c=0.15", {"policy.c": 0.15, "drafter.top_k": 4, "pair.eagle.path": "cand"})}
+        "h": ("c=0.15", {**run, "run.dtype": "bfloat16", "policy.c": 0.15, "drafter.top_k": 4,
+                         "pair.eagle.path": "cand"})}
 
 
 # ---- the papers' claims ----------------------------------------------------------------------------------------
