@@ -558,3 +558,17 @@ def test_claims_disagree_when_b_is_slower(tmp_path):
                   claim_records("vanilla_sd", "fixed", base + 0.2) + claim_records("vanilla_sd", "svip", base))
     line = next(l for l in claims_table(tmp_path, "p").splitlines() if l.startswith("| SVIP > fixed length, vanilla"))
     assert line.endswith("| **disagrees** |") and "-0.200 [" in line
+
+
+def test_a_repeated_measurement_in_a_second_folder_is_left_out_with_a_warning(tmp_path, capsys):
+    """Records are unique by key across files: the same record read twice is kept once silently, another
+    measurement of the same configuration and question-turn is left out with a warning (never averaged in)."""
+    first, again = record([0, 3], [0, 1], [0.0, 0.3], [0.1, 0.1], 1.0, 3), \
+        record([0, 3], [0, 1], [0.0, 0.3], [0.1, 0.1], 2.0, 3)
+    for name, rows in (("a", [first]), ("b", [first]), ("c", [again])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert [r["wall_time"] for r in load_records([tmp_path / "a", tmp_path / "b"])] == [1.0]
+    assert "warning" not in capsys.readouterr().err
+    assert [r["wall_time"] for r in load_records([tmp_path / "a", tmp_path / "c"])] == [1.0]
+    assert "1 record(s) of" in capsys.readouterr().err

@@ -7,6 +7,7 @@ with the sweep dir above it counts once).
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from svbench.errors import SvbenchError
@@ -117,14 +118,20 @@ def load_records(paths) -> list[dict]:
     """Every record under the given paths, each once, with AR baselines attached where missing."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
-    records, seen = [], set()
+    records, seen, clashes = [], {}, []
     for path in paths:
         for file in record_files(path):
             for r in read_file(file):
                 key = record_key(r)
                 if key not in seen:
-                    seen.add(key)
+                    seen[key] = (file, r.get("wall_time"))
                     records.append(r)
+                elif seen[key][1] != r.get("wall_time"):  # another measurement of the same configuration and turn
+                    clashes.append((seen[key][0], file))
+    if clashes:
+        print(f"svbench: warning: {len(clashes)} record(s) of {clashes[0][1]} repeat question-turns of the same "
+              f"configuration already read from {clashes[0][0]} and were left out (the first file's are kept); "
+              f"to use both, run them with different run indices (runs=) or analyse them apart", file=sys.stderr)
     attach_baselines(records)
     return records
 
