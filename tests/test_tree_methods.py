@@ -26,7 +26,7 @@ from svbench.decoding.verify import Sampling
 from svbench.errors import SvbenchError
 from svbench.models import layercut, tiny_llama
 from svbench.nets.eagle import head_from_target, load_head
-from svbench.nets.glide import glide_from_target, load_glide
+from svbench.nets.glide import glide_from_target, keys_before, load_glide
 from svbench.train.__main__ import make_batch
 from svbench.train.eval import lengths_at, round_roots
 from svbench.train.recipes import Eagle3Recipe, EagleRecipe, GlideRecipe
@@ -208,10 +208,12 @@ def test_drafter_reuse_across_sequences(target, nets):
                 generate(target, prompt_for(seed), 25).ids
 
 
-def test_glide_incremental_cache_matches_a_full_forward(target, nets):
+@pytest.mark.parametrize("net", ["glide", "glide2"])
+def test_glide_incremental_cache_matches_a_full_forward(target, nets, net):
     """The drafter's cached, round-by-round forward equals one uncached forward of the draft over the
-    same tokens reading the same (verified) target K/V."""
-    draft, ids = nets["glide"], prompt_for(7) + [5, 9, 11]
+    same tokens reading the same (verified) target K/V, each token the keys before its position (with 2
+    layers the context's upper-layer K/V depend on it)."""
+    draft, ids = nets[net], prompt_for(7) + [5, 9, 11]
     cache = TargetRunner(target)
     cache.prefill(ids[:-1])  # the root ids[-1] is not cached
     drafter = GlideDrafter(draft)
@@ -221,10 +223,22 @@ def test_glide_incremental_cache_matches_a_full_forward(target, nets):
     P = cache.cached_len  # the buffers hold P valid rows
     kv = [(cache.cache.layers[j].keys[:, :, :P], cache.cache.layers[j].values[:, :, :P]) for j in draft.target_layers()]
     for token in tree.tokens[1:]:
+        positions = torch.arange(len(full))[None]
         with torch.no_grad():
-            hidden = draft(torch.tensor([full]), torch.arange(len(full))[None], kv)
+            hidden = draft(torch.tensor([full]), positions, kv, cross_mask=keys_before(positions, P, torch.float32))
         assert int(draft.logits(hidden[0, -1]).argmax()) == token
         full.append(token)
+
+
+def test_glide_inference_cross_mask_is_trainings_with_the_least_staleness():
+    """keys_before (inference, verified context) is training's block mask with blocks of one position: a
+    query sees the target keys before its position, never its own or later ones."""
+    from svbench.train.recipes import block_mask
+
+    T = 9
+    assert torch.equal(keys_before(torch.arange(T)[None], T, torch.float32), block_mask(T, 1, torch.float32))
+    partial = keys_before(torch.arange(4, 9)[None], 6, torch.float32)[0, 0]  # positions 4..8 over 6 keys
+    assert ((partial == 0).sum(-1)).tolist() == [4, 5, 6, 6, 6]
 
 
 @pytest.mark.parametrize("reencode", [False, True])

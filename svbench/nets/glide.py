@@ -57,6 +57,16 @@ def target_rope_config(config: LlamaConfig) -> LlamaConfig:
                        max_position_embeddings=config.max_position_embeddings)
 
 
+def keys_before(positions: torch.Tensor, num_keys: int, dtype) -> torch.Tensor:
+    """Additive (1, 1, T, S) cross mask for queries at positions (1, T) over target keys 0..S-1: a query sees
+    the keys before its own position (key 0 at position 0: a fully masked row would give NaN). Drafting from
+    the verified cache never needs it (the root and drafted tokens sit at or past S); feeding verified context
+    does, because training (svbench.train.recipes.block_mask) never shows a query its own or later keys."""
+    allowed = torch.arange(num_keys, device=positions.device)[None, :] < positions[0, :, None].clamp(min=1)
+    return torch.zeros(allowed.shape, dtype=dtype, device=positions.device).masked_fill_(
+        ~allowed, torch.finfo(dtype).min)[None, None]  # (1, 1, T, S)
+
+
 class CrossAttention(nn.Module):
     def __init__(self, config: LlamaConfig):
         super().__init__()

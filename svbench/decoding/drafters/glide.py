@@ -3,7 +3,9 @@
 Same drafting loop as vanilla SD (chain, or a CaPE tree with ``cape_bins``); only the forward differs:
 each draft layer also cross-attends to one target layer's cached K/V. The draft's own cache is rolled
 back lazily to the verified prefix (DraftModelDrafter._catch_up); at drafting time the target cache
-holds exactly the verified tokens (TargetRunner's invariant), and the cross-attention is not masked.
+holds exactly the verified tokens (TargetRunner's invariant). The root and drafted tokens see all of it;
+tokens fed at verified positions (the prompt at the first round, accepted tokens) see only the target keys
+before their own position (svbench.nets.glide.keys_before), as training's stale-cache mask shows them.
 
 ``reencode_accepted`` (method.drafter.reencode_accepted): false keeps the draft's K/V of the accepted
 tokens as they were computed while drafting (against the target cache of the round before); true rolls
@@ -19,7 +21,7 @@ import torch
 from svbench.decoding.drafters.draft_model import DraftModelDrafter
 from svbench.models import load_target_reader
 from svbench.nets.common import causal_mask
-from svbench.nets.glide import glide_from_target, load_glide
+from svbench.nets.glide import glide_from_target, keys_before, load_glide
 
 
 def load_glide_network(spec, target):
@@ -55,8 +57,12 @@ class GlideDrafter(DraftModelDrafter):
         verified = self.target.cached_len  # the target cache holds exactly the verified prefix now
         target_kv = [(self.target.cache.layers[j].keys[:, :, :verified], self.target.cache.layers[j].values[:, :, :verified])
                      for j in self.model.target_layers()]  # per draft layer: (1, kv_T, P, hd_T) each
-        mask = causal_mask(past, n, self.model.model.norm.weight.dtype, device)  # (1, 1, n, past + n)
-        hidden = self.model(input_ids, positions, target_kv, self_mask=mask,
+        dtype = self.model.model.norm.weight.dtype
+        mask = causal_mask(past, n, dtype, device)  # (1, 1, n, past + n)
+        # tokens fed at verified positions (the context, accepted tokens) see only the target keys before them,
+        # as in training; the root and drafted tokens (positions >= verified) see the whole verified cache
+        cross = keys_before(positions, verified, dtype) if past < verified else None  # (1, 1, n, verified)
+        hidden = self.model(input_ids, positions, target_kv, self_mask=mask, cross_mask=cross,
                             cache=self.cache)  # (1, n, d)
         self.cached_ids.extend(new_ids)
         return self.model.logits(hidden[0, -1])  # (V,) or (N,)
