@@ -208,15 +208,15 @@ def test_drafter_reuse_across_sequences(target, nets):
                 generate(target, prompt_for(seed), 25).ids
 
 
-@pytest.mark.parametrize("net", ["glide", "glide2"])
-def test_glide_incremental_cache_matches_a_full_forward(target, nets, net):
+@pytest.mark.parametrize("net, mask_context", [("glide", True), ("glide2", True), ("glide2", False)])
+def test_glide_incremental_cache_matches_a_full_forward(target, nets, net, mask_context):
     """The drafter's cached, round-by-round forward equals one uncached forward of the draft over the
     same tokens reading the same (verified) target K/V, each token the keys before its position (with 2
-    layers the context's upper-layer K/V depend on it)."""
+    layers the context's upper-layer K/V depend on it), or all of them with mask_context=False."""
     draft, ids = nets[net], prompt_for(7) + [5, 9, 11]
     cache = TargetRunner(target)
     cache.prefill(ids[:-1])  # the root ids[-1] is not cached
-    drafter = GlideDrafter(draft)
+    drafter = GlideDrafter(draft, mask_context=mask_context)
     drafter.reset(cache)
     tree = drafter.get_candidates(ids, FixedPolicy(3), 3, Sampling())
     full = list(ids)
@@ -225,7 +225,8 @@ def test_glide_incremental_cache_matches_a_full_forward(target, nets, net):
     for token in tree.tokens[1:]:
         positions = torch.arange(len(full))[None]
         with torch.no_grad():
-            hidden = draft(torch.tensor([full]), positions, kv, cross_mask=keys_before(positions, P, torch.float32))
+            hidden = draft(torch.tensor([full]), positions, kv,
+                           cross_mask=keys_before(positions, P, torch.float32) if mask_context else None)
         assert int(draft.logits(hidden[0, -1]).argmax()) == token
         full.append(token)
 

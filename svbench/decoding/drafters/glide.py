@@ -6,6 +6,8 @@ back lazily to the verified prefix (DraftModelDrafter._catch_up); at drafting ti
 holds exactly the verified tokens (TargetRunner's invariant). The root and drafted tokens see all of it;
 tokens fed at verified positions (the prompt at the first round, accepted tokens) see only the target keys
 before their own position (svbench.nets.glide.keys_before), as training's stale-cache mask shows them.
+``mask_context=false`` lets them see the whole verified cache, as the official inference code does (a
+deviation for svbench's own drafts, which never saw their own or later target keys in training).
 
 ``reencode_accepted`` (method.drafter.reencode_accepted): false keeps the draft's K/V of the accepted
 tokens as they were computed while drafting (against the target cache of the round before); true rolls
@@ -34,15 +36,16 @@ class GlideDrafter(DraftModelDrafter):
     network = "glide"
     load_network = staticmethod(load_glide_network)
 
-    def __init__(self, glide_draft, cape_bins=None, reencode_accepted: bool = False):
+    def __init__(self, glide_draft, cape_bins=None, reencode_accepted: bool = False, mask_context: bool = True):
         super().__init__(glide_draft, None, cape_bins)
-        self.reencode_accepted = bool(reencode_accepted)
+        self.reencode_accepted, self.mask_context = bool(reencode_accepted), bool(mask_context)
         if glide_draft.vocab_ids is not None:  # the net's head already has the subset's rows: ids only
             self.vocab_ids = torch.tensor(glide_draft.vocab_ids, device=glide_draft.head_weight.device)
 
     @classmethod
-    def from_pair(cls, pair, cape_bins=None, reencode_accepted: bool = False) -> "GlideDrafter":
-        return cls(pair.network, cape_bins, reencode_accepted)
+    def from_pair(cls, pair, cape_bins=None, reencode_accepted: bool = False,
+                  mask_context: bool = True) -> "GlideDrafter":
+        return cls(pair.network, cape_bins, reencode_accepted, mask_context)
 
     def _kept_prefix(self, ids: list[int], limit: int) -> int:
         if self.reencode_accepted:  # roll back to before the old root: it and the accepted tokens are re-encoded
@@ -61,7 +64,7 @@ class GlideDrafter(DraftModelDrafter):
         mask = causal_mask(past, n, dtype, device)  # (1, 1, n, past + n)
         # tokens fed at verified positions (the context, accepted tokens) see only the target keys before them,
         # as in training; the root and drafted tokens (positions >= verified) see the whole verified cache
-        cross = keys_before(positions, verified, dtype) if past < verified else None  # (1, 1, n, verified)
+        cross = keys_before(positions, verified, dtype) if self.mask_context and past < verified else None
         hidden = self.model(input_ids, positions, target_kv, self_mask=mask, cross_mask=cross,
                             cache=self.cache)  # (1, n, d)
         self.cached_ids.extend(new_ids)
