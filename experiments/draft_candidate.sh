@@ -77,12 +77,15 @@ if not os.path.exists(cmp):
     sys.exit(f"no {cmp}: the runs have the same configuration (same draft folder?)")
 lines = open(cmp).read().splitlines()
 cells = lambda line: [c.strip() for c in line.strip().strip("|").split("|")]
+# a label "eagle2 / svip (eagle.path=DIR, ...)": does it name this folder exactly (not a longer path containing it)?
+names = lambda label, folder: any(p.split("=", 1)[-1] == folder and ".path=" in p
+                                  for p in label.split(" (", 1)[-1].rstrip(")").split(", "))
 header = cells(lines[0])
 a, b = header.index("a"), header.index("b")  # by name: setting columns (length, ...) come first when they vary
 rows = [line for line in lines[2:] if line.startswith("|") and len(cells(line)) == len(header)
         and cells(line)[a].split(" (")[0] == cells(line)[b].split(" (")[0]  # one method / policy ...
-        and {shipped in cells(line)[a], shipped in cells(line)[b]} == {True, False}  # ... shipped vs candidate
-        and {candidate in cells(line)[a], candidate in cells(line)[b]} == {True, False}]
+        and {names(cells(line)[a], shipped), names(cells(line)[b], shipped)} == {True, False}  # ... shipped vs
+        and {names(cells(line)[a], candidate), names(cells(line)[b], candidate)} == {True, False}]  # candidate
 if not rows:
     sys.exit(f"{cmp} has no shipped-vs-candidate row")
 print("\n".join(lines[:2] + rows))

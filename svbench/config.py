@@ -1,6 +1,7 @@
 """Check a composed config before anything heavy runs, and derive the hashes that identify results."""
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -157,7 +158,10 @@ def method_settings(c: dict) -> dict:
     if c.get("logger") not in (None, "wandb"):
         raise SvbenchError(f"logger={c.get('logger')!r} must be null or wandb")
     role = getattr(drafter_class(c["method"]), "network", None)
-    settings = {role or "network": c["pair"].get(role) if role else None, "method": c["method"], "policy": c["policy"]}
+    method = copy.deepcopy(c["method"])
+    if (method.get("drafter") or {}).get("mask_context") is False:  # GliDe records made before the option were
+        del method["drafter"]["mask_context"]                       # unmasked: false keeps their hash
+    settings = {role or "network": c["pair"].get(role) if role else None, "method": method, "policy": c["policy"]}
     if (c.get("ar_fallback") or {}).get("enabled"):  # only when on: records made without it keep their hash
         settings["ar_fallback"] = c["ar_fallback"]
     return settings

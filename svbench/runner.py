@@ -122,8 +122,8 @@ def plan(cfg, out_dir: Path) -> Plan:
     foreign = sorted({r["config_hash"] for r in store.records} - {ar_hash, method_hash})
     if foreign:  # resume is by record key, so another configuration's records would be mixed in silently
         raise SvbenchError(f"{out_dir} holds records of another configuration (config_hash {', '.join(foreign)}; "
-                           f"this one: {method_hash}); a run folder holds one configuration: use another "
-                           f"hydra.run.dir or remove that folder")
+                           f"this one: {method_hash}{config_difference(out_dir, c, store.records, hardware)}); a run "
+                           f"folder holds one configuration: use another hydra.run.dir or remove that folder")
     ar_index = _ar_index(_external_ar_records(c["baseline_records"]) + store.records)
     pair = load_pair(c["pair"], c["dtype"], c["device"], drafter_cls=drafter_class(c["method"]),
                      attention=c["attention"])
@@ -133,6 +133,28 @@ def plan(cfg, out_dir: Path) -> Plan:
     for q in questions:  # preflight: every first-turn prompt must fit the model before anything is generated
         check_length(p, build_prompt(pair.tokenizer, c["prompt_template"], [q.turns[0]], []))
     return p
+
+
+def config_difference(out_dir: Path, c: dict, records: list[dict], hardware: dict) -> str:
+    """', differs in: key (old -> new), ...' between the folder's summary.json config and this one, and the
+    hardware of its last record; '' when there is nothing to compare."""
+    def leaves(d, prefix=""):
+        for k, v in (d or {}).items():
+            if isinstance(v, dict):
+                yield from leaves(v, f"{prefix}{k}.")
+            else:
+                yield f"{prefix}{k}", v
+    volatile = ("progress", "baseline_records", "runs", "benchmark.limit", "logger", "experiment")
+    try:
+        old = dict(leaves(json.loads((out_dir / "summary.json").read_text())["config"]))
+    except (OSError, ValueError, KeyError):
+        old = {}
+    new = dict(leaves(c))
+    diff = [f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in sorted(set(old) | set(new))
+            if old and old.get(k) != new.get(k) and not k.startswith(volatile)]
+    last = (records[-1].get("env") or {}) if records else {}
+    diff += [f"hardware {k} ({last.get(k)!r} -> {v!r})" for k, v in hardware.items() if k in last and last[k] != v]
+    return f", differs in: {'; '.join(diff[:6])}" if diff else ""
 
 
 def check_length(p: Plan, prompt_ids) -> None:
@@ -277,4 +299,7 @@ def folder_lock(out_dir: Path):
         except BlockingIOError:
             raise SvbenchError(f"another svbench run is writing {out_dir}; wait for it or use another "
                                f"hydra.run.dir") from None
+        except OSError as exc:  # a file system without flock (e.g. Lustre mounted noflock): run unlocked
+            print(f"svbench: warning: {out_dir}: no lock ({exc.strerror}); do not start two runs into it",
+                  file=sys.stderr)
         yield

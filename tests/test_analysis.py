@@ -572,3 +572,9 @@ def test_a_repeated_measurement_in_a_second_folder_is_left_out_with_a_warning(tm
     assert "warning" not in capsys.readouterr().err
     assert [r["wall_time"] for r in load_records([tmp_path / "a", tmp_path / "c"])] == [1.0]
     assert "1 record(s) of" in capsys.readouterr().err
+    ar = {**first, "method": "ar", "policy": "none"}  # every method folder times its own AR: one kept, no warning
+    for name, wall in (("d", 1.0), ("e", 1.5)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "records.jsonl").write_text(json.dumps({**ar, "wall_time": wall}) + "\n")
+    assert [r["wall_time"] for r in load_records([tmp_path / "d", tmp_path / "e"])] == [1.0]
+    assert "warning" not in capsys.readouterr().err

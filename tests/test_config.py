@@ -165,3 +165,17 @@ def test_a_drafter_target_that_is_not_a_drafter_is_one_clear_error():
         validate(cfg_with("method=vanilla_sd", "method.drafter._target_=svbench.decoding.tree.DraftTree"))
     with pytest.raises(SvbenchError, match="cannot be imported"):
         validate(cfg_with("method=vanilla_sd", "method.drafter._target_=svbench.nowhere.Nothing"))
+
+
+def test_glide_mask_context_false_keeps_the_hash_of_records_made_before_the_option():
+    """Records made before method.drafter.mask_context existed were unmasked: mask_context=false hashes like
+    them (they resume and serve as baselines), the default true does not."""
+    from svbench.config import config_hash, method_settings
+
+    def settings(**drafter):
+        return method_settings({"method": {"name": "glide", "drafter": {
+            "_target_": "svbench.decoding.drafters.glide.GlideDrafter", "cape_bins": None,
+            "reencode_accepted": False, **drafter}}, "pair": {"glide": {"path": "g"}}, "policy": {"name": "svip"}})
+
+    before = config_hash(settings())
+    assert config_hash(settings(mask_context=False)) == before != config_hash(settings(mask_context=True))

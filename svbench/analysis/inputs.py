@@ -126,7 +126,8 @@ def load_records(paths) -> list[dict]:
                 if key not in seen:
                     seen[key] = (file, r.get("wall_time"))
                     records.append(r)
-                elif seen[key][1] != r.get("wall_time"):  # another measurement of the same configuration and turn
+                elif seen[key][1] != r.get("wall_time") and r["method"] != "ar":  # another measurement of the
+                    # same configuration and turn (AR: every method folder times its own baseline, one is kept)
                     clashes.append((seen[key][0], file))
     if clashes:
         print(f"svbench: warning: {len(clashes)} record(s) of {clashes[0][1]} repeat question-turns of the same "
