@@ -163,3 +163,15 @@ def test_wandb_logging_offline_writes_a_run(tmp_path):
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))  # the run's data file, ready for `wandb sync`
     assert (tmp_path / "analysis" / "draft_length_hist.png").is_file()
     assert svbench(tmp_path / "bad", "logger=tensorboard").returncode == 2
+
+
+@pytest.mark.slow
+def test_default_run_folder_is_named_by_the_method_config(tmp_path):
+    """eagle2_cpu records say method eagle2; its default folder is eagle2_cpu-<policy>, so method=eagle2 (another
+    tree, another config hash) does not land in the same folder."""
+    result = subprocess.run([sys.executable, "-m", "svbench", "pair=tiny", "method=eagle2_cpu", "progress=false",
+                             "max_new_tokens=4", "benchmark.limit=1"], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "results/runs/tiny/smoke/eagle2_cpu-svip/records.jsonl").is_file()
+    assert {r["method"] for r in records(tmp_path / "results/runs/tiny/smoke/eagle2_cpu-svip")} == {"ar", "eagle2"}
