@@ -152,16 +152,28 @@ def generation_settings(c: dict) -> dict:
     }
 
 
+# Settings added after committed records existed. At the value that reproduces the old behaviour each is left
+# out of the hash, so those records still resume and serve as baselines: (path in method_settings, is_old).
+HASH_NEUTRAL_SETTINGS = [
+    (("method", "drafter", "mask_context"), lambda v: v is False),  # GliDe before its inference cross mask
+    (("ar_fallback",), lambda v: not (v or {}).get("enabled")),      # runs before the AR fallback existed
+]
+
+
 def method_settings(c: dict) -> dict:
+    """What a method's records are hashed by, beyond generation_settings: its network, method and policy."""
     if c["method"]["name"] == "ar":
         return {}
     if c.get("logger") not in (None, "wandb"):
         raise SvbenchError(f"logger={c.get('logger')!r} must be null or wandb")
     role = getattr(drafter_class(c["method"]), "network", None)
-    method = copy.deepcopy(c["method"])
-    if (method.get("drafter") or {}).get("mask_context") is False:  # GliDe records made before the option were
-        del method["drafter"]["mask_context"]                       # unmasked: false keeps their hash
-    settings = {role or "network": c["pair"].get(role) if role else None, "method": method, "policy": c["policy"]}
-    if (c.get("ar_fallback") or {}).get("enabled"):  # only when on: records made without it keep their hash
-        settings["ar_fallback"] = c["ar_fallback"]
+    settings = copy.deepcopy({role or "network": c["pair"].get(role) if role else None, "method": c["method"],
+                              "policy": c["policy"], "ar_fallback": c.get("ar_fallback")})
+    for path, is_old in HASH_NEUTRAL_SETTINGS:
+        *parents, key = path
+        node = settings
+        for name in parents:
+            node = node.get(name) or {}
+        if key in node and is_old(node[key]):
+            del node[key]
     return settings

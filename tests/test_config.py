@@ -179,3 +179,23 @@ def test_glide_mask_context_false_keeps_the_hash_of_records_made_before_the_opti
 
     before = config_hash(settings())
     assert config_hash(settings(mask_context=False)) == before != config_hash(settings(mask_context=True))
+
+
+def test_every_committed_run_folder_rehashes_to_its_config_hash():
+    """The hash decides which records a run resumes and which AR baseline it reuses: a change to what is hashed
+    (generation_settings, method_settings, HASH_NEUTRAL_SETTINGS) must leave the committed results' hashes alone."""
+    import json
+    from pathlib import Path
+
+    from svbench.config import config_hash, generation_settings, method_settings
+
+    summaries = sorted((Path(__file__).resolve().parents[1] / "results").rglob("summary.json"))
+    assert len(summaries) > 50
+    for path in summaries:
+        summary = json.loads(path.read_text())
+        c, env = summary["config"], summary["env"]
+        hardware = {"cpu": env["cpu"], "gpu": env["gpu"], **({"threads": c["threads"]} if c.get("threads") else {})}
+        parts = [generation_settings(c), hardware]
+        if c["method"].get("drafter") is not None:
+            parts.append(method_settings(c))
+        assert config_hash(*parts) == summary["config_hash"], path
