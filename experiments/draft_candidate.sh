@@ -12,8 +12,8 @@
 #      vanilla_sd, gamma 5; glide: glide, gamma 4; eagle: eagle2, the official 60-node tree; eagle3: eagle3, the
 #      same tree), also ABBA: svip on the CPU tree can hide a better draft (session 15: svip stops the 12-node
 #      tree after one level in ~95% of rounds, while the official tree resolved +0.12 tau);
-#   4. svbench.analysis: comparisons.md holds the paired speedup / tau difference with its interval; the
-#      shipped-vs-candidate rows are printed at the end.
+#   4. svbench.analysis: every table of the runs; at the end `svbench.analysis compare` prints candidate
+#      against shipped per configuration: the paired speedup / tau difference with its interval and verdict.
 # Usage: bash experiments/draft_candidate.sh KIND CANDIDATE_DIR NAME
 #   KIND: draft_lm (vanilla_sd + svip) | glide (glide_cape + svip) | eagle (eagle2_cpu + svip) | eagle3 (eagle3_cpu + svip)
 #   writes results/experiments/NAME/smollm2/{ar,<method>-svip-shipped,<method>-svip-candidate,eval-*.json}
@@ -70,24 +70,6 @@ for split in ("heldout", "spec_bench"):
         e = json.load(open(f"{out}/eval-{who}.json"))[split]
         print(f"{split:10s} {who:9s} starts {e['n_starts']:3d}  tau(1..8) " + " ".join(f"{t:.2f}" for t in e["tau"].values()))
 EOF
-$PY - "results/analysis/$NAME/smollm2/comparisons.md" "$SHIPPED" "$CANDIDATE" <<'EOF'
-import os, sys
-cmp, shipped, candidate = sys.argv[1:]
-if not os.path.exists(cmp):
-    sys.exit(f"no {cmp}: the runs have the same configuration (same draft folder?)")
-lines = open(cmp).read().splitlines()
-cells = lambda line: [c.strip() for c in line.strip().strip("|").split("|")]
-# a label "eagle2 / svip (eagle.path=DIR, ...)": does it name this folder exactly (not a longer path containing it)?
-names = lambda label, folder: any(p.split("=", 1)[-1] == folder and ".path=" in p
-                                  for p in label.split(" (", 1)[-1].rstrip(")").split(", "))
-header = cells(lines[0])
-a, b = header.index("a"), header.index("b")  # by name: setting columns (length, ...) come first when they vary
-rows = [line for line in lines[2:] if line.startswith("|") and len(cells(line)) == len(header)
-        and cells(line)[a].split(" (")[0] == cells(line)[b].split(" (")[0]  # one method / policy ...
-        and {names(cells(line)[a], shipped), names(cells(line)[b], shipped)} == {True, False}  # ... shipped vs
-        and {names(cells(line)[a], candidate), names(cells(line)[b], candidate)} == {True, False}]  # candidate
-if not rows:
-    sys.exit(f"{cmp} has no shipped-vs-candidate row")
-print("\n".join(lines[:2] + rows))
-print("diff = b - a (a negative speedup_diff with the candidate as a means the candidate is faster)")
-EOF
+# the verdict: candidate against shipped, paired on the question-turns both ran (diff = candidate - shipped)
+$PY -m svbench.analysis compare "$OUT/$RUN-svip-shipped" "$OUT/$RUN-svip-candidate"
+[ "$FIXED" = 0 ] || $PY -m svbench.analysis compare "$OUT/$FIXED_RUN-fixed-shipped" "$OUT/$FIXED_RUN-fixed-candidate"

@@ -323,6 +323,35 @@ def test_comparisons_of_the_two_runs(runs):
     assert row["speedup_verdict"] == ("within noise" if lo <= 0 <= hi else "resolved")
 
 
+def test_compare_subcommand_is_the_paired_comparison_of_two_run_dirs(runs, capsys):
+    """compare A B prints b - a as comparisons() has it for the same two configurations."""
+    main(["compare", str(runs / "svip"), str(runs / "fixed")])
+    table = capsys.readouterr().out.splitlines()
+    header = [c.strip() for c in table[0].strip("|").split("|")]
+    row = dict(zip(header, (c.strip() for c in table[2].strip("|").split("|"))))
+    sd = [r for r in load_records([runs]) if r["method"] != "ar"]
+    svip, fixed = ([r for r in sd if r["policy"] == name] for name in ("svip", "fixed"))
+    expected = metrics.compare(svip, fixed)
+    assert row["b"].endswith("fixed") and int(row["n"]) == expected["n"]
+    assert float(row["speedup_diff"].split()[0]) == pytest.approx(expected["speedup_diff"], abs=5e-4)
+    assert float(row["tau_b"]) == pytest.approx(expected["tau_b"], abs=5e-4)
+
+
+def test_compare_subcommand_errors_are_one_line(runs, tmp_path, capsys):
+    for args, message in [([runs, runs / "fixed"], "holds 2 configurations"),
+                          ([runs / "svip", write_records(tmp_path / "ar.jsonl", [
+                              r for r in read_records(runs / "svip" / "records.jsonl") if r["method"] == "ar"])],
+                           "no speculative-decoding records")]:
+        with pytest.raises(SystemExit):
+            main(["compare", *map(str, args)])
+        assert message in capsys.readouterr().err
+    elsewhere = variant([r for r in read_records(runs / "fixed" / "records.jsonl") if r["method"] != "ar"],
+                        question_id="elsewhere")
+    with pytest.raises(SystemExit):
+        main(["compare", str(runs / "svip"), str(write_records(tmp_path / "elsewhere.jsonl", elsewhere))])
+    assert "share no question-turn" in capsys.readouterr().err
+
+
 # ---- user errors -----------------------------------------------------------------------------------------------
 
 def test_missing_path_is_a_clear_error(tmp_path):

@@ -1,6 +1,7 @@
 """python -m svbench.analysis PATH [PATH ...] --out DIR
 python -m svbench.analysis export PATH [PATH ...] --out answers.jsonl [--tokenizer NAME_OR_DIR]
-python -m svbench.analysis claims EXPERIMENTS_DIR --pair PAIR --out claims.md"""
+python -m svbench.analysis claims EXPERIMENTS_DIR --pair PAIR --out claims.md
+python -m svbench.analysis compare A B"""
 from __future__ import annotations
 
 import argparse
@@ -40,6 +41,27 @@ def claims_parser() -> argparse.ArgumentParser:
     ap.add_argument("--goal", type=float, default=2.0, help="speedup the best method should reach (default 2.0)")
     ap.add_argument("--out", required=True, type=Path, help="markdown file to write")
     return ap
+
+
+def compare_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m svbench.analysis compare",
+                                 description="B against A, paired on the question-turns both ran: speedup and tau "
+                                             "of each, the difference B - A with its 95% interval and a verdict "
+                                             "(one markdown table on stdout). A and B: one configuration each.")
+    ap.add_argument("a", metavar="A", help="run dir or records.jsonl (one configuration)")
+    ap.add_argument("b", metavar="B", help="run dir or records.jsonl (one configuration)")
+    return ap
+
+
+def compare(args) -> list[Path]:
+    from svbench.analysis.inputs import load_records, sd_records
+    from svbench.analysis.metrics import compare_runs
+    from svbench.analysis.report import CAPTIONS
+    from svbench.analysis.tables import markdown
+
+    a, b = (sd_records(load_records(p), [p]) for p in (args.a, args.b))
+    print(markdown(compare_runs(a, b, args.a, args.b), CAPTIONS["compare"]), end="")
+    return []
 
 
 def claims(args) -> list[Path]:
@@ -85,6 +107,8 @@ def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["export"]:
         files = report_user_errors(export, export_parser().parse_args(argv[1:]))
+    elif argv[:1] == ["compare"]:
+        files = report_user_errors(compare, compare_parser().parse_args(argv[1:]))
     elif argv[:1] == ["claims"]:
         files = report_user_errors(claims, claims_parser().parse_args(argv[1:]))
     else:

@@ -12,6 +12,7 @@ import statistics
 import numpy as np
 import pandas as pd
 
+from svbench.errors import SvbenchError
 from svbench.results import bootstrap_ci, difference_of_ratios, ratio_of_means, summarize, summarize_group, unit_values
 
 # One configuration. method and policy always label a row; the others only when they vary.
@@ -333,6 +334,22 @@ def compare(a: list[dict], b: list[dict]) -> dict:
                     f"{name}_diff": float(difference_of_ratios(means)), f"{name}_diff_ci": ci,
                     f"{name}_verdict": None if ci is None else verdict(ci, len(set(ua["cluster"])))})
     return out
+
+
+def compare_runs(a: list[dict], b: list[dict], name_a: str = "a", name_b: str = "b") -> pd.DataFrame:
+    """compare(a, b) as a one-row table; a and b must each hold one configuration of one setting (else an error
+    naming them), and share at least one question-turn."""
+    for records, name in ((a, name_a), (b, name_b)):
+        if len(group(records)) > 1:
+            raise SvbenchError(f"{name} holds {len(group(records))} configurations; compare takes one each")
+    row = compare(a, b)
+    if row["n"] == 0:
+        raise SvbenchError(f"{name_a} and {name_b} share no question-turn (question_id, turn, run)")
+    if any(a[0].get(k) != b[0].get(k) for k in SETTING):
+        raise SvbenchError(f"{name_a} and {name_b} differ in their setting ({', '.join(SETTING)}): not comparable")
+    columns = ["a", "b", "n", "speedup_a", "speedup_b", "speedup_diff", "speedup_diff_ci", "speedup_verdict",
+               "tau_a", "tau_b", "tau_diff", "tau_diff_ci", "tau_verdict"]
+    return pd.DataFrame([{"a": name_a, "b": name_b, **row}], columns=columns)
 
 
 MIN_VERDICT_N = 5  # fewer question-turns than this: a bootstrap interval means little, no verdict

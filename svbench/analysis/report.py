@@ -32,6 +32,11 @@ CAPTIONS = {
                          + INTERVALS,
     "summary": "Mean ± sample std (ddof=1) over repeated runs (`run` index) of overall speedup and tau; "
                "speedup_all / tau_all: over the records of every run together. " + INTERVALS,
+    "compare": "b against a over the question-turns and runs both have (n, paired on question_id, turn, run); "
+               "speedup_a / speedup_b, tau_a / tau_b over those; diff = b - a with its "
+               f"{LEVEL:.0%} paired BCa bootstrap interval (a question-turn's numbers for a and b resampled "
+               f"together; runs within a question-turn as one cluster; {RESAMPLES} resamples, seed {SEED}). "
+               "resolved: the interval excludes 0; within noise: it does not.",
     "comparisons": "Configurations of one setting (pair, benchmark, T, length) that share a method (policy vs "
                    "policy) or a policy (method vs method), b against a, over the question-turns and runs both "
                    "have (n, paired on question_id, turn, run); speedup_a / speedup_b over those; diff = b - a "
