@@ -136,22 +136,25 @@ def plan(cfg, out_dir: Path) -> Plan:
 
 
 def config_difference(out_dir: Path, c: dict, records: list[dict], hardware: dict) -> str:
-    """', differs in: key (old -> new), ...' between the folder's summary.json config and this one, and the
-    hardware of its last record; '' when there is nothing to compare."""
+    """', differs in: key (old -> new), ...' over what the config hash covers (generation_settings,
+    method_settings) between the folder's summary.json config and this one, and the hardware of its last
+    record; '' when there is nothing to compare."""
     def leaves(d, prefix=""):
         for k, v in (d or {}).items():
             if isinstance(v, dict):
                 yield from leaves(v, f"{prefix}{k}.")
             else:
                 yield f"{prefix}{k}", v
-    volatile = ("progress", "baseline_records", "runs", "benchmark.limit", "logger", "experiment")
+
+    def hashed(config):
+        return dict(leaves({**generation_settings(config), **method_settings(config)}))
     try:
-        old = dict(leaves(json.loads((out_dir / "summary.json").read_text())["config"]))
-    except (OSError, ValueError, KeyError):
+        old = hashed(json.loads((out_dir / "summary.json").read_text())["config"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, SvbenchError):  # none, torn or another schema
         old = {}
-    new = dict(leaves(c))
+    new = hashed(c)
     diff = [f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in sorted(set(old) | set(new))
-            if old and old.get(k) != new.get(k) and not k.startswith(volatile)]
+            if old and old.get(k) != new.get(k)]
     last = (records[-1].get("env") or {}) if records else {}
     diff += [f"hardware {k} ({last.get(k)!r} -> {v!r})" for k, v in hardware.items() if k in last and last[k] != v]
     return f", differs in: {'; '.join(diff[:6])}" if diff else ""

@@ -199,3 +199,30 @@ def test_every_committed_run_folder_rehashes_to_its_config_hash():
         if c["method"].get("drafter") is not None:
             parts.append(method_settings(c))
         assert config_hash(*parts) == summary["config_hash"], path
+
+
+def test_config_difference_names_what_the_hash_covers_and_nothing_else(tmp_path):
+    """The refusal to mix configurations in a run folder names the hashed settings that differ (not progress,
+    limits or loggers, which a resumed run may change freely) and the hardware."""
+    import copy
+    import json
+    import shutil
+    from pathlib import Path
+
+    from svbench.runner import config_difference
+
+    source = Path(__file__).resolve().parents[1] / "results/experiments/s15_eagle/smollm2/eagle2-fixed-shipped"
+    shutil.copy(source / "summary.json", tmp_path / "summary.json")
+    old = json.loads((tmp_path / "summary.json").read_text())["config"]
+    new = copy.deepcopy(old)
+    new.update(progress=not old["progress"], runs=old["runs"] + 1, max_new_tokens=old["max_new_tokens"] // 2)
+    new["benchmark"]["limit"] = 99
+    new["policy"]["gamma"] = 9
+    records = [{"env": {"cpu": "old cpu", "gpu": None}}]
+    diff = config_difference(tmp_path, new, records, {"cpu": "new cpu", "gpu": None})
+    assert diff.startswith(", differs in: ")
+    named = sorted(part.split(" (")[0] for part in diff.removeprefix(", differs in: ").split("; "))
+    assert named == ["hardware cpu", "max_new_tokens", "policy.gamma"], diff
+    assert config_difference(tmp_path, old, [], {}) == ""
+    (tmp_path / "summary.json").write_text("{torn")
+    assert config_difference(tmp_path, new, [], {}) == ""
