@@ -42,11 +42,10 @@ def main() -> None:
         if len(seq) >= args.length:
             break
     ids = torch.tensor([seq[: args.length]])  # (1, T)
-    drafter = cls.from_pair(pair)  # its head: the lm_head rows of the reduced vocabulary (N, d)
-    draft, vocab, head = pair.network, drafter.vocab_ids, drafter.head
+    drafter = cls.from_pair(pair)
 
     def draft_argmax(chunk):  # (1, t) -> (t,) token ids
-        return vocab[(draft.model(input_ids=chunk).last_hidden_state[0] @ head.T).float().argmax(-1)]
+        return drafter.token_id(drafter.sequence_logits(chunk).float().argmax(-1))
 
     target = pair.target(input_ids=ids).logits[0].float().argmax(-1)  # (T,)
     whole = draft_argmax(ids)

@@ -152,6 +152,24 @@ def generation_settings(c: dict) -> dict:
     }
 
 
+def hashed_settings(c: dict, env: dict) -> dict:
+    """Everything a run's config hash covers, by part: generation (what changes AR's output or speed), hardware
+    (an AR baseline is reused only on the same cpu, gpu and threads; null threads, the machine's default, is left
+    out so records made before threads= existed keep their hash) and, except for AR, method (method_settings)."""
+    hardware = {"cpu": env["cpu"], "gpu": env["gpu"], **({"threads": c["threads"]} if c.get("threads") else {})}
+    parts = {"generation": generation_settings(c), "hardware": hardware}
+    if c["method"].get("drafter") is not None:
+        parts["method"] = method_settings(c)
+    return parts
+
+
+def config_hashes(c: dict, env: dict) -> tuple[str, str]:
+    """(the AR baseline's hash, this run's hash): records are resumed and AR baselines reused by these."""
+    parts = hashed_settings(c, env)
+    ar_hash = config_hash(parts["generation"], parts["hardware"])
+    return ar_hash, config_hash(parts["generation"], parts["hardware"], parts["method"]) if "method" in parts else ar_hash
+
+
 # Settings added after committed records existed. At the value that reproduces the old behaviour each is left
 # out of the hash, so those records still resume and serve as baselines: (path in method_settings, is_old).
 HASH_NEUTRAL_SETTINGS = [

@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from svbench.benchmarks import build_prompt, load_benchmark
-from svbench.config import build_drafter, build_policy, config_hash, generation_settings, method_settings, validate
+from svbench.config import build_drafter, build_policy, config_hashes, hashed_settings, validate
 from svbench.decoding.drafters import drafter_class
 from svbench.decoding.loop import generate
 from svbench.decoding.agreement import TIE_BOUND, agreement
@@ -113,16 +113,11 @@ def plan(cfg, out_dir: Path) -> Plan:
     questions = load_benchmark(c["benchmark"])
     store = RecordStore(Path(out_dir) / "records.jsonl")
     env = environment(str(c["device"]))
-    hardware = {"cpu": env["cpu"], "gpu": env["gpu"]}  # an AR baseline is only reused from the same hardware
-    if c["threads"]:  # set explicitly: part of the configuration (null, the machine's default, keeps older hashes)
-        hardware["threads"] = c["threads"]
-    ar_hash = config_hash(generation_settings(c), hardware)
-    is_ar = c["method"].get("drafter") is None
-    method_hash = ar_hash if is_ar else config_hash(generation_settings(c), hardware, method_settings(c))
+    ar_hash, method_hash = config_hashes(c, env)
     foreign = sorted({r["config_hash"] for r in store.records} - {ar_hash, method_hash})
     if foreign:  # resume is by record key, so another configuration's records would be mixed in silently
         raise SvbenchError(f"{out_dir} holds records of another configuration (config_hash {', '.join(foreign)}; "
-                           f"this one: {method_hash}{config_difference(out_dir, c, store.records, hardware)}); a run "
+                           f"this one: {method_hash}{config_difference(out_dir, c, env, store.records)}); a run "
                            f"folder holds one configuration: use another hydra.run.dir or remove that folder")
     ar_index = _ar_index(_external_ar_records(c["baseline_records"]) + store.records)
     pair = load_pair(c["pair"], c["dtype"], c["device"], drafter_cls=drafter_class(c["method"]),
@@ -135,10 +130,10 @@ def plan(cfg, out_dir: Path) -> Plan:
     return p
 
 
-def config_difference(out_dir: Path, c: dict, records: list[dict], hardware: dict) -> str:
-    """', differs in: key (old -> new), ...' over what the config hash covers (generation_settings,
-    method_settings) between the folder's summary.json config and this one, and the hardware of its last
-    record; '' when there is nothing to compare."""
+def config_difference(out_dir: Path, c: dict, env: dict, records: list[dict]) -> str:
+    """', differs in: key (old -> new), ...' over what the config hash covers (config.hashed_settings) between
+    the folder's summary.json (its config and environment) and this run; without a readable summary.json, the
+    cpu and gpu of the folder's last record; '' when there is nothing to compare."""
     def leaves(d, prefix=""):
         for k, v in (d or {}).items():
             if isinstance(v, dict):
@@ -146,17 +141,15 @@ def config_difference(out_dir: Path, c: dict, records: list[dict], hardware: dic
             else:
                 yield f"{prefix}{k}", v
 
-    def hashed(config):
-        return dict(leaves({**generation_settings(config), **method_settings(config)}))
+    new = dict(leaves(hashed_settings(c, env)))
     try:
-        old = hashed(json.loads((out_dir / "summary.json").read_text())["config"])
+        summary = json.loads((out_dir / "summary.json").read_text())
+        old = dict(leaves(hashed_settings(summary["config"], summary["env"])))
     except (OSError, ValueError, KeyError, TypeError, AttributeError, SvbenchError):  # none, torn or another schema
-        old = {}
-    new = hashed(c)
-    diff = [f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in sorted(set(old) | set(new))
-            if old and old.get(k) != new.get(k)]
-    last = (records[-1].get("env") or {}) if records else {}
-    diff += [f"hardware {k} ({last.get(k)!r} -> {v!r})" for k, v in hardware.items() if k in last and last[k] != v]
+        last = (records[-1].get("env") or {}) if records else {}
+        old = {f"hardware.{k}": last[k] for k in ("cpu", "gpu") if k in last}
+        new = {k: v for k, v in new.items() if k in old}
+    diff = [f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     return f", differs in: {'; '.join(diff[:6])}" if diff else ""
 
 

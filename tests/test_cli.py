@@ -90,7 +90,7 @@ def test_ar_baseline_is_reused_from_another_run(svip_run, tmp_path):
     (["baseline_records=5"], "must be a list of records.jsonl"),
     # another configuration into this folder: resume would mix its records with the svip run's
     (["policy=fixed"], "holds records of another configuration"),
-    (["policy=fixed"], "differs in: policy._target_"),  # the refusal names what differs
+    (["policy=fixed"], "differs in: method.policy._target_"),  # the refusal names what differs
     (["policy=svip", "max_new_tokens=9"], "holds records of another configuration"),
 ])
 def test_bad_input_is_one_clear_error_and_keeps_records(svip_run, overrides, message):

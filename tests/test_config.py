@@ -183,22 +183,18 @@ def test_glide_mask_context_false_keeps_the_hash_of_records_made_before_the_opti
 
 def test_every_committed_run_folder_rehashes_to_its_config_hash():
     """The hash decides which records a run resumes and which AR baseline it reuses: a change to what is hashed
-    (generation_settings, method_settings, HASH_NEUTRAL_SETTINGS) must leave the committed results' hashes alone."""
+    (config.hashed_settings: generation, hardware, method settings, HASH_NEUTRAL_SETTINGS) must leave the
+    committed results' hashes alone. plan() hashes with the same config_hashes."""
     import json
     from pathlib import Path
 
-    from svbench.config import config_hash, generation_settings, method_settings
+    from svbench.config import config_hashes
 
     summaries = sorted((Path(__file__).resolve().parents[1] / "results").rglob("summary.json"))
     assert len(summaries) > 50
     for path in summaries:
         summary = json.loads(path.read_text())
-        c, env = summary["config"], summary["env"]
-        hardware = {"cpu": env["cpu"], "gpu": env["gpu"], **({"threads": c["threads"]} if c.get("threads") else {})}
-        parts = [generation_settings(c), hardware]
-        if c["method"].get("drafter") is not None:
-            parts.append(method_settings(c))
-        assert config_hash(*parts) == summary["config_hash"], path
+        assert config_hashes(summary["config"], summary["env"])[1] == summary["config_hash"], path
 
 
 def test_config_difference_names_what_the_hash_covers_and_nothing_else(tmp_path):
@@ -209,20 +205,25 @@ def test_config_difference_names_what_the_hash_covers_and_nothing_else(tmp_path)
     import shutil
     from pathlib import Path
 
+    from svbench.config import config_hashes
     from svbench.runner import config_difference
 
     source = Path(__file__).resolve().parents[1] / "results/experiments/s15_eagle/smollm2/eagle2-fixed-shipped"
     shutil.copy(source / "summary.json", tmp_path / "summary.json")
-    old = json.loads((tmp_path / "summary.json").read_text())["config"]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    old, env = summary["config"], {**summary["env"], "cpu": "new cpu"}
     new = copy.deepcopy(old)
-    new.update(progress=not old["progress"], runs=old["runs"] + 1, max_new_tokens=old["max_new_tokens"] // 2)
+    new.update(progress=not old["progress"], runs=old["runs"] + 1, max_new_tokens=old["max_new_tokens"] // 2,
+               threads=4)
     new["benchmark"]["limit"] = 99
     new["policy"]["gamma"] = 9
-    records = [{"env": {"cpu": "old cpu", "gpu": None}}]
-    diff = config_difference(tmp_path, new, records, {"cpu": "new cpu", "gpu": None})
+    diff = config_difference(tmp_path, new, env, [])
     assert diff.startswith(", differs in: ")
     named = sorted(part.split(" (")[0] for part in diff.removeprefix(", differs in: ").split("; "))
-    assert named == ["hardware cpu", "max_new_tokens", "policy.gamma"], diff
-    assert config_difference(tmp_path, old, [], {}) == ""
-    (tmp_path / "summary.json").write_text("{torn")
-    assert config_difference(tmp_path, new, [], {}) == ""
+    assert named == ["generation.max_new_tokens", "hardware.cpu", "hardware.threads", "method.policy.gamma"], diff
+    assert config_hashes(new, env) != config_hashes(old, summary["env"])  # each named key is hashed
+    assert config_difference(tmp_path, old, summary["env"], []) == ""
+    (tmp_path / "summary.json").write_text("{torn")  # no summary: the last record's hardware
+    records = [{"env": {"cpu": "old cpu", "gpu": None}}]
+    assert config_difference(tmp_path, new, env, records) == ", differs in: hardware.cpu ('old cpu' -> 'new cpu')"
+    assert config_difference(tmp_path, new, env, []) == ""

@@ -48,8 +48,9 @@ def compare_parser() -> argparse.ArgumentParser:
                                  description="B against A, paired on the question-turns both ran: speedup and tau "
                                              "of each, the difference B - A with its 95% interval and a verdict "
                                              "(one markdown table on stdout). A and B: one configuration each.")
-    ap.add_argument("a", metavar="A", help="run dir or records.jsonl (one configuration)")
-    ap.add_argument("b", metavar="B", help="run dir or records.jsonl (one configuration)")
+    ap.add_argument("a", metavar="A", help="run dir, sweep dir, records.jsonl or Spec-Bench answer file "
+                                           "holding one configuration")
+    ap.add_argument("b", metavar="B", help="the same, for the configuration compared against A")
     return ap
 
 

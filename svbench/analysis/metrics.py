@@ -342,11 +342,11 @@ def compare_runs(a: list[dict], b: list[dict], name_a: str = "a", name_b: str = 
     for records, name in ((a, name_a), (b, name_b)):
         if len(group(records)) > 1:
             raise SvbenchError(f"{name} holds {len(group(records))} configurations; compare takes one each")
+    if any(a[0].get(k) != b[0].get(k) for k in SETTING):
+        raise SvbenchError(f"{name_a} and {name_b} differ in their setting ({', '.join(SETTING)}): not comparable")
     row = compare(a, b)
     if row["n"] == 0:
         raise SvbenchError(f"{name_a} and {name_b} share no question-turn (question_id, turn, run)")
-    if any(a[0].get(k) != b[0].get(k) for k in SETTING):
-        raise SvbenchError(f"{name_a} and {name_b} differ in their setting ({', '.join(SETTING)}): not comparable")
     columns = ["a", "b", "n", "speedup_a", "speedup_b", "speedup_diff", "speedup_diff_ci", "speedup_verdict",
                "tau_a", "tau_b", "tau_diff", "tau_diff_ci", "tau_verdict"]
     return pd.DataFrame([{"a": name_a, "b": name_b, **row}], columns=columns)

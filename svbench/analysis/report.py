@@ -6,11 +6,18 @@ from pathlib import Path
 from svbench.analysis import metrics, plots
 from svbench.analysis.inputs import load_records, sd_records
 from svbench.analysis.tables import plus_minus, write_table
+from svbench.analysis.metrics import MIN_VERDICT_N
 from svbench.results import LEVEL, RESAMPLES, SEED
 
 INTERVALS = (f"[lo, hi]: {LEVEL:.0%} BCa bootstrap interval over question-turns ({RESAMPLES} resamples, seed "
              f"{SEED}; a record's speed and its AR speed resampled together; repeated runs of a question-turn "
              "resampled within it as one cluster); none for fewer than 2 question-turns.")
+
+PAIRED = (f"Over the question-turns and runs both have (n, paired on question_id, turn, run): speedup_a / "
+          f"speedup_b (and tau_a / tau_b where shown) over those; diff = b - a with its {LEVEL:.0%} paired BCa "
+          f"bootstrap interval (a question-turn's numbers for a and b resampled together; runs within a "
+          f"question-turn as one cluster; {RESAMPLES} resamples, seed {SEED}). resolved: the interval excludes 0; "
+          f"within noise: it does not; too few: under {MIN_VERDICT_N} question-turns, no verdict.")
 
 CAPTIONS = {
     "speedup_by_category": "Speedup over AR (mean tokens/s of the method / mean tokens/s of AR, over question-turns) "
@@ -32,18 +39,10 @@ CAPTIONS = {
                          + INTERVALS,
     "summary": "Mean ± sample std (ddof=1) over repeated runs (`run` index) of overall speedup and tau; "
                "speedup_all / tau_all: over the records of every run together. " + INTERVALS,
-    "compare": "b against a over the question-turns and runs both have (n, paired on question_id, turn, run); "
-               "speedup_a / speedup_b, tau_a / tau_b over those; diff = b - a with its "
-               f"{LEVEL:.0%} paired BCa bootstrap interval (a question-turn's numbers for a and b resampled "
-               f"together; runs within a question-turn as one cluster; {RESAMPLES} resamples, seed {SEED}). "
-               "resolved: the interval excludes 0; within noise: it does not.",
     "comparisons": "Configurations of one setting (pair, benchmark, T, length) that share a method (policy vs "
-                   "policy) or a policy (method vs method), b against a, over the question-turns and runs both "
-                   "have (n, paired on question_id, turn, run); speedup_a / speedup_b over those; diff = b - a "
-                   f"with its {LEVEL:.0%} paired BCa bootstrap interval (a question-turn's numbers for a and b "
-                   f"resampled together; runs within a question-turn as one cluster; {RESAMPLES} resamples, "
-                   f"seed {SEED}). resolved: the interval excludes 0; within noise: it does not. Each interval "
-                   "holds for one comparison on its own (no correction for making many).",
+                   "policy) or a policy (method vs method), b against a. " + PAIRED + " Each interval holds for "
+                   "one comparison on its own (no correction for making many).",
+    "compare": "b against a. " + PAIRED + " speedup '-': a or b has records without an AR baseline.",
 }
 
 

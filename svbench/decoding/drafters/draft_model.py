@@ -96,9 +96,9 @@ class DraftModelDrafter:
                 q = warp(logits, sampling)  # same warping as the target's p
                 index = sample_rows(q[None], generator)[0]
                 draft_probs.append(q)
-            parts = [entropy, log_q[index].exp(), self._token(index)]  # H_t, q(y_t), y_t
+            parts = [entropy, log_q[index].exp(), self.token_id(index)]  # H_t, q(y_t), y_t
             if self.cape_bins:  # top-k_i of q_i (k_i known once q(y_t) is): the largest k, cut on the host
-                parts.append(self._token(top))
+                parts.append(self.token_id(top))
             step = torch.cat([p.double().reshape(-1) for p in parts]).tolist()  # ONE device->host transfer
             token, prob = int(step[2]), step[1]
             if self.cape_bins:  # the first of the top-k is the spine token itself
@@ -107,14 +107,21 @@ class DraftModelDrafter:
             draft_entropy.append(step[0])
             if len(drafted) >= max_len or policy.should_stop(len(drafted), prob, step[0]):
                 break
-            logits = self._forward(self._token(index).view(1, 1), [token])  # the token stays on the device
+            logits = self._forward(self.token_id(index).view(1, 1), [token])  # the token stays on the device
         if self.cape_bins:
             return cape_tree(ids[-1], drafted, siblings, draft_entropy)
         return DraftTree.chain(ids[-1], drafted, self._full_vocab(draft_probs), draft_entropy)
 
-    def _token(self, index: torch.Tensor) -> torch.Tensor:
+    def token_id(self, index: torch.Tensor) -> torch.Tensor:
         """Drafting-vocabulary index (tensor) -> token id (tensor), on the device."""
         return index if self.vocab_ids is None else self.vocab_ids[index]
+
+    @torch.inference_mode()
+    def sequence_logits(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced next-token logits over the drafting vocabulary at every position of input_ids (1, T),
+        without the drafter's cache (for analysis): (T, V) or (T, N); token_id maps an index to its token."""
+        hidden = self.model.model(input_ids=input_ids).last_hidden_state[0]  # (T, d)
+        return hidden @ (self.model.lm_head.weight if self.vocab_ids is None else self.head).T
 
     def _full_vocab(self, draft_probs: list[torch.Tensor]) -> torch.Tensor | None:
         """(n, V) rows of q over the full vocabulary; row 0 (the root) is never a sampled node."""
