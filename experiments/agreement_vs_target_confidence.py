@@ -22,6 +22,7 @@ sys.path.insert(0, str(REPO))
 from svbench.config import group_config  # noqa: E402
 from svbench.decoding.drafters import drafter_class  # noqa: E402
 from svbench.decoding.policies import SVIPPolicy  # noqa: E402
+from svbench.decoding.verify import entropy  # noqa: E402
 from svbench.environment import write_result  # noqa: E402
 from svbench.errors import SvbenchError, report_user_errors  # noqa: E402
 from svbench.models import load_pair  # noqa: E402
@@ -43,14 +44,13 @@ def positions(draft_dir: str, seqs: list[dict]) -> dict[str, torch.Tensor]:
     for row in seqs:
         ids = torch.tensor([row["ids"]])  # (1, T)
         answer = slice(row["prompt_len"] - 1, ids.shape[1] - 1)  # positions whose next token is an answer token
-        probs = torch.softmax(pair.target(input_ids=ids).logits[0, answer].float(), -1)  # (A, V)
-        p1, target = probs.max(-1)  # (A,), (A,)
+        log_p = torch.log_softmax(pair.target(input_ids=ids).logits[0, answer].float(), -1)  # (A, V)
+        p1, target = log_p.exp().max(-1)  # (A,), (A,)
         draft_logits = drafter.sequence_logits(ids)[answer].float()  # (A, V) or (A, N)
         draft = drafter.token_id(draft_logits.argmax(-1))  # (A,) token ids
-        draft_probs = torch.softmax(draft_logits, -1)
         out["p1"].append(p1)
-        out["entropy"].append(-(probs * probs.clamp_min(1e-30).log()).sum(-1))
-        out["draft_entropy"].append(-(draft_probs * draft_probs.clamp_min(1e-30).log()).sum(-1))
+        out["entropy"].append(entropy(log_p))
+        out["draft_entropy"].append(entropy(torch.log_softmax(draft_logits, -1)))
         out["agree"].append((draft == target).float())
     return {k: torch.cat(v) for k, v in out.items()}
 

@@ -340,8 +340,9 @@ def compare_runs(a: list[dict], b: list[dict], name_a: str = "a", name_b: str = 
     """compare(a, b) as a one-row table; a and b must each hold one configuration of one setting (else an error
     naming them), and share at least one question-turn."""
     for records, name in ((a, name_a), (b, name_b)):
-        if len(group(records)) > 1:
-            raise SvbenchError(f"{name} holds {len(group(records))} configurations; compare takes one each")
+        configurations = len(group(records))
+        if configurations > 1:
+            raise SvbenchError(f"{name} holds {configurations} configurations; compare takes one each")
     if any(a[0].get(k) != b[0].get(k) for k in SETTING):
         raise SvbenchError(f"{name_a} and {name_b} differ in their setting ({', '.join(SETTING)}): not comparable")
     row = compare(a, b)

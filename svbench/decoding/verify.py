@@ -28,6 +28,11 @@ class Sampling:
         return self.temperature == 0.0
 
 
+def entropy(log_q: torch.Tensor) -> torch.Tensor:
+    """H = -sum_v q(v) ln q(v) in nats over the last dim, from log-probabilities (..., V) -> (...)."""
+    return -(log_q.exp() * log_q).sum(-1)
+
+
 def warp(logits: torch.Tensor, sampling: Sampling) -> torch.Tensor:
     """logits (..., V) -> probabilities (..., V) in float32 after temperature, top-k and top-p."""
     logits = logits.float() / sampling.temperature

@@ -14,7 +14,7 @@ import torch
 
 from svbench.decoding.kv_cache import StaticKVCache
 from svbench.decoding.tree import DraftTree
-from svbench.decoding.verify import Sampling, sample_rows, warp
+from svbench.decoding.verify import Sampling, entropy as entropy_of, sample_rows, warp
 from svbench.models import load_draft_lm
 
 
@@ -86,7 +86,7 @@ class DraftModelDrafter:
         drafted, draft_probs, draft_entropy, siblings = [], [], [], []
         while True:  # one draft step; its only host transfer is `step` below (the policy needs it)
             log_q = torch.log_softmax(logits.float(), dim=-1)  # raw draft distribution, T = 1: (V,) or (N,)
-            entropy = -(log_q.exp() * log_q).sum()  # H_t = -sum_v q(v) ln q(v)
+            entropy = entropy_of(log_q)  # H_t = -sum_v q(v) ln q(v)
             if self.cape_bins:  # the CaPE spine is greedy under sampling too: the first of the top-k
                 top = log_q.topk(min(max(self.cape_bins), log_q.shape[-1])).indices  # (k_max,), ties as topk breaks them
                 index = top[0]

@@ -32,6 +32,7 @@ import torch
 
 from svbench.decoding.kv_cache import StaticKVCache
 from svbench.decoding.tree import DraftTree
+from svbench.decoding.verify import entropy as entropy_of
 from svbench.errors import SvbenchError
 from svbench.models import load_target_reader
 from svbench.nets.common import causal_mask
@@ -110,7 +111,7 @@ class EagleDrafter:
         frontier_scores, frontier_tokens = top.values, top.indices  # (F,)
         features = out[-1].expand(len(frontier), -1)  # (F, d): each frontier node's input = its parent's f^
         ancestors = torch.zeros(len(frontier), 0, dtype=torch.bool, device=device)  # (F, S): tree slots it sees
-        entropy = -(log_q.exp() * log_q).sum()
+        entropy = entropy_of(log_q)
         step = torch.stack([entropy, top.values[0].exp()]).tolist()  # ONE transfer: H, q(best new node)
         levels, draft_entropy, nodes = 1, [step[0]], 1 + len(frontier)
         max_levels = min(self.depth + 1, max_len)
@@ -136,9 +137,9 @@ class EagleDrafter:
             best = keep[0]  # = child_scores.argmax()
             if self.entropy_aggregate == "top1":  # H of the distribution the best new node came from: one row
                 row = log_q.index_select(0, (best // child.values.shape[1]).view(1))[0]  # (N,)
-                entropy = -(row.exp() * row).sum()
+                entropy = entropy_of(row)
             else:
-                entropies = -(log_q.exp() * log_q).sum(-1)  # (F,)
+                entropies = entropy_of(log_q)  # (F,)
                 entropy = entropies.max() if self.entropy_aggregate == "max" else entropies.mean()
             step = torch.stack([entropy, child.values.flatten()[best].exp()]).tolist()  # ONE transfer per level
             frontier, frontier_scores = nodes + keep, child_scores[keep]
