@@ -5,6 +5,7 @@ import json
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from argparse import Namespace
 from pathlib import Path
 
@@ -321,6 +322,46 @@ def test_acceptance_stats_leaves_positions_past_the_drafters_levels_empty():
     assert tree["tau"][8] == 1 + sum(lengths) / 4
 
 
+def eval_split(starts, lengths):
+    return {"starts": starts, "lengths": lengths}
+
+
+def test_compare_evals_pairs_the_same_starts_and_clusters_by_sequence(tmp_path, capsys):
+    """tau_a/tau_b are 1 + mean min(L, gamma) over the shared starts; the interval resamples a sequence's starts
+    together (all starts in one sequence: no interval); a longer draft everywhere is resolved, an equal one not;
+    different starts or an eval JSON without per-start lengths are one-line errors."""
+    starts = [[s, t] for s in range(8) for t in (10, 20, 30)]
+    a_len = [(s * 3 + i) % 4 for s in range(8) for i in range(3)]
+    b_len = [n + 1 for n in a_len]
+    rows = train_eval.compare_evals({"heldout": eval_split(starts, a_len)}, {"heldout": eval_split(starts, b_len)})
+    assert [r["gamma"] for r in rows] == list(range(1, 9)) and {r["seqs"] for r in rows} == {8}
+    for r in rows:
+        g = r["gamma"]
+        assert r["tau_a"] == pytest.approx(1 + sum(min(n, g) for n in a_len) / 24)
+        assert r["tau_diff"] == pytest.approx(r["tau_b"] - r["tau_a"])
+        assert r["tau_diff_ci"][0] <= r["tau_diff"] <= r["tau_diff_ci"][1]
+    assert rows[-1]["tau_diff"] == 1 and rows[-1]["verdict"] == "resolved"  # b = a + 1 at every start
+    same = train_eval.compare_evals({"heldout": eval_split(starts, a_len)}, {"heldout": eval_split(starts, a_len)})
+    assert all(r["tau_diff"] == 0 and r["verdict"] == "within noise" for r in same)
+    one_seq = [[0, t] for t in range(24)]
+    lone = train_eval.compare_evals({"heldout": eval_split(one_seq, a_len)}, {"heldout": eval_split(one_seq, b_len)})
+    assert all(r["tau_diff_ci"] is None and r["verdict"] is None for r in lone)
+    from svbench.errors import SvbenchError
+    with pytest.raises(SvbenchError, match="different heldout starts"):
+        train_eval.compare_evals({"heldout": eval_split(starts, a_len)}, {"heldout": eval_split(starts[::-1], a_len)})
+    with pytest.raises(SvbenchError, match="no per-start lengths"):
+        train_eval.compare_evals({"heldout": {"tau": {}}}, {"heldout": eval_split(starts, a_len)})
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps({"heldout": eval_split(starts, a_len)}))
+    b.write_text(json.dumps({"heldout": eval_split(starts, b_len)}))
+    train_eval.main(["compare", str(a), str(b)])
+    out = capsys.readouterr().out
+    assert "| heldout | 8 | 24 | 8 |" in out and out.count("resolved") >= 1
+    with pytest.raises(SystemExit):
+        train_eval.main(["compare", str(a), str(tmp_path / "missing.json")])
+    assert "no eval JSON at" in capsys.readouterr().err
+
+
 def check_eval_results(results, data, heldout_seqs, starts_per_seq):
     """train_eval.run's numbers against values counted here: the drafting starts from the held-out greedy rows
     (every answer position with GAMMA_MAX reference tokens after it, at most starts_per_seq per row), tau from
@@ -336,6 +377,11 @@ def check_eval_results(results, data, heldout_seqs, starts_per_seq):
         reached *= heldout["per_position_acceptance"][g - 1] or 0.0  # None: no start reached position g
         tau += reached
         assert heldout["tau"][g] == pytest.approx(tau)
+        assert heldout["tau"][g] == pytest.approx(1 + sum(min(n, g) for n in heldout["lengths"]) / len(heldout["lengths"]))
+    assert len(heldout["starts"]) == len(heldout["lengths"]) == heldout["n_starts"]
+    for s, t in heldout["starts"]:  # a root in the answer with GAMMA_MAX reference tokens after it
+        assert rows[s]["prompt_len"] <= t < len(rows[s]["ids"]) - gamma
+    assert max(Counter(s for s, _ in heldout["starts"]).values()) <= starts_per_seq
     cost = results["cost"]
     assert cost["ratio"] == pytest.approx(cost["draft_forward_ms"] / cost["target_forward_ms"])
 
@@ -517,8 +563,8 @@ def test_eval_drafts_without_autograd():
 
     drafter.get_candidates = spy
     ids = list(range(3, 40))
-    lengths = train_eval.accepted_lengths(drafter, [(ids, 5)], 3, random.Random(0), pair.target)
-    assert len(lengths) == 3 and seen == [False] * 3
+    starts, lengths = train_eval.accepted_lengths(drafter, [(ids, 5)], 3, random.Random(0), pair.target)
+    assert len(lengths) == 3 and seen == [False] * 3 and [s for s, _ in starts] == [0, 0, 0]
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@
     python -m svbench.train.eval --draft drafts/smollm2-draft-lm --data train_data/smollm2 [--spec-bench 24]
     python -m svbench.train.eval --method glide --draft drafts/smollm2-135m-glide ...   (GliDe chain)
     python -m svbench.train.eval --method eagle2 --draft drafts/smollm2-135m-eagle ...  (EAGLE-2 tree)
+    python -m svbench.train.eval compare A.json B.json   (draft B against draft A on the same starts, paired)
 
 --method names a conf/method/<name>.yaml; its drafter class (the registry) says which pair entry holds the
 network (``Drafter.network``) and is built with its own defaults (``from_pair(pair)``: EAGLE-2's official
@@ -60,15 +61,19 @@ def matched_length(tree, reference: list[int]) -> int:
 
 @torch.inference_mode()  # no autograd graph: a drafter's cache would otherwise chain every start's graph (OOM)
 def accepted_lengths(drafter, sequences: list[tuple[list[int], int]], starts_per_seq: int,
-                     rng: random.Random, target_model=None) -> list[int]:
+                     rng: random.Random, target_model=None) -> tuple[list[list[int]], list[int]]:
     """For (ids, answer_start) pairs: greedy drafts of up to GAMMA_MAX levels from random answer positions.
-    target_model: prefill it with the context first (drafters that read the target)."""
-    lengths = []
-    for ids, answer_start in tqdm(sequences, desc="drafting", unit="seq", file=sys.stderr, leave=False):
+    target_model: prefill it with the context first (drafters that read the target).
+    Returns (starts, lengths): starts[i] = [sequence index, root position] of lengths[i]. The positions come
+    from rng alone, so two drafts evaluated with the same seed and data get the same starts (paired)."""
+    starts, lengths = [], []
+    for s, (ids, answer_start) in enumerate(tqdm(sequences, desc="drafting", unit="seq", file=sys.stderr,
+                                                 leave=False)):
         positions = list(range(answer_start, len(ids) - GAMMA_MAX))
-        lengths += lengths_at(drafter, ids, sorted(rng.sample(positions, min(starts_per_seq, len(positions)))),
-                              target_model)
-    return lengths
+        roots = sorted(rng.sample(positions, min(starts_per_seq, len(positions))))
+        starts += [[s, t] for t in roots]
+        lengths += lengths_at(drafter, ids, roots, target_model)
+    return starts, lengths
 
 
 @torch.inference_mode()
@@ -99,9 +104,10 @@ def round_roots(rounds: list[tuple[int, int, int]], prompt_len: int) -> list[tup
     return out
 
 
-def acceptance_stats(lengths: list[int], levels: int = GAMMA_MAX) -> dict:
+def acceptance_stats(lengths: list[int], levels: int = GAMMA_MAX, starts: list[list[int]] | None = None) -> dict:
     """tau(gamma) and the per-position acceptance; None where no start reached a position or the drafter has
-    fewer than GAMMA_MAX levels (the EAGLE-2 tree: depth + 1), so an undrafted position is not read as 0.00."""
+    fewer than GAMMA_MAX levels (the EAGLE-2 tree: depth + 1), so an undrafted position is not read as 0.00.
+    The per-start lengths (and starts, when given) are kept so two drafts can be compared paired (compare_evals)."""
     per_position = []
     for i in range(GAMMA_MAX):  # P(position i+1 accepted | positions 1..i accepted)
         reached = sum(1 for n in lengths if n >= i)
@@ -109,7 +115,8 @@ def acceptance_stats(lengths: list[int], levels: int = GAMMA_MAX) -> dict:
     if not lengths:
         raise SvbenchError(f"no draft starts: every answer is shorter than {GAMMA_MAX + 1} tokens")
     tau = {g: 1 + statistics.fmean(min(n, g) for n in lengths) for g in range(1, GAMMA_MAX + 1)}
-    return {"n_starts": len(lengths), "per_position_acceptance": per_position, "tau": tau}
+    out = {"n_starts": len(lengths), "per_position_acceptance": per_position, "tau": tau, "lengths": list(lengths)}
+    return out if starts is None else {**out, "starts": starts}
 
 
 @torch.inference_mode()
@@ -149,8 +156,74 @@ def drafting_step_ms(drafter, target_model, vocab_size: int, context: int = 200,
     return statistics.median(times[1:]) * 1000
 
 
+def read_eval(path) -> dict:
+    """An eval JSON written by run(); one-line errors for a missing or unreadable file."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise SvbenchError(f"no eval JSON at {path}") from None
+    except (OSError, ValueError) as exc:
+        raise SvbenchError(f"{path}: not a readable eval JSON ({exc})") from None
+
+
+def compare_evals(a: dict, b: dict, name_a: str = "a", name_b: str = "b") -> list[dict]:
+    """b against a on the starts both were measured on (same seed, data and counts: the same starts), per split
+    and gamma: tau_a, tau_b, tau_diff = tau_b - tau_a with its 95% BCa interval (the starts of one sequence
+    resampled together, a and b paired) and a verdict (analysis.metrics.verdict, on the sequence count)."""
+    from svbench.analysis.metrics import verdict
+    from svbench.results import bootstrap_ci
+
+    rows = []
+    for split in ("heldout", "spec_bench"):
+        if split not in a or split not in b:
+            continue
+        ea, eb = a[split], b[split]
+        for e, name in ((ea, name_a), (eb, name_b)):
+            if "starts" not in e:
+                raise SvbenchError(f"{name}: its {split} results hold no per-start lengths (an eval JSON from "
+                                   "before they were stored); re-run python -m svbench.train.eval")
+        if ea["starts"] != eb["starts"]:
+            raise SvbenchError(f"{name_a} and {name_b} were measured on different {split} starts (seed, data, "
+                               "--heldout-seqs, --spec-bench or --starts-per-seq differ): not paired")
+        clusters = [s for s, _ in ea["starts"]]
+        for g in range(1, GAMMA_MAX + 1):
+            values = [[min(x, g), min(y, g)] for x, y in zip(ea["lengths"], eb["lengths"])]  # (starts, 2)
+            ci = bootstrap_ci(values, lambda m: m[..., 1] - m[..., 0], clusters)
+            tau_a, tau_b = (1 + statistics.fmean(v[i] for v in values) for i in (0, 1))
+            rows.append({"split": split, "gamma": g, "starts": len(values), "seqs": len(set(clusters)),
+                         "tau_a": tau_a, "tau_b": tau_b, "tau_diff": tau_b - tau_a, "tau_diff_ci": ci,
+                         "verdict": None if ci is None else verdict(ci, len(set(clusters)))})
+    if not rows:
+        raise SvbenchError(f"{name_a} and {name_b} share no split (heldout, spec_bench)")
+    return rows
+
+
+def compare_main(argv) -> None:
+    ap = argparse.ArgumentParser(prog="python -m svbench.train.eval compare",
+                                 description="Draft B against draft A on the same eval starts: tau(gamma) of each, "
+                                             "the difference B - A with its 95%% interval and a verdict.")
+    ap.add_argument("a", metavar="A", help="eval JSON (svbench.train.eval --out)")
+    ap.add_argument("b", metavar="B", help="eval JSON of the draft compared against A, same seed and data")
+
+    def compare(args):
+        rows = compare_evals(read_eval(args.a), read_eval(args.b), args.a, args.b)
+        print(f"B = {args.b} against A = {args.a}: tau = 1 + mean min(L, gamma) over the same starts; interval: "
+              "95% BCa bootstrap of the paired difference, a sequence's starts resampled together")
+        print("| split | gamma | starts | seqs | tau A | tau B | B - A | 95% interval | verdict |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for r in rows:
+            ci = "-" if r["tau_diff_ci"] is None else f"[{r['tau_diff_ci'][0]:+.3f}, {r['tau_diff_ci'][1]:+.3f}]"
+            print(f"| {r['split']} | {r['gamma']} | {r['starts']} | {r['seqs']} | {r['tau_a']:.3f} | {r['tau_b']:.3f} "
+                  f"| {r['tau_diff']:+.3f} | {ci} | {r['verdict'] or '-'} |")
+    report_user_errors(compare, ap.parse_args(argv))
+
+
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description="Held-out acceptance and cost of a draft.")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["compare"]:
+        return compare_main(argv[1:])
+    ap = argparse.ArgumentParser(description="Held-out acceptance and cost of a draft "
+                                             "('python -m svbench.train.eval compare -h': two drafts, paired).")
     ap.add_argument("--pair", default="smollm2", help="conf/pair/<name>.yaml (target + the draft to evaluate)")
     ap.add_argument("--method", default="vanilla_sd",
                     help="conf/method/<name>.yaml whose network is evaluated: vanilla_sd (draft LM, chain), glide "
@@ -203,8 +276,9 @@ def run(args) -> dict:
     if not heldout:
         raise SvbenchError(f"no greedy held-out answers in {folders}; generate data with a temperature-0 shard")
     levels = min(GAMMA_MAX, drafter.depth + 1) if hasattr(drafter, "depth") else GAMMA_MAX  # tree levels
-    results["heldout"] = acceptance_stats(accepted_lengths(drafter, [(r["ids"], r["prompt_len"]) for r in heldout],
-                                                           args.starts_per_seq, rng, reads_target), levels)
+    starts, lengths = accepted_lengths(drafter, [(r["ids"], r["prompt_len"]) for r in heldout], args.starts_per_seq,
+                                       rng, reads_target)
+    results["heldout"] = acceptance_stats(lengths, levels, starts)
     results["heldout"]["n_seqs"] = len(heldout)
     if args.spec_bench:
         spec = group_config("benchmark", "spec_bench")
@@ -213,8 +287,8 @@ def run(args) -> dict:
         prompts = [build_prompt(pair.tokenizer, "chat", [q.turns[0]], []) for q in questions]
         answers = generate_all(pair.target, prompts, 128, 0.0, pair.eos_token_ids, batch_size=8)
         seqs = [(p + a, len(p)) for p, a in zip(prompts, answers)]
-        results["spec_bench"] = acceptance_stats(accepted_lengths(drafter, seqs, args.starts_per_seq, rng,
-                                                                  reads_target), levels)
+        starts, lengths = accepted_lengths(drafter, seqs, args.starts_per_seq, rng, reads_target)
+        results["spec_bench"] = acceptance_stats(lengths, levels, starts)
         results["spec_bench"]["n_seqs"] = len(seqs)
     target_ms = forward_ms(pair.target)
     draft_ms = forward_ms(pair.network, vocab_ids=vocab) if kind == "draft" else \
