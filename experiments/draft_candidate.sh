@@ -12,8 +12,9 @@
 #      vanilla_sd, gamma 5; glide: glide, gamma 4; eagle: eagle2, the official 60-node tree; eagle3: eagle3, the
 #      same tree), also ABBA: svip on the CPU tree can hide a better draft (session 15: svip stops the 12-node
 #      tree after one level in ~95% of rounds, while the official tree resolved +0.12 tau);
-#   4. svbench.analysis: every table of the runs; at the end `svbench.analysis compare` prints candidate
-#      against shipped per configuration: the paired speedup / tau difference with its interval and verdict.
+#   4. svbench.analysis: every table of the runs; at the end `svbench.train.eval compare` prints the eval's
+#      tau(gamma) difference and `svbench.analysis compare` the runs' speedup / tau difference, candidate
+#      against shipped, each paired, with its interval and verdict.
 # Usage: bash experiments/draft_candidate.sh KIND CANDIDATE_DIR NAME
 #   KIND: draft_lm (vanilla_sd + svip) | glide (glide_cape + svip) | eagle (eagle2_cpu + svip) | eagle3 (eagle3_cpu + svip)
 #   writes results/experiments/NAME/smollm2/{ar,<method>-svip-shipped,<method>-svip-candidate,eval-*.json}
@@ -41,9 +42,10 @@ PY=${PY:-python}
 OUT=results/experiments/$NAME/smollm2
 mkdir -p "$OUT"
 declare -A FOLDER=([shipped]=$SHIPPED [candidate]=$CANDIDATE)
-# an eval JSON already there is kept (a re-run resumes): one NAME per candidate; delete eval-*.json to re-measure
+# an eval JSON already there is kept (a re-run resumes): one NAME per candidate; delete eval-*.json to re-measure.
+# One without per-start lengths (written before they were stored) is re-measured: the tau verdict pairs them.
 for who in shipped candidate; do
-  [ -f "$OUT/eval-$who.json" ] && { echo "kept $OUT/eval-$who.json" >&2; continue; }
+  grep -qs '"starts"' "$OUT/eval-$who.json" && { echo "kept $OUT/eval-$who.json" >&2; continue; }
   $PY -m svbench.train.eval --method $EVAL --pair smollm2 --draft "${FOLDER[$who]}" --data train_data/smollm2 \
     --heldout-seqs ${HELDOUT_SEQS:-40} --starts-per-seq 6 --spec-bench ${SPEC_BENCH:-24} --out "$OUT/eval-$who.json"
 done
@@ -62,14 +64,8 @@ abba() {  # abba METHOD POLICY
 abba $RUN svip
 [ "$FIXED" = 0 ] || abba $FIXED_RUN fixed
 $PY -m svbench.analysis "$OUT" --out results/analysis/$NAME/smollm2
-$PY - "$OUT" <<'EOF'
-import json, sys
-out = sys.argv[1]
-for split in ("heldout", "spec_bench"):
-    for who in ("shipped", "candidate"):
-        e = json.load(open(f"{out}/eval-{who}.json"))[split]
-        print(f"{split:10s} {who:9s} starts {e['n_starts']:3d}  tau(1..8) " + " ".join(f"{t:.2f}" for t in e["tau"].values()))
-EOF
+# tau(1..8) of each draft on the same starts and candidate - shipped with its interval (per split)
+$PY -m svbench.train.eval compare "$OUT/eval-shipped.json" "$OUT/eval-candidate.json"
 # the verdict: candidate against shipped, paired on the question-turns both ran (diff = candidate - shipped)
 $PY -m svbench.analysis compare "$OUT/$RUN-svip-shipped" "$OUT/$RUN-svip-candidate"
 [ "$FIXED" = 0 ] || $PY -m svbench.analysis compare "$OUT/$FIXED_RUN-fixed-shipped" "$OUT/$FIXED_RUN-fixed-candidate"

@@ -2,6 +2,7 @@
 export, loading as a pair, held-out evaluation; and the train/eval prompt separation."""
 import gzip
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -597,3 +598,17 @@ def test_resumed_run_on_grown_data_keeps_its_drafting_vocabulary(tiny_data, tmp_
     card = (export / "README.md").read_text()
     assert f"earlier steps saw the data of manifest(s) {hashes[0]})" in card
     assert "its cosine was re-stretched: 2 steps from step 0, 4 steps from step 2)" in card
+
+
+def test_draft_candidate_script_answers_bad_arguments_with_one_line(tmp_path):
+    """experiments/draft_candidate.sh checks its arguments before any model loads: one line, exit status 2."""
+    draft = str(REPO / "drafts" / "smollm2-135m-draft-lm")
+    for args, env, message in (([], {}, "usage: bash experiments/draft_candidate.sh"),
+                               (["lora", draft, "x"], {}, "unknown KIND 'lora'"),
+                               (["draft_lm", draft, "a/b"], {}, "NAME 'a/b': letters, digits"),
+                               (["draft_lm", draft, "x"], {"LIMIT": "0"}, "LIMIT '0': a positive integer"),
+                               (["draft_lm", draft, "x"], {"FIXED": "2"}, "FIXED '2': 0 or 1"),
+                               (["draft_lm", str(tmp_path), "x"], {}, f"no draft at '{tmp_path}'")):
+        done = subprocess.run(["bash", "experiments/draft_candidate.sh", *args], cwd=REPO, capture_output=True,
+                              text=True, env={**os.environ, **env}, timeout=30)
+        assert done.returncode == 2 and message in done.stderr and done.stderr.count("\n") == 1, (args, done.stderr)
