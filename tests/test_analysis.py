@@ -335,6 +335,14 @@ def test_compare_subcommand_is_the_paired_comparison_of_two_run_dirs(runs, capsy
     assert row["b"].endswith("fixed") and int(row["n"]) == expected["n"]
     assert float(row["speedup_diff"].split()[0]) == pytest.approx(expected["speedup_diff"], abs=5e-4)
     assert float(row["tau_b"]) == pytest.approx(expected["tau_b"], abs=5e-4)
+    for side, records in (("a", svip), ("b", fixed)):  # per-round costs over the shared question-turns
+        t_draft, t_verify = metrics.decode_costs(records)
+        assert float(row[f"t_draft_ms_{side}"]) == pytest.approx(t_draft * 1e3, abs=5e-4)
+        assert float(row[f"t_verify_ms_{side}"]) == pytest.approx(t_verify * 1e3, abs=5e-4)
+    some = [r for r in fixed if r["question_id"] == fixed[0]["question_id"]]
+    row = metrics.compare_runs(svip, some).iloc[0]
+    kept = [r for r in svip if metrics.run_key(r) in {metrics.run_key(x) for x in some}]
+    assert row["t_verify_ms_a"] == pytest.approx(metrics.decode_costs(kept)[1] * 1e3) and len(kept) < len(svip)
 
 
 def test_compare_subcommand_errors_are_one_line(runs, tmp_path, capsys):

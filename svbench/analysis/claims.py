@@ -189,10 +189,10 @@ def gain_growth(records: list[dict], short: int, long: int) -> dict | None:
     parts = [select(records, Config("vanilla_sd", policy, n)) for n in (long, short) for policy in ("svip", "fixed")]
     if not all(parts):
         return None
-    keys = set.intersection(*({(r["question_id"], r["turn"], r["run"]) for r in rs} for rs in parts))
+    keys = set.intersection(*({metrics.run_key(r) for r in rs} for rs in parts))
     columns, clusters = [], None
     for rs in parts:  # unit_values sorts by (question_id, turn, run): row i is one question-turn in every part
-        units = unit_values([r for r in rs if (r["question_id"], r["turn"], r["run"]) in keys])
+        units = unit_values([r for r in rs if metrics.run_key(r) in keys])
         columns += [units["speed"], units["ar_speed"]]
         assert clusters is None or units["cluster"] == clusters, "parts not aligned by question-turn"
         clusters = units["cluster"]

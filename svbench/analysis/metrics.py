@@ -311,16 +311,18 @@ def speedup_by_length(sd: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def run_key(record: dict) -> tuple:
+    """What pairs two configurations' records: the same question-turn in the same repeat."""
+    return record["question_id"], record["turn"], record["run"]
+
+
 def compare(a: list[dict], b: list[dict]) -> dict:
     """b against a over the (question_id, turn, run) both have (n): speedup and tau of each over those, the
     difference b - a with its 95% interval (bootstrap_ci: a question-turn's numbers for a and b resampled
     together, runs of a question-turn as one cluster) and a verdict (``verdict``), None without an interval."""
-    def key(r):
-        return r["question_id"], r["turn"], r["run"]
-
-    in_b = {key(r): r for r in b}
-    common = [r for r in a if key(r) in in_b]
-    ua, ub = unit_values(common), unit_values([in_b[key(r)] for r in common])  # both sorted by the same key
+    in_b = {run_key(r): r for r in b}
+    common = [r for r in a if run_key(r) in in_b]
+    ua, ub = unit_values(common), unit_values([in_b[run_key(r)] for r in common])  # both sorted by the same key
     out = {"n": len(common)}
     for name, (x, y) in {"speedup": ("speed", "ar_speed"), "tau": ("tokens", "rounds")}.items():
         if not common or ua[y] is None or ub[y] is None:
@@ -348,8 +350,14 @@ def compare_runs(a: list[dict], b: list[dict], name_a: str = "a", name_b: str = 
     row = compare(a, b)
     if row["n"] == 0:
         raise SvbenchError(f"{name_a} and {name_b} share no question-turn (question_id, turn, run)")
+    both = {run_key(r) for r in a} & {run_key(r) for r in b}
+    for records, side in ((a, "a"), (b, "b")):  # the same work per round should cost the same: the machine's state
+        t_draft, t_verify = decode_costs([r for r in records if run_key(r) in both])
+        row[f"t_draft_ms_{side}"] = None if t_draft is None else t_draft * 1e3
+        row[f"t_verify_ms_{side}"] = None if t_verify is None else t_verify * 1e3
     columns = ["a", "b", "n", "speedup_a", "speedup_b", "speedup_diff", "speedup_diff_ci", "speedup_verdict",
-               "tau_a", "tau_b", "tau_diff", "tau_diff_ci", "tau_verdict"]
+               "tau_a", "tau_b", "tau_diff", "tau_diff_ci", "tau_verdict", "t_draft_ms_a", "t_draft_ms_b",
+               "t_verify_ms_a", "t_verify_ms_b"]
     return pd.DataFrame([{"a": name_a, "b": name_b, **row}], columns=columns)
 
 

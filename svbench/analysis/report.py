@@ -42,7 +42,11 @@ CAPTIONS = {
     "comparisons": "Configurations of one setting (pair, benchmark, T, length) that share a method (policy vs "
                    "policy) or a policy (method vs method), b against a. " + PAIRED + " Each interval holds for "
                    "one comparison on its own (no correction for making many).",
-    "compare": "b against a. " + PAIRED + " speedup '-': a or b has records without an AR baseline.",
+    "compare": "b against a. " + PAIRED + " speedup '-': a or b has records without an AR baseline. "
+               "t_draft_ms: draft time per drafted token, t_verify_ms: verify time per round (as in efficiency), "
+               "over the same question-turns: where a and b do the same work per round (the same draft "
+               "architecture and draft length, or the same tree), a gap between them is the machine's state "
+               "during the runs, not the draft, and a speedup difference of that size is not the draft's.",
 }
 
 
