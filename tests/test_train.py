@@ -334,7 +334,9 @@ def test_compare_evals_pairs_the_same_starts_and_clusters_by_sequence(tmp_path, 
     starts = [[s, t] for s in range(8) for t in (10, 20, 30)]
     a_len = [(s * 3 + i) % 4 for s in range(8) for i in range(3)]
     b_len = [n + 1 for n in a_len]
-    rows = train_eval.compare_evals({"heldout": eval_split(starts, a_len)}, {"heldout": eval_split(starts, b_len)})
+    rows, skipped = train_eval.compare_evals({"heldout": eval_split(starts, a_len)},
+                                             {"heldout": eval_split(starts, b_len)})
+    assert skipped == []
     assert [r["gamma"] for r in rows] == list(range(1, 9)) and {r["seqs"] for r in rows} == {8}
     for r in rows:
         g = r["gamma"]
@@ -342,14 +344,20 @@ def test_compare_evals_pairs_the_same_starts_and_clusters_by_sequence(tmp_path, 
         assert r["tau_diff"] == pytest.approx(r["tau_b"] - r["tau_a"])
         assert r["tau_diff_ci"][0] <= r["tau_diff"] <= r["tau_diff_ci"][1]
     assert rows[-1]["tau_diff"] == 1 and rows[-1]["verdict"] == "resolved"  # b = a + 1 at every start
-    same = train_eval.compare_evals({"heldout": eval_split(starts, a_len)}, {"heldout": eval_split(starts, a_len)})
+    same, _ = train_eval.compare_evals({"heldout": eval_split(starts, a_len)}, {"heldout": eval_split(starts, a_len)})
     assert all(r["tau_diff"] == 0 and r["verdict"] == "within noise" for r in same)
     one_seq = [[0, t] for t in range(24)]
-    lone = train_eval.compare_evals({"heldout": eval_split(one_seq, a_len)}, {"heldout": eval_split(one_seq, b_len)})
+    lone, _ = train_eval.compare_evals({"heldout": eval_split(one_seq, a_len)},
+                                       {"heldout": eval_split(one_seq, b_len)})
     assert all(r["tau_diff_ci"] is None and r["verdict"] is None for r in lone)
     from svbench.errors import SvbenchError
-    with pytest.raises(SvbenchError, match="different heldout starts"):
+    with pytest.raises(SvbenchError, match="share no paired split .heldout: measured on different starts"):
         train_eval.compare_evals({"heldout": eval_split(starts, a_len)}, {"heldout": eval_split(starts[::-1], a_len)})
+    # the same starts on other text (Spec-Bench answers generated in another dtype): that split is skipped
+    other_text = {**eval_split(starts, b_len), "sequences_sha": "1"}
+    rows, skipped = train_eval.compare_evals({"heldout": eval_split(starts, a_len), "spec_bench": eval_split(starts, a_len)},
+                                             {"heldout": eval_split(starts, b_len), "spec_bench": other_text})
+    assert {r["split"] for r in rows} == {"heldout"} and len(skipped) == 1 and skipped[0].startswith("spec_bench")
     with pytest.raises(SvbenchError, match="no per-start lengths"):
         train_eval.compare_evals({"heldout": {"tau": {}}}, {"heldout": eval_split(starts, a_len)})
     a, b = tmp_path / "a.json", tmp_path / "b.json"
@@ -383,6 +391,7 @@ def check_eval_results(results, data, heldout_seqs, starts_per_seq):
     for s, t in heldout["starts"]:  # a root in the answer with GAMMA_MAX reference tokens after it
         assert rows[s]["prompt_len"] <= t < len(rows[s]["ids"]) - gamma
     assert max(Counter(s for s, _ in heldout["starts"]).values()) <= starts_per_seq
+    assert heldout["sequences_sha"] == train_eval.sequences_sha([r["ids"] for r in rows])
     cost = results["cost"]
     assert cost["ratio"] == pytest.approx(cost["draft_forward_ms"] / cost["target_forward_ms"])
 

@@ -22,6 +22,7 @@ tau(gamma) = 1 + E[min(L, gamma)] (the expected tokens per round of fixed-gamma 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import random
 import statistics
@@ -166,14 +167,21 @@ def read_eval(path) -> dict:
         raise SvbenchError(f"{path}: not a readable eval JSON ({exc})") from None
 
 
-def compare_evals(a: dict, b: dict, name_a: str = "a", name_b: str = "b") -> list[dict]:
-    """b against a on the starts both were measured on (same seed, data and counts: the same starts), per split
-    and gamma: tau_a, tau_b, tau_diff = tau_b - tau_a with its 95% BCa interval (the starts of one sequence
-    resampled together, a and b paired) and a verdict (analysis.metrics.verdict, on the sequence count)."""
+def sequences_sha(sequences: list[list[int]]) -> str:
+    """A short hash of the token sequences a split's starts index: two evals are paired only on the same text."""
+    return hashlib.sha256(json.dumps(sequences).encode()).hexdigest()[:16]
+
+
+def compare_evals(a: dict, b: dict, name_a: str = "a", name_b: str = "b") -> tuple[list[dict], list[str]]:
+    """b against a on the starts both were measured on (same seed, data, counts and text: the same starts), per
+    split and gamma: tau_a, tau_b, tau_diff = tau_b - tau_a with its 95% BCa interval (the starts of one sequence
+    resampled together, a and b paired) and a verdict (analysis.metrics.verdict, on the sequence count).
+    Returns (rows, skipped): a split measured on other starts or other text (e.g. Spec-Bench answers the target
+    generated in another dtype) is skipped with the reason; none paired is an error."""
     from svbench.analysis.metrics import verdict
     from svbench.results import bootstrap_ci
 
-    rows = []
+    rows, skipped = [], []
     for split in ("heldout", "spec_bench"):
         if split not in a or split not in b:
             continue
@@ -182,9 +190,10 @@ def compare_evals(a: dict, b: dict, name_a: str = "a", name_b: str = "b") -> lis
             if "starts" not in e:
                 raise SvbenchError(f"{name}: its {split} results hold no per-start lengths (an eval JSON from "
                                    "before they were stored); re-run python -m svbench.train.eval")
-        if ea["starts"] != eb["starts"]:
-            raise SvbenchError(f"{name_a} and {name_b} were measured on different {split} starts (seed, data, "
-                               "--heldout-seqs, --spec-bench or --starts-per-seq differ): not paired")
+        if ea["starts"] != eb["starts"] or ea.get("sequences_sha", "") != eb.get("sequences_sha", ""):
+            skipped.append(f"{split}: measured on different starts or text (seed, data, counts, or target "
+                           "answers of another dtype or target differ): not paired")
+            continue
         clusters = [s for s, _ in ea["starts"]]
         for g in range(1, GAMMA_MAX + 1):
             values = [[min(x, g), min(y, g)] for x, y in zip(ea["lengths"], eb["lengths"])]  # (starts, 2)
@@ -194,8 +203,9 @@ def compare_evals(a: dict, b: dict, name_a: str = "a", name_b: str = "b") -> lis
                          "tau_a": tau_a, "tau_b": tau_b, "tau_diff": tau_b - tau_a, "tau_diff_ci": ci,
                          "verdict": None if ci is None else verdict(ci, len(set(clusters)))})
     if not rows:
-        raise SvbenchError(f"{name_a} and {name_b} share no split (heldout, spec_bench)")
-    return rows
+        raise SvbenchError(f"{name_a} and {name_b} share no paired split" + (f" ({'; '.join(skipped)})" if skipped
+                                                                             else " (heldout, spec_bench)"))
+    return rows, skipped
 
 
 def compare_main(argv) -> None:
@@ -206,7 +216,9 @@ def compare_main(argv) -> None:
     ap.add_argument("b", metavar="B", help="eval JSON of the draft compared against A, same seed and data")
 
     def compare(args):
-        rows = compare_evals(read_eval(args.a), read_eval(args.b), args.a, args.b)
+        rows, skipped = compare_evals(read_eval(args.a), read_eval(args.b), args.a, args.b)
+        for line in skipped:
+            print(f"svbench: skipped {line}", file=sys.stderr)
         print(f"B = {args.b} against A = {args.a}: tau = 1 + mean min(L, gamma) over the same starts; interval: "
               "95% BCa bootstrap of the paired difference, a sequence's starts resampled together")
         print("| split | gamma | starts | seqs | tau A | tau B | B - A | 95% interval | verdict |")
@@ -279,7 +291,7 @@ def run(args) -> dict:
     starts, lengths = accepted_lengths(drafter, [(r["ids"], r["prompt_len"]) for r in heldout], args.starts_per_seq,
                                        rng, reads_target)
     results["heldout"] = acceptance_stats(lengths, levels, starts)
-    results["heldout"]["n_seqs"] = len(heldout)
+    results["heldout"].update(n_seqs=len(heldout), sequences_sha=sequences_sha([r["ids"] for r in heldout]))
     if args.spec_bench:
         spec = group_config("benchmark", "spec_bench")
         per_category = max(1, args.spec_bench // 6)
@@ -289,7 +301,7 @@ def run(args) -> dict:
         seqs = [(p + a, len(p)) for p, a in zip(prompts, answers)]
         starts, lengths = accepted_lengths(drafter, seqs, args.starts_per_seq, rng, reads_target)
         results["spec_bench"] = acceptance_stats(lengths, levels, starts)
-        results["spec_bench"]["n_seqs"] = len(seqs)
+        results["spec_bench"].update(n_seqs=len(seqs), sequences_sha=sequences_sha([ids for ids, _ in seqs]))
     target_ms = forward_ms(pair.target)
     draft_ms = forward_ms(pair.network, vocab_ids=vocab) if kind == "draft" else \
         drafting_step_ms(drafter, pair.target, pair.network.config.vocab_size)
