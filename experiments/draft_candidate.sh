@@ -64,8 +64,8 @@ abba() {  # abba METHOD POLICY
 abba $RUN svip
 [ "$FIXED" = 0 ] || abba $FIXED_RUN fixed
 $PY -m svbench.analysis "$OUT" --out results/analysis/$NAME/smollm2
-# tau(1..8) of each draft on the same starts and candidate - shipped with its interval (per split)
-$PY -m svbench.train.eval compare "$OUT/eval-shipped.json" "$OUT/eval-candidate.json"
 # the verdict: candidate against shipped, paired on the question-turns both ran (diff = candidate - shipped)
 $PY -m svbench.analysis compare "$OUT/$RUN-svip-shipped" "$OUT/$RUN-svip-candidate"
 [ "$FIXED" = 0 ] || $PY -m svbench.analysis compare "$OUT/$FIXED_RUN-fixed-shipped" "$OUT/$FIXED_RUN-fixed-candidate"
+# tau(1..8) of each draft on the same starts and candidate - shipped with its interval (per split)
+$PY -m svbench.train.eval compare "$OUT/eval-shipped.json" "$OUT/eval-candidate.json"

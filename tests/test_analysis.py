@@ -342,7 +342,10 @@ def test_compare_subcommand_is_the_paired_comparison_of_two_run_dirs(runs, capsy
     some = [r for r in fixed if r["question_id"] == fixed[0]["question_id"]]
     row = metrics.compare_runs(svip, some).iloc[0]
     kept = [r for r in svip if metrics.run_key(r) in {metrics.run_key(x) for x in some}]
-    assert row["t_verify_ms_a"] == pytest.approx(metrics.decode_costs(kept)[1] * 1e3) and len(kept) < len(svip)
+    t_draft, t_verify = metrics.decode_costs(kept)
+    assert row["t_verify_ms_a"] == pytest.approx(t_verify * 1e3) and len(kept) < len(svip)
+    assert row["t_draft_ms_a"] == pytest.approx(t_draft * 1e3)
+    assert row["t_verify_ms_b"] == pytest.approx(metrics.decode_costs(some)[1] * 1e3)
 
 
 def test_compare_subcommand_errors_are_one_line(runs, tmp_path, capsys):
@@ -420,6 +423,9 @@ def test_export_import_round_trip(runs, tmp_path, capsys):
     back_sd = [r for r in back if r["method"] != "ar"]
     assert summarize(back_sd)["overall"]["speedup"] == summarize(sd)["overall"]["speedup"]
     assert summarize(back_sd)["overall"]["tau"] == summarize(sd)["overall"]["tau"]
+    imported = metrics.compare(back_sd, sd)  # imported answers carry no draft or verify times: no costs, not 0.0
+    assert imported["t_verify_ms_a"] is None and imported["t_draft_ms_a"] is None
+    assert imported["t_verify_ms_b"] == pytest.approx(metrics.decode_costs(sd)[1] * 1e3)
     # the CLI: SD answers to --out, the AR baseline beside it; analysis reads them back
     main(["export", str(runs / "svip"), "--out", str(tmp_path / "cli" / "answers.jsonl")])
     assert capsys.readouterr().out.split() == [str(tmp_path / "cli" / "answers.jsonl"),

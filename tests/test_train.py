@@ -323,52 +323,60 @@ def test_acceptance_stats_leaves_positions_past_the_drafters_levels_empty():
     assert tree["tau"][8] == 1 + sum(lengths) / 4
 
 
-def eval_split(starts, lengths):
-    return {"starts": starts, "lengths": lengths}
-
-
 def test_compare_evals_pairs_the_same_starts_and_clusters_by_sequence(tmp_path, capsys):
     """tau_a/tau_b are 1 + mean min(L, gamma) over the shared starts; the interval resamples a sequence's starts
     together (all starts in one sequence: no interval); a longer draft everywhere is resolved, an equal one not;
-    different starts or an eval JSON without per-start lengths are one-line errors."""
+    a split on other starts or other text (sequences_sha) is skipped with a note, one without a hash is paired
+    with a note; no pairable split, or an eval JSON without per-start lengths, is a one-line error."""
+    from svbench.errors import SvbenchError
     starts = [[s, t] for s in range(8) for t in (10, 20, 30)]
     a_len = [(s * 3 + i) % 4 for s in range(8) for i in range(3)]
     b_len = [n + 1 for n in a_len]
-    rows, skipped = train_eval.compare_evals({"heldout": eval_split(starts, a_len)},
-                                             {"heldout": eval_split(starts, b_len)})
-    assert skipped == []
-    assert [r["gamma"] for r in rows] == list(range(1, 9)) and {r["seqs"] for r in rows} == {8}
+
+    def split(lengths, at=starts, sha="text"):
+        return {"starts": at, "lengths": lengths, **({} if sha is None else {"sequences_sha": sha})}
+
+    rows, notes = train_eval.compare_evals({"heldout": split(a_len)}, {"heldout": split(b_len)})
+    assert notes == [] and [r["gamma"] for r in rows] == list(range(1, 9)) and {r["seqs"] for r in rows} == {8}
     for r in rows:
         g = r["gamma"]
         assert r["tau_a"] == pytest.approx(1 + sum(min(n, g) for n in a_len) / 24)
         assert r["tau_diff"] == pytest.approx(r["tau_b"] - r["tau_a"])
         assert r["tau_diff_ci"][0] <= r["tau_diff"] <= r["tau_diff_ci"][1]
-    assert rows[-1]["tau_diff"] == 1 and rows[-1]["verdict"] == "resolved"  # b = a + 1 at every start
-    same, _ = train_eval.compare_evals({"heldout": eval_split(starts, a_len)}, {"heldout": eval_split(starts, a_len)})
+    assert rows[-1]["tau_diff"] == pytest.approx(1) and rows[-1]["verdict"] == "resolved"  # b = a + 1 everywhere
+    same, _ = train_eval.compare_evals({"heldout": split(a_len)}, {"heldout": split(a_len)})
     assert all(r["tau_diff"] == 0 and r["verdict"] == "within noise" for r in same)
     one_seq = [[0, t] for t in range(24)]
-    lone, _ = train_eval.compare_evals({"heldout": eval_split(one_seq, a_len)},
-                                       {"heldout": eval_split(one_seq, b_len)})
+    lone, _ = train_eval.compare_evals({"heldout": split(a_len, one_seq)}, {"heldout": split(b_len, one_seq)})
     assert all(r["tau_diff_ci"] is None and r["verdict"] is None for r in lone)
-    from svbench.errors import SvbenchError
-    with pytest.raises(SvbenchError, match="share no paired split .heldout: measured on different starts"):
-        train_eval.compare_evals({"heldout": eval_split(starts, a_len)}, {"heldout": eval_split(starts[::-1], a_len)})
-    # the same starts on other text (Spec-Bench answers generated in another dtype): that split is skipped
-    other_text = {**eval_split(starts, b_len), "sequences_sha": "1"}
-    rows, skipped = train_eval.compare_evals({"heldout": eval_split(starts, a_len), "spec_bench": eval_split(starts, a_len)},
-                                             {"heldout": eval_split(starts, b_len), "spec_bench": other_text})
-    assert {r["split"] for r in rows} == {"heldout"} and len(skipped) == 1 and skipped[0].startswith("spec_bench")
+    with pytest.raises(SvbenchError, match="no split to pair; skipped heldout: measured on different starts"):
+        train_eval.compare_evals({"heldout": split(a_len)}, {"heldout": split(a_len, starts[::-1])})
+    # the same starts on other text (Spec-Bench answers generated in another dtype): skipped; a split in one file
+    # only: skipped; no hash on one side: paired on the starts, with a note
+    rows, notes = train_eval.compare_evals({"heldout": split(a_len, sha=None), "spec_bench": split(a_len)},
+                                           {"heldout": split(b_len), "spec_bench": split(b_len, sha="other")}, "A", "B")
+    assert {r["split"] for r in rows} == {"heldout"} and rows[-1]["tau_diff"] == pytest.approx(1)
+    assert notes == ["heldout: paired on its starts; the text is unchecked (no sequences_sha in A)",
+                     "skipped spec_bench: measured on different starts or text (seed, data, counts, or target "
+                     "answers of another dtype or target differ): not paired"]
+    _, notes = train_eval.compare_evals({"heldout": split(a_len), "spec_bench": split(a_len)},
+                                        {"heldout": split(b_len)}, "A", "B")
+    assert notes == ["skipped spec_bench: only in A"]
     with pytest.raises(SvbenchError, match="no per-start lengths"):
-        train_eval.compare_evals({"heldout": {"tau": {}}}, {"heldout": eval_split(starts, a_len)})
+        train_eval.compare_evals({"heldout": {"tau": {}}}, {"heldout": split(a_len)})
+    with pytest.raises(SvbenchError, match="24 starts but 23 lengths"):
+        train_eval.compare_evals({"heldout": split(a_len[1:])}, {"heldout": split(a_len)})
     a, b = tmp_path / "a.json", tmp_path / "b.json"
-    a.write_text(json.dumps({"heldout": eval_split(starts, a_len)}))
-    b.write_text(json.dumps({"heldout": eval_split(starts, b_len)}))
+    a.write_text(json.dumps({"heldout": split(a_len)}))
+    b.write_text(json.dumps({"heldout": split(b_len)}))
     train_eval.main(["compare", str(a), str(b)])
     out = capsys.readouterr().out
     assert "| heldout | 8 | 24 | 8 |" in out and out.count("resolved") >= 1
-    with pytest.raises(SystemExit):
-        train_eval.main(["compare", str(a), str(tmp_path / "missing.json")])
-    assert "no eval JSON at" in capsys.readouterr().err
+    for bad, message in ((tmp_path / "missing.json", "no eval JSON at"), (tmp_path, "not a readable eval JSON")):
+        with pytest.raises(SystemExit):
+            train_eval.main(["compare", str(a), str(bad)])
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
 
 
 def check_eval_results(results, data, heldout_seqs, starts_per_seq):

@@ -319,11 +319,17 @@ def run_key(record: dict) -> tuple:
 def compare(a: list[dict], b: list[dict]) -> dict:
     """b against a over the (question_id, turn, run) both have (n): speedup and tau of each over those, the
     difference b - a with its 95% interval (bootstrap_ci: a question-turn's numbers for a and b resampled
-    together, runs of a question-turn as one cluster) and a verdict (``verdict``), None without an interval."""
+    together, runs of a question-turn as one cluster) and a verdict (``verdict``), None without an interval;
+    each side's decode_costs in ms over the same records (None for imported answers, which carry no times)."""
     in_b = {run_key(r): r for r in b}
     common = [r for r in a if run_key(r) in in_b]
-    ua, ub = unit_values(common), unit_values([in_b[run_key(r)] for r in common])  # both sorted by the same key
+    common_b = [in_b[run_key(r)] for r in common]
+    ua, ub = unit_values(common), unit_values(common_b)  # both sorted by the same key
     out = {"n": len(common)}
+    for records, side in ((common, "a"), (common_b, "b")):  # the same work per round should cost the same
+        t_draft, t_verify = decode_costs(records) if has_drafts(records) else (None, None)  # imported: no times
+        out[f"t_draft_ms_{side}"] = None if t_draft is None else t_draft * 1e3
+        out[f"t_verify_ms_{side}"] = None if t_verify is None else t_verify * 1e3
     for name, (x, y) in {"speedup": ("speed", "ar_speed"), "tau": ("tokens", "rounds")}.items():
         if not common or ua[y] is None or ub[y] is None:
             out.update({f"{name}_a": None, f"{name}_b": None, f"{name}_diff": None, f"{name}_diff_ci": None,
@@ -350,11 +356,6 @@ def compare_runs(a: list[dict], b: list[dict], name_a: str = "a", name_b: str = 
     row = compare(a, b)
     if row["n"] == 0:
         raise SvbenchError(f"{name_a} and {name_b} share no question-turn (question_id, turn, run)")
-    both = {run_key(r) for r in a} & {run_key(r) for r in b}
-    for records, side in ((a, "a"), (b, "b")):  # the same work per round should cost the same: the machine's state
-        t_draft, t_verify = decode_costs([r for r in records if run_key(r) in both])
-        row[f"t_draft_ms_{side}"] = None if t_draft is None else t_draft * 1e3
-        row[f"t_verify_ms_{side}"] = None if t_verify is None else t_verify * 1e3
     columns = ["a", "b", "n", "speedup_a", "speedup_b", "speedup_diff", "speedup_diff_ci", "speedup_verdict",
                "tau_a", "tau_b", "tau_diff", "tau_diff_ci", "tau_verdict", "t_draft_ms_a", "t_draft_ms_b",
                "t_verify_ms_a", "t_verify_ms_b"]

@@ -105,6 +105,11 @@ def round_roots(rounds: list[tuple[int, int, int]], prompt_len: int) -> list[tup
     return out
 
 
+def tau_at(lengths: list[int], gamma: int) -> float:
+    """tau(gamma) = 1 + E[min(L, gamma)]: the expected tokens per round of fixed-gamma SD (greedy)."""
+    return 1 + statistics.fmean(min(n, gamma) for n in lengths)
+
+
 def acceptance_stats(lengths: list[int], levels: int = GAMMA_MAX, starts: list[list[int]] | None = None) -> dict:
     """tau(gamma) and the per-position acceptance; None where no start reached a position or the drafter has
     fewer than GAMMA_MAX levels (the EAGLE-2 tree: depth + 1), so an undrafted position is not read as 0.00.
@@ -115,7 +120,7 @@ def acceptance_stats(lengths: list[int], levels: int = GAMMA_MAX, starts: list[l
         per_position.append(sum(1 for n in lengths if n >= i + 1) / reached if reached and i < levels else None)
     if not lengths:
         raise SvbenchError(f"no draft starts: every answer is shorter than {GAMMA_MAX + 1} tokens")
-    tau = {g: 1 + statistics.fmean(min(n, g) for n in lengths) for g in range(1, GAMMA_MAX + 1)}
+    tau = {g: tau_at(lengths, g) for g in range(1, GAMMA_MAX + 1)}
     out = {"n_starts": len(lengths), "per_position_acceptance": per_position, "tau": tau, "lengths": list(lengths)}
     return out if starts is None else {**out, "starts": starts}
 
@@ -176,13 +181,16 @@ def compare_evals(a: dict, b: dict, name_a: str = "a", name_b: str = "b") -> tup
     """b against a on the starts both were measured on (same seed, data, counts and text: the same starts), per
     split and gamma: tau_a, tau_b, tau_diff = tau_b - tau_a with its 95% BCa interval (the starts of one sequence
     resampled together, a and b paired) and a verdict (analysis.metrics.verdict, on the sequence count).
-    Returns (rows, skipped): a split measured on other starts or other text (e.g. Spec-Bench answers the target
-    generated in another dtype) is skipped with the reason; none paired is an error."""
+    Returns (rows, notes): a split in one file only, or measured on other starts or other text (e.g. Spec-Bench
+    answers the target generated in another dtype), is skipped with a note; a split whose text cannot be checked
+    (an eval JSON without sequences_sha) is paired on its starts with a note. None paired is an error."""
     from svbench.analysis.metrics import verdict
     from svbench.results import bootstrap_ci
 
-    rows, skipped = [], []
+    rows, notes = [], []
     for split in ("heldout", "spec_bench"):
+        if (split in a) != (split in b):
+            notes.append(f"skipped {split}: only in {name_a if split in a else name_b}")
         if split not in a or split not in b:
             continue
         ea, eb = a[split], b[split]
@@ -190,35 +198,41 @@ def compare_evals(a: dict, b: dict, name_a: str = "a", name_b: str = "b") -> tup
             if "starts" not in e:
                 raise SvbenchError(f"{name}: its {split} results hold no per-start lengths (an eval JSON from "
                                    "before they were stored); re-run python -m svbench.train.eval")
-        if ea["starts"] != eb["starts"] or ea.get("sequences_sha", "") != eb.get("sequences_sha", ""):
-            skipped.append(f"{split}: measured on different starts or text (seed, data, counts, or target "
-                           "answers of another dtype or target differ): not paired")
+            if len(e["starts"]) != len(e["lengths"]):
+                raise SvbenchError(f"{name}: {split} has {len(e['starts'])} starts but {len(e['lengths'])} lengths")
+        shas = ea.get("sequences_sha"), eb.get("sequences_sha")
+        if ea["starts"] != eb["starts"] or (None not in shas and shas[0] != shas[1]):
+            notes.append(f"skipped {split}: measured on different starts or text (seed, data, counts, or target "
+                         "answers of another dtype or target differ): not paired")
             continue
+        if None in shas:
+            notes.append(f"{split}: paired on its starts; the text is unchecked (no sequences_sha in "
+                         f"{name_a if shas[0] is None else name_b})")
         clusters = [s for s, _ in ea["starts"]]
         for g in range(1, GAMMA_MAX + 1):
             values = [[min(x, g), min(y, g)] for x, y in zip(ea["lengths"], eb["lengths"])]  # (starts, 2)
             ci = bootstrap_ci(values, lambda m: m[..., 1] - m[..., 0], clusters)
-            tau_a, tau_b = (1 + statistics.fmean(v[i] for v in values) for i in (0, 1))
+            tau_a, tau_b = tau_at(ea["lengths"], g), tau_at(eb["lengths"], g)
             rows.append({"split": split, "gamma": g, "starts": len(values), "seqs": len(set(clusters)),
                          "tau_a": tau_a, "tau_b": tau_b, "tau_diff": tau_b - tau_a, "tau_diff_ci": ci,
                          "verdict": None if ci is None else verdict(ci, len(set(clusters)))})
     if not rows:
-        raise SvbenchError(f"{name_a} and {name_b} share no paired split" + (f" ({'; '.join(skipped)})" if skipped
-                                                                             else " (heldout, spec_bench)"))
-    return rows, skipped
+        raise SvbenchError(f"{name_a} and {name_b}: no split to pair; " + ("; ".join(notes) or
+                                                                           "neither has heldout or spec_bench"))
+    return rows, notes
 
 
 def compare_main(argv) -> None:
     ap = argparse.ArgumentParser(prog="python -m svbench.train.eval compare",
                                  description="Draft B against draft A on the same eval starts: tau(gamma) of each, "
-                                             "the difference B - A with its 95%% interval and a verdict.")
+                                             "the difference B - A with its 95% interval and a verdict.")
     ap.add_argument("a", metavar="A", help="eval JSON (svbench.train.eval --out)")
     ap.add_argument("b", metavar="B", help="eval JSON of the draft compared against A, same seed and data")
 
     def compare(args):
-        rows, skipped = compare_evals(read_eval(args.a), read_eval(args.b), args.a, args.b)
-        for line in skipped:
-            print(f"svbench: skipped {line}", file=sys.stderr)
+        rows, notes = compare_evals(read_eval(args.a), read_eval(args.b), args.a, args.b)
+        for line in notes:
+            print(f"svbench: {line}", file=sys.stderr)
         print(f"B = {args.b} against A = {args.a}: tau = 1 + mean min(L, gamma) over the same starts; interval: "
               "95% BCa bootstrap of the paired difference, a sequence's starts resampled together")
         print("| split | gamma | starts | seqs | tau A | tau B | B - A | 95% interval | verdict |")
@@ -311,7 +325,8 @@ def run(args) -> dict:
     if out:  # written whole, then renamed: a killed eval leaves no torn JSON for a resuming script to keep
         out.with_suffix(".tmp").write_text(json.dumps(results, indent=2))
         out.with_suffix(".tmp").replace(out)
-    print(json.dumps(results, indent=2))
+    print(json.dumps({k: ({n: x for n, x in v.items() if n not in ("starts", "lengths")} if isinstance(v, dict) else v)
+                      for k, v in results.items()}, indent=2))  # the per-start lists are in the file only
     if getattr(args, "write_card", False):
         write_card(Path(args.draft), results, " ".join(["python -m svbench.train.eval"] + sys.argv[1:]))
     return results
