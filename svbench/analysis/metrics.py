@@ -320,14 +320,16 @@ def compare(a: list[dict], b: list[dict]) -> dict:
     """b against a over the (question_id, turn, run) both have (n): speedup and tau of each over those, the
     difference b - a with its 95% interval (bootstrap_ci: a question-turn's numbers for a and b resampled
     together, runs of a question-turn as one cluster) and a verdict (``verdict``), None without an interval;
-    each side's decode_costs in ms over the same records (None for imported answers, which carry no times)."""
+    each side's decode_costs in ms over the same records (None for records without round times: imported
+    answers)."""
     in_b = {run_key(r): r for r in b}
     common = [r for r in a if run_key(r) in in_b]
     common_b = [in_b[run_key(r)] for r in common]
     ua, ub = unit_values(common), unit_values(common_b)  # both sorted by the same key
     out = {"n": len(common)}
     for records, side in ((common, "a"), (common_b, "b")):  # the same work per round should cost the same
-        t_draft, t_verify = decode_costs(records) if has_drafts(records) else (None, None)  # imported: no times
+        timed = has_drafts(records) and all("verify_s" in r["rounds"] for r in records)  # imported: no times
+        t_draft, t_verify = decode_costs(records) if timed else (None, None)
         out[f"t_draft_ms_{side}"] = None if t_draft is None else t_draft * 1e3
         out[f"t_verify_ms_{side}"] = None if t_verify is None else t_verify * 1e3
     for name, (x, y) in {"speedup": ("speed", "ar_speed"), "tau": ("tokens", "rounds")}.items():
