@@ -180,7 +180,10 @@ def acceptance_by_entropy(outcomes: pd.DataFrame, edges: np.ndarray, min_count: 
 
 
 def decode_costs(records: list[dict]) -> tuple[float | None, float | None]:
-    """(draft seconds per drafted token, verify seconds per round), over the rounds after the prefill."""
+    """(draft seconds per drafted token, verify seconds per round), over the rounds after the prefill;
+    (None, None) for records without round times (imported answers)."""
+    if not has_drafts(records) or any("verify_s" not in r["rounds"] for r in records):
+        return None, None
     draft_s = sum(s for r in records for s in r["rounds"]["draft_s"][1:])
     drafted = sum(draft_lengths(records))
     verify = [s for r in records for s in r["rounds"]["verify_s"][1:]]
@@ -328,8 +331,7 @@ def compare(a: list[dict], b: list[dict]) -> dict:
     ua, ub = unit_values(common), unit_values(common_b)  # both sorted by the same key
     out = {"n": len(common)}
     for records, side in ((common, "a"), (common_b, "b")):  # the same work per round should cost the same
-        timed = has_drafts(records) and all("verify_s" in r["rounds"] for r in records)  # imported: no times
-        t_draft, t_verify = decode_costs(records) if timed else (None, None)
+        t_draft, t_verify = decode_costs(records)
         out[f"t_draft_ms_{side}"] = None if t_draft is None else t_draft * 1e3
         out[f"t_verify_ms_{side}"] = None if t_verify is None else t_verify * 1e3
     for name, (x, y) in {"speedup": ("speed", "ar_speed"), "tau": ("tokens", "rounds")}.items():

@@ -230,17 +230,17 @@ def compare_main(argv) -> None:
     ap.add_argument("b", metavar="B", help="eval JSON of the draft compared against A, same seed and data")
 
     def compare(args):
+        import pandas as pd
+
+        from svbench.analysis.tables import markdown
+
         rows, notes = compare_evals(read_eval(args.a), read_eval(args.b), args.a, args.b)
         for line in notes:
             print(f"svbench: {line}", file=sys.stderr)
-        print(f"B = {args.b} against A = {args.a}: tau = 1 + mean min(L, gamma) over the same starts; interval: "
-              "95% BCa bootstrap of the paired difference, a sequence's starts resampled together")
-        print("| split | gamma | starts | seqs | tau A | tau B | B - A | 95% interval | verdict |")
-        print("|---|---|---|---|---|---|---|---|---|")
-        for r in rows:
-            ci = "-" if r["tau_diff_ci"] is None else f"[{r['tau_diff_ci'][0]:+.3f}, {r['tau_diff_ci'][1]:+.3f}]"
-            print(f"| {r['split']} | {r['gamma']} | {r['starts']} | {r['seqs']} | {r['tau_a']:.3f} | {r['tau_b']:.3f} "
-                  f"| {r['tau_diff']:+.3f} | {ci} | {r['verdict'] or '-'} |")
+        frame = pd.DataFrame(rows).rename(columns={"verdict": "tau_verdict"})
+        print(markdown(frame, f"b = {args.b} against a = {args.a}: tau = 1 + mean min(L, gamma) over the same "
+                              "starts; tau_diff = b - a with its 95% BCa bootstrap interval (a sequence's starts "
+                              "resampled together)."), end="")
     report_user_errors(compare, ap.parse_args(argv))
 
 
