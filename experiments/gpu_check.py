@@ -120,21 +120,24 @@ def main() -> None:
                 "eagle3": eagle3_from_target(target).to(device=device, dtype=dtype)}
         for prompt in prompts[:1]:  # warm-up (kernels, allocator)
             generate(target, prompt, 8, eos_ids=())
-        ar = []
-        for prompt in prompts:
-            run = generate(target, prompt, args.tokens, eos_ids=())
-            ar.append(run)
         for method, policy_name, drafter, make_policy in configurations(nets):
             d = drafter()
             generate(target, prompts[0], 8, d, make_policy(), eos_ids=())  # warm-up
-            speedups, agreements, splits = [], [], []
-            for prompt, ar_run in zip(prompts, ar):
+            speedups, agreements, splits, ar_ms, sd_ms, per_round = [], [], [], [], [], []
+            for prompt in prompts:
+                # AR is timed right before its SD run, so both see the same machine state: the H200 run of
+                # 2026-11-30 timed AR once per dtype up front, and its speedups contradicted its round costs
+                ar_run = generate(target, prompt, args.tokens, eos_ids=())
                 sd = generate(target, prompt, args.tokens, d, make_policy(), eos_ids=())
                 speedups.append(ar_run.wall_time / sd.wall_time * len(sd.ids) / len(ar_run.ids))
+                ar_ms.append(1e3 * ar_run.wall_time / len(ar_run.ids))
+                sd_ms.append(1e3 * sd.wall_time / len(sd.ids))
+                per_round.append(len(sd.ids) / max(1, len(sd.rounds) - 1))  # round 0 is the prefill
                 agreements.append(agreement(reference, prompt, ar_run.ids, sd.ids, TIE_BOUND[dtype_name])["agreement"])
                 splits.append(time_split(target, prompt, args.tokens, d, make_policy()))
             row = {"dtype": dtype_name, "method": method, "policy": policy_name,
-                   "speedup_median": statistics.median(speedups),
+                   "speedup_median": statistics.median(speedups), "speedups": speedups,
+                   "ar_ms_per_token": ar_ms, "sd_ms_per_token": sd_ms, "tokens_per_round": statistics.median(per_round),
                    **{a: agreements.count(a) for a in ("exact", "tie", "mismatch")},
                    **{k: statistics.median(s[k] for s in splits) for k in splits[0]}}
             rows.append(row)
@@ -153,13 +156,18 @@ def write(out: Path, args, params: int, rows: list[dict]) -> None:
                                                     "rows": rows}, indent=2) + "\n")
     lines = [f"# GPU check: {args.size} random Llama ({params / 1e9:.2f}B parameters), {args.device}", "",
              f"Command: `{command}`. {args.prompts} random prompts x {args.tokens} new tokens, greedy. Speedup: "
-             "median per-prompt AR time / SD time. Time split per drafting round (median over prompts): target "
+             "median per-prompt AR time / SD time, AR timed right before each SD run (ms/token: medians). "
+             "Tokens/round: new tokens per drafting round (1 = nothing accepted: random weights rarely agree). "
+             "Time split per drafting round (median over prompts, a second instrumented run): target "
              "forward, drafting, everything else (verify, cache, policy, bookkeeping). Syncs: host-device "
              "synchronisation points per round (svbench.sync_count).", "",
-             "| dtype | method | policy | speedup | exact | tie | mismatch | steps/round | target ms | draft ms | "
-             "other ms | syncs/round |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| dtype | method | policy | speedup | AR ms/token | SD ms/token | tokens/round | exact | tie | mismatch | "
+             "steps/round | target ms | draft ms | other ms | syncs/round |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['dtype']} | {r['method']} | {r['policy']} | {r['speedup_median']:.2f} | {r['exact']} | "
+        lines.append(f"| {r['dtype']} | {r['method']} | {r['policy']} | {r['speedup_median']:.2f} | "
+                     f"{statistics.median(r['ar_ms_per_token']):.2f} | {statistics.median(r['sd_ms_per_token']):.2f} | "
+                     f"{r['tokens_per_round']:.2f} | {r['exact']} | "
                      f"{r['tie']} | {r['mismatch']} | {r['steps_per_round']:.1f} | {r['target_ms']:.2f} | "
                      f"{r['draft_ms']:.2f} | {r['other_ms']:.2f} | {r['syncs_per_round']:.1f} |")
     lines += ["", "Environment: `" + json.dumps(env) + "`", ""]

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The GPU check (issue 13), one script, under 8 minutes on an H100/H200: the decoding tests (losslessness,
+# The GPU check (issue 13), one script, ~9 minutes on an H200 (estimated from results/gpu/README.md: tests 96 s
+# with -n 8, each check configuration ~15 s; machine start extra): the decoding tests (losslessness,
 # sampling law) with their models on the device, then experiments/gpu_check.py (every method x {fixed, svip}
 # on a random ~1B Llama in float16 and bfloat16: ids vs AR, time split per round, syncs per round).
 # Results: $OUT/tests_$DEVICE.log, $OUT/gpu_check_$DEVICE.{json,md}.
@@ -7,14 +8,16 @@
 #   bash experiments/gpu_check.sh                          # DEVICE=cuda SIZE=1b OUT=results/gpu
 #   DEVICE=cpu SIZE=tiny bash experiments/gpu_check.sh     # how it is tested on a CPU (tests/test_gpu_check.py)
 #
-# A device machine whose Python has torch (2.11+) and transformers (5.17+) but none of svbench's other
-# dependencies: download their wheels where pip works, into a folder, and name it WHEELS:
-#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-#     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-#     -d .whl hydra-core omegaconf antlr4-python3-runtime==4.9.3 PyYAML gguf tqdm scipy numpy pandas \
-#     python-dateutil pytz tzdata pytest pluggy iniconfig hypothesis sortedcontainers attrs
+# A device machine whose Python has torch (2.11+) but lacks some of svbench's dependencies: download their
+# wheels where pip works, into a folder, and name it WHEELS. svbench needs transformers 5.24+ (models take
+# `cache=`; svbench.decoding.kv_cache refuses older). The H200 image of 2026-11 had torch 2.11, transformers
+# 5.17, pandas, scipy, tqdm, pytest, hypothesis, and none of hydra-core, omegaconf, antlr4, gguf:
+#   python3 -m pip download --no-deps --only-binary=:all: -d .whl transformers==5.24.0 hydra-core==1.3.8 \
+#     omegaconf==2.3.1 gguf==0.19.0
+#   .venv/bin/pip wheel --no-deps -w .whl antlr4-python3-runtime==4.9.3   # an sdist only: build its wheel
 #   WHEELS=.whl bash experiments/gpu_check.sh
-# (pure-Python wheels have no platform tag: pip download picks `py3-none-any` for them.)
+# (all pure-Python wheels, `py3-none-any`.) The tree sent must stay under the device tool's 64 MiB: move
+# drafts/ aside for the call (the check uses random weights only).
 set -euo pipefail
 DEVICE=${DEVICE:-cuda}
 SIZE=${SIZE:-1b}
@@ -22,15 +25,16 @@ OUT=${OUT:-results/gpu}
 PY=${PY:-python3}
 cd "$(dirname "$0")/.."
 if [ -n "${WHEELS:-}" ]; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/svbench-site "$WHEELS"/*.whl
+  $PY -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/svbench-site "$WHEELS"/*.whl
   export PYTHONPATH=/tmp/svbench-site:$PWD${PYTHONPATH:+:$PYTHONPATH}
 else
   export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 fi
 mkdir -p "$OUT"
 status=0
+XDIST=$($PY -c "import xdist" 2>/dev/null && echo "-n 8" || true)  # pytest-xdist where installed (the H200 image has it)
 SVBENCH_TEST_DEVICE=$DEVICE $PY -m pytest tests/test_lossless.py tests/test_sampling.py -q -p no:cacheprovider \
-  -m "not slow" > "$OUT/tests_$DEVICE.log" 2>&1 || status=$?
+  -m "not slow" $XDIST > "$OUT/tests_$DEVICE.log" 2>&1 || status=$?
 tail -n 1 "$OUT/tests_$DEVICE.log"
 $PY experiments/gpu_check.py --device "$DEVICE" --size "$SIZE" --out "$OUT/gpu_check_$DEVICE"
 exit "$status"

@@ -23,4 +23,5 @@ def test_gpu_check_runs_on_cpu(tmp_path):
     for r in rows:
         assert r["exact"] + r["tie"] + r["mismatch"] == 3 and r["mismatch"] == 0, r
         assert r["target_ms"] > 0 and r["syncs_per_round"] > 0
+        assert len(r["ar_ms_per_token"]) == len(r["sd_ms_per_token"]) == 3 and r["tokens_per_round"] >= 1, r
     assert "| float16 | vanilla_sd | fixed |" in (tmp_path / "gpu_check_cpu.md").read_text()

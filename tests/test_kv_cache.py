@@ -1,5 +1,6 @@
 """StaticKVCache: in place (no copy of the cached rows on the hot path), same numbers as transformers'
 DynamicCache, rollback by length, tree-path compaction, growth past the initial capacity."""
+import pytest
 import torch
 from transformers import DynamicCache
 
@@ -104,3 +105,13 @@ def test_one_buffer_for_all_layers_through_growth_keep_and_batch_selection():
     cache.select_batch(torch.tensor([1]))
     for i, layer in enumerate(cache.layers):
         assert layer.keys.shape[0] == 1 and torch.equal(layer.values[0, :, :3], written[i][1][1, :, :3])
+
+
+def test_old_transformers_is_refused_with_one_line():
+    """transformers < 5.24 swallows `cache=` into **kwargs (the GPU check's machine had 5.17): refuse it."""
+    from svbench.decoding.kv_cache import MIN_TRANSFORMERS, check_transformers
+    with pytest.raises(ImportError, match=r"transformers>=5\.24.*found 5\.17\.0") as err:
+        check_transformers("5.17.0")
+    assert "\n" not in str(err.value)
+    check_transformers(MIN_TRANSFORMERS)  # the minimum itself and newer pass
+    check_transformers("5.24.1")

@@ -14,9 +14,25 @@ interface, so the models stay transformers' own.
 from __future__ import annotations
 
 import torch
+import transformers
+from packaging.version import Version
 from transformers.cache_utils import Cache, CacheLayerMixin
 
 DEFAULT_CAPACITY = 1024
+# transformers 5.24 renamed the models' `past_key_values=` argument to `cache=`, which svbench passes; an older
+# version silently swallows `cache=` into **kwargs and runs with a cache of its own (seen on the GPU check's
+# machine, transformers 5.17: the target's StaticKVCache stayed empty). Refuse it with one line instead.
+MIN_TRANSFORMERS = "5.24"
+
+
+def check_transformers(version: str) -> None:
+    """Raise ImportError (one line) when ``version`` is older than MIN_TRANSFORMERS."""
+    if Version(version) < Version(MIN_TRANSFORMERS):
+        raise ImportError(f"svbench needs transformers>={MIN_TRANSFORMERS} (its models take `cache=`); "
+                          f"found {version}: pip install 'transformers>={MIN_TRANSFORMERS},<6'")
+
+
+check_transformers(transformers.__version__)
 
 
 class StaticKVLayer(CacheLayerMixin):
