@@ -3,9 +3,9 @@ every target forward, KV-cache allocation, batch compaction and greedy pick time
 
     python experiments/datagen_profile.py [--prompts 512] [--max-new-tokens 256]
 
-Prompts: the first N shuffled training prompts of at most 512 tokens, as experiments/datagen_speed.py takes
-them (N = 512 is one shard's work). Greedy, bf16, the SmolLM2 target. Prints one JSON line and a table of
-decode steps by batch rows; writes nothing. The timers synchronise nothing (CPU only).
+Prompts: experiments/datagen_speed.py's shard_prompts (N = 512 is one shard's work). Greedy, bf16, the
+SmolLM2 target. Prints one JSON line and a table of decode steps by batch rows; writes nothing. The timers
+synchronise nothing (CPU only).
 """
 from __future__ import annotations
 
@@ -18,10 +18,12 @@ import torch
 
 import svbench.decoding.kv_cache as kv_cache
 import svbench.train.data as data
-from svbench.benchmarks import build_prompt
+from datagen_speed import shard_prompts  # experiments/ is on sys.path when run as a script
 from svbench.config import group_config
 from svbench.models import load_pair
-from svbench.train.prompts import load_train_prompts, train_prompt_dir
+
+
+TIMED = ("alloc", "compact", "pick", "lm_head")  # what main() times besides the target's forwards
 
 
 def timed(owner, name: str, key: str, seconds: collections.Counter, calls: collections.Counter) -> None:
@@ -44,8 +46,7 @@ def main() -> None:
     args = ap.parse_args()
     pair = load_pair(group_config("pair", "smollm2_layercut"), "bfloat16", "cpu")
     tok, model, eos = pair.tokenizer, pair.target, pair.eos_token_ids
-    encoded = [build_prompt(tok, "chat", [p.text], []) for p in data.shuffled(load_train_prompts(train_prompt_dir()), 0)]
-    prompts = sorted([e for e in encoded if len(e) <= 512][: args.prompts], key=len)
+    prompts = shard_prompts(tok, args.prompts)
     data.generate_all(model, prompts[:2], 4, 0.0, eos)  # warm-up
     forwards = []  # (rows, new tokens, seconds) per target forward
     body = model.model.forward
@@ -73,7 +74,7 @@ def main() -> None:
                "answer_tok_s": tokens / total, "prefill_s": sum(f[2] for f in prefill),
                "prefill_tokens": sum(f[0] * f[1] for f in prefill), "decode_s": sum(f[2] for f in decode),
                "decode_steps": len(decode), "decode_row_steps": sum(f[0] for f in decode),
-               **{f"{k}_s": v for k, v in seconds.items()}, **{f"{k}_calls": v for k, v in calls.items()}}
+               **{f"{k}_s": seconds[k] for k in TIMED}, **{f"{k}_calls": calls[k] for k in TIMED}}
     # the rest: placing K/V into batches, refills, the Python loop (allocations of batch caches included)
     summary["other_s"] = total - sum(summary[k] for k in ("prefill_s", "decode_s", "compact_s", "pick_s", "lm_head_s"))
     print(json.dumps(summary))

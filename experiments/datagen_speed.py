@@ -41,6 +41,13 @@ def hf_generate(model, prompts, max_new_tokens, eos_ids):
     return answers
 
 
+def shard_prompts(tokenizer, n: int) -> list[list[int]]:
+    """The first n shuffled training prompts (chat template) of at most 512 tokens, sorted by length, as
+    the data CLI buckets them; n = 512 is one shard's work."""
+    encoded = [build_prompt(tokenizer, "chat", [p.text], []) for p in shuffled(load_train_prompts(train_prompt_dir()), 0)]
+    return sorted([e for e in encoded if len(e) <= 512][:n], key=len)
+
+
 def timed(fn, prompts, batch):
     start, answers = time.perf_counter(), []
     for b in range(0, len(prompts), batch):
@@ -74,8 +81,7 @@ def main():
     args = ap.parse_args()
     pair = load_pair(group_config("pair", "smollm2_layercut"), "bfloat16", "cpu")
     tok, model, eos = pair.tokenizer, pair.target, pair.eos_token_ids
-    encoded = [build_prompt(tok, "chat", [p.text], []) for p in shuffled(load_train_prompts(train_prompt_dir()), 0)]
-    prompts = sorted([e for e in encoded if len(e) <= 512][: args.prompts], key=len)
+    prompts = shard_prompts(tok, args.prompts)
     generate_all(model, prompts[:2], 4, 0.0, eos)  # warm-up
     rows, reference = [], None
     if args.hf_batch_size > 0:
