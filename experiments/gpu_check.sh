@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# The GPU check (issue 13), one script, ~9 minutes on an H200 (estimated from results/gpu/README.md: tests 96 s
-# with -n 8, each check configuration ~15 s; machine start extra): the decoding tests (losslessness,
-# sampling law) with their models on the device, then experiments/gpu_check.py (every method x {fixed, svip}
-# on a random ~1B Llama in float16 and bfloat16: ids vs AR, time split per round, syncs per round).
+# The GPU check (issue 13), one script: the decoding tests (losslessness, sampling law) with their models on
+# the device, then experiments/gpu_check.py (every method x {fixed, svip} on a random ~1B Llama in float16 and
+# bfloat16: ids vs AR, time split per round, syncs per round). ~11 minutes on an H200, estimated from
+# results/gpu/README.md (tests 96 s with -n 8; each of the 28 check configurations ~19 s with AR timed beside
+# it; machine start extra). The device tool allows 10 minutes a call: run PART=tests and PART=check
+# DTYPES=float16 in one call, then PART=check DTYPES=bfloat16 while the machine is still warm.
 # Results: $OUT/tests_$DEVICE.log, $OUT/gpu_check_$DEVICE.{json,md}.
 #
 #   bash experiments/gpu_check.sh                          # DEVICE=cuda SIZE=1b OUT=results/gpu
 #   DEVICE=cpu SIZE=tiny bash experiments/gpu_check.sh     # how it is tested on a CPU (tests/test_gpu_check.py)
+#   PART=tests | PART=check bash experiments/gpu_check.sh  # one half (default PART=all: both)
+#   PART=check DTYPES=bfloat16 bash experiments/gpu_check.sh   # one dtype -> $OUT/gpu_check_cuda_bfloat16.{json,md}
 #
 # A device machine whose Python has torch (2.11+) but lacks some of svbench's dependencies: download their
 # wheels where pip works, into a folder, and name it WHEELS. svbench needs transformers 5.24+ (models take
@@ -30,11 +34,19 @@ if [ -n "${WHEELS:-}" ]; then
 else
   export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 fi
+PART=${PART:-all}
+case $PART in all|tests|check) ;; *) echo "PART '$PART': all, tests or check" >&2; exit 2 ;; esac
 mkdir -p "$OUT"
 status=0
-XDIST=$($PY -c "import xdist" 2>/dev/null && echo "-n 8" || true)  # pytest-xdist where installed (the H200 image has it)
-SVBENCH_TEST_DEVICE=$DEVICE $PY -m pytest tests/test_lossless.py tests/test_sampling.py -q -p no:cacheprovider \
-  -m "not slow" $XDIST > "$OUT/tests_$DEVICE.log" 2>&1 || status=$?
-tail -n 1 "$OUT/tests_$DEVICE.log"
-$PY experiments/gpu_check.py --device "$DEVICE" --size "$SIZE" --out "$OUT/gpu_check_$DEVICE"
+if [ "$PART" != check ]; then
+  XDIST=$($PY -c "import xdist" 2>/dev/null && echo "-n 8" || true)  # pytest-xdist where installed (the H200 image has it)
+  SVBENCH_TEST_DEVICE=$DEVICE $PY -m pytest tests/test_lossless.py tests/test_sampling.py -q -p no:cacheprovider \
+    -m "not slow" $XDIST > "$OUT/tests_$DEVICE.log" 2>&1 || status=$?
+  tail -n 1 "$OUT/tests_$DEVICE.log"
+fi
+if [ "$PART" != tests ]; then
+  # DTYPES (float16,bfloat16 when unset) splits the check across calls; each part then gets its own file
+  $PY experiments/gpu_check.py --device "$DEVICE" --size "$SIZE" --dtypes "${DTYPES:-float16,bfloat16}" \
+    --out "$OUT/gpu_check_$DEVICE${DTYPES:+_${DTYPES//,/_}}"
+fi
 exit "$status"
