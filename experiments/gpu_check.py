@@ -85,7 +85,8 @@ def time_split(target, prompt, tokens, drafter, policy) -> dict:
     round_s = sum(r.draft_s + r.verify_s for r in rounds)
     draft_s = sum(r.draft_s for r in rounds)
     n = max(1, len(rounds))
-    return {"rounds": len(rounds), "target_ms": 1e3 * spent["target"] / n, "draft_ms": 1e3 * draft_s / n,
+    return {"rounds": len(rounds), "ms_per_token": 1e3 * out.wall_time / max(1, len(out.ids)),
+            "target_ms": 1e3 * spent["target"] / n, "draft_ms": 1e3 * draft_s / n,
             "other_ms": 1e3 * (round_s - spent["target"] - draft_s) / n, "syncs_per_round": sum(counts.values()) / n,
             "steps_per_round": sum(r.steps for r in rounds) / n}
 
@@ -132,12 +133,14 @@ def main() -> None:
                 speedups.append(ar_run.wall_time / sd.wall_time * len(sd.ids) / len(ar_run.ids))
                 ar_ms.append(1e3 * ar_run.wall_time / len(ar_run.ids))
                 sd_ms.append(1e3 * sd.wall_time / len(sd.ids))
-                per_round.append(len(sd.ids) / max(1, len(sd.rounds) - 1))  # round 0 is the prefill
+                per_round.append((len(sd.ids) - 1) / max(1, len(sd.rounds) - 1))  # round 0: the prefill's token
                 agreements.append(agreement(reference, prompt, ar_run.ids, sd.ids, TIE_BOUND[dtype_name])["agreement"])
                 splits.append(time_split(target, prompt, args.tokens, d, make_policy()))
             row = {"dtype": dtype_name, "method": method, "policy": policy_name,
                    "speedup_median": statistics.median(speedups), "speedups": speedups,
-                   "ar_ms_per_token": ar_ms, "sd_ms_per_token": sd_ms, "tokens_per_round": statistics.median(per_round),
+                   "ar_ms_per_token": ar_ms, "sd_ms_per_token": sd_ms,
+                   "instrumented_ms_per_token": [s["ms_per_token"] for s in splits],  # the time-split run's, per prompt
+                   "tokens_per_round": statistics.median(per_round),
                    **{a: agreements.count(a) for a in ("exact", "tie", "mismatch")},
                    **{k: statistics.median(s[k] for s in splits) for k in splits[0]}}
             rows.append(row)
@@ -157,16 +160,19 @@ def write(out: Path, args, params: int, rows: list[dict]) -> None:
     lines = [f"# GPU check: {args.size} random Llama ({params / 1e9:.2f}B parameters), {args.device}", "",
              f"Command: `{command}`. {args.prompts} random prompts x {args.tokens} new tokens, greedy. Speedup: "
              "median per-prompt AR time / SD time, AR timed right before each SD run (ms/token: medians). "
-             "Tokens/round: new tokens per drafting round (1 = nothing accepted: random weights rarely agree). "
+             "Instrumented ms/token: the time-split run's (same configuration, synchronised around every target "
+             "forward, syncs counted). Tokens/round: new tokens per drafting round (1 = nothing accepted: random "
+             "weights rarely agree). "
              "Time split per drafting round (median over prompts, a second instrumented run): target "
              "forward, drafting, everything else (verify, cache, policy, bookkeeping). Syncs: host-device "
              "synchronisation points per round (svbench.sync_count).", "",
-             "| dtype | method | policy | speedup | AR ms/token | SD ms/token | tokens/round | exact | tie | mismatch | "
-             "steps/round | target ms | draft ms | other ms | syncs/round |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| dtype | method | policy | speedup | AR ms/token | SD ms/token | instrumented ms/token | tokens/round | "
+             "exact | tie | mismatch | steps/round | target ms | draft ms | other ms | syncs/round |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['dtype']} | {r['method']} | {r['policy']} | {r['speedup_median']:.2f} | "
                      f"{statistics.median(r['ar_ms_per_token']):.2f} | {statistics.median(r['sd_ms_per_token']):.2f} | "
+                     f"{r['ms_per_token']:.2f} | "
                      f"{r['tokens_per_round']:.2f} | {r['exact']} | "
                      f"{r['tie']} | {r['mismatch']} | {r['steps_per_round']:.1f} | {r['target_ms']:.2f} | "
                      f"{r['draft_ms']:.2f} | {r['other_ms']:.2f} | {r['syncs_per_round']:.1f} |")

@@ -5,7 +5,8 @@
 # results/gpu/README.md (tests 96 s with -n 8; each of the 28 check configurations ~19 s with AR timed beside
 # it; machine start extra). The device tool allows 10 minutes a call: run PART=tests and PART=check
 # DTYPES=float16 in one call, then PART=check DTYPES=bfloat16 while the machine is still warm.
-# Results: $OUT/tests_$DEVICE.log, $OUT/gpu_check_$DEVICE.{json,md}.
+# Results: $OUT/tests_$DEVICE.log, $OUT/gpu_check_$DEVICE.{json,md} ($OUT/gpu_check_${DEVICE}_<dtypes>.{json,md}
+# when DTYPES is set).
 #
 #   bash experiments/gpu_check.sh                          # DEVICE=cuda SIZE=1b OUT=results/gpu
 #   DEVICE=cpu SIZE=tiny bash experiments/gpu_check.sh     # how it is tested on a CPU (tests/test_gpu_check.py)
@@ -27,6 +28,9 @@ DEVICE=${DEVICE:-cuda}
 SIZE=${SIZE:-1b}
 OUT=${OUT:-results/gpu}
 PY=${PY:-python3}
+PART=${PART:-all}
+case $PART in all|tests|check) ;; *) echo "PART '$PART': all, tests or check" >&2; exit 2 ;; esac
+DTYPES=${DTYPES:-}; DTYPES=${DTYPES// /}  # "float16, bfloat16" -> "float16,bfloat16"
 cd "$(dirname "$0")/.."
 if [ -n "${WHEELS:-}" ]; then
   $PY -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/svbench-site "$WHEELS"/*.whl
@@ -34,12 +38,11 @@ if [ -n "${WHEELS:-}" ]; then
 else
   export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 fi
-PART=${PART:-all}
-case $PART in all|tests|check) ;; *) echo "PART '$PART': all, tests or check" >&2; exit 2 ;; esac
 mkdir -p "$OUT"
 status=0
 if [ "$PART" != check ]; then
-  XDIST=$($PY -c "import xdist" 2>/dev/null && echo "-n 8" || true)  # pytest-xdist where installed (the H200 image has it)
+  XDIST=""  # on a GPU machine, 8 pytest-xdist workers where installed (the H200 image has it)
+  [ "$DEVICE" = cuda ] && $PY -c "import xdist" 2>/dev/null && XDIST="-n 8"
   SVBENCH_TEST_DEVICE=$DEVICE $PY -m pytest tests/test_lossless.py tests/test_sampling.py -q -p no:cacheprovider \
     -m "not slow" $XDIST > "$OUT/tests_$DEVICE.log" 2>&1 || status=$?
   tail -n 1 "$OUT/tests_$DEVICE.log"

@@ -11,7 +11,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_gpu_check_runs_on_cpu(tmp_path):
-    env = {**os.environ, "DEVICE": "cpu", "SIZE": "tiny", "OUT": str(tmp_path), "PY": str(Path(os.sys.executable))}
+    env = {k: v for k, v in os.environ.items() if k not in ("PART", "DTYPES", "WHEELS")}  # the whole check
+    env.update(DEVICE="cpu", SIZE="tiny", OUT=str(tmp_path), PY=str(Path(os.sys.executable)))
     result = subprocess.run(["bash", "experiments/gpu_check.sh"], cwd=REPO, env=env, capture_output=True, text=True,
                             timeout=900)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
@@ -24,4 +25,13 @@ def test_gpu_check_runs_on_cpu(tmp_path):
         assert r["exact"] + r["tie"] + r["mismatch"] == 3 and r["mismatch"] == 0, r
         assert r["target_ms"] > 0 and r["syncs_per_round"] > 0
         assert len(r["ar_ms_per_token"]) == len(r["sd_ms_per_token"]) == 3 and r["tokens_per_round"] >= 1, r
+        assert len(r["instrumented_ms_per_token"]) == 3 and r["ms_per_token"] > 0, r
     assert "| float16 | vanilla_sd | fixed |" in (tmp_path / "gpu_check_cpu.md").read_text()
+
+
+def test_gpu_check_refuses_an_unknown_part_with_one_line(tmp_path):
+    env = {**os.environ, "PART": "both", "OUT": str(tmp_path), "WHEELS": str(tmp_path / "none")}
+    result = subprocess.run(["bash", "experiments/gpu_check.sh"], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2 and result.stderr == "PART 'both': all, tests or check\n"
+    assert not list(tmp_path.iterdir())  # refused before installing or writing anything

@@ -13,10 +13,12 @@ interface, so the models stay transformers' own.
 """
 from __future__ import annotations
 
+import inspect
+
 import torch
 import transformers
-from packaging.version import Version
 from transformers.cache_utils import Cache, CacheLayerMixin
+from transformers.models.llama.modeling_llama import LlamaModel
 
 DEFAULT_CAPACITY = 1024
 # transformers 5.24 renamed the models' `past_key_values=` argument to `cache=`, which svbench passes; an older
@@ -25,14 +27,20 @@ DEFAULT_CAPACITY = 1024
 MIN_TRANSFORMERS = "5.24"
 
 
-def check_transformers(version: str) -> None:
-    """Raise ImportError (one line) when ``version`` is older than MIN_TRANSFORMERS."""
-    if Version(version) < Version(MIN_TRANSFORMERS):
+def models_take_cache() -> bool:
+    """Whether the installed transformers' models take the cache as `cache=` (asked of LlamaModel.forward, so
+    dev builds and backports answer for themselves)."""
+    return "cache" in inspect.signature(LlamaModel.forward).parameters
+
+
+def check_transformers(takes_cache: bool, version: str) -> None:
+    """Raise ImportError (one line) when the models do not take `cache=`."""
+    if not takes_cache:
         raise ImportError(f"svbench needs transformers>={MIN_TRANSFORMERS} (its models take `cache=`); "
                           f"found {version}: pip install 'transformers>={MIN_TRANSFORMERS},<6'")
 
 
-check_transformers(transformers.__version__)
+check_transformers(models_take_cache(), transformers.__version__)
 
 
 class StaticKVLayer(CacheLayerMixin):
