@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from svbench.benchmarks import build_prompt
 from svbench.config import build_drafter, group_config
@@ -629,3 +630,41 @@ def test_draft_candidate_script_answers_bad_arguments_with_one_line(tmp_path):
         done = subprocess.run(["bash", "experiments/draft_candidate.sh", *args], cwd=REPO, capture_output=True,
                               text=True, env={**os.environ, **env}, timeout=30)
         assert done.returncode == 2 and message in done.stderr and done.stderr.count("\n") == 1, (args, done.stderr)
+
+
+def test_top1_inside_is_the_full_argmax_in_the_subset():
+    from svbench.train.recipes import top1_inside
+    g = torch.Generator().manual_seed(0)
+    features, head = torch.randn(300, 16, generator=g), torch.randn(50, 16, generator=g)  # (M, d), (V, d)
+    vocab = list(range(0, 50, 3))
+    outside = [v for v in range(50) if v not in vocab]
+    inside = top1_inside(features @ head[vocab].T, features, head[outside])
+    expected = torch.isin((features @ head.T).argmax(-1), torch.tensor(vocab))
+    assert torch.equal(inside, expected) and 0 < int(inside.sum()) < 300  # both cases occur
+
+
+@pytest.mark.parametrize("name", ["eagle", "eagle3"])
+def test_mask_outside_vocab_drops_the_soft_ce_where_the_target_top1_is_outside(name):
+    """With every position's target top-1 outside the draft vocabulary, mask_outside_vocab leaves the EAGLE
+    head only its feature loss and the EAGLE-3 head no loss; off, the soft CE counts there (renormalised)."""
+    with initialize_config_dir(str(REPO / "conf" / "train"), version_base="1.3"):
+        cfg = compose(config_name=name, overrides=["pair=tiny", "ttt_steps=2"])
+    target = load_pair(group_config("pair", "tiny"), drafter_cls=None).target
+    ids = torch.randint(0, 512, (2, 12), generator=torch.Generator().manual_seed(1))
+    attention, answer = torch.ones_like(ids), torch.ones_like(ids, dtype=torch.bool)
+    with torch.no_grad():
+        top1 = set(target(input_ids=ids).logits.argmax(-1).flatten().tolist())
+    vocab = [v for v in range(512) if v not in top1][:128]  # no position's top-1 is in it
+    losses, start = {}, RECIPES[name](cfg, target, vocab).module.state_dict()
+    for mask in (False, True):
+        for ce in (cfg.ce_weight, 0.0):
+            recipe = RECIPES[name](OmegaConf.merge(cfg, {"mask_outside_vocab": mask, "ce_weight": ce}), target, vocab)
+            recipe.module.load_state_dict(start)  # the same head for all four
+            recipe.module.eval()  # no feature noise
+            torch.manual_seed(0)
+            losses[mask, ce] = float(recipe.loss(ids, attention, answer, keys=["a", "b"])[0].detach())
+    if name == "eagle":
+        assert losses[True, cfg.ce_weight] == pytest.approx(losses[False, 0.0])  # the feature loss alone
+        assert losses[False, cfg.ce_weight] > losses[False, 0.0] + 1e-3
+    else:  # EAGLE-3 has no feature loss: nothing left
+        assert losses[True, cfg.ce_weight] == 0.0 and losses[False, cfg.ce_weight] > 0.1

@@ -21,8 +21,27 @@ from svbench.nets.glide import glide_from_target, save_glide
 
 
 def soft_cross_entropy(draft_logits: torch.Tensor, target_logits: torch.Tensor) -> torch.Tensor:
-    """-sum_v p(v) log q(v), averaged over rows: KL(p || q) + H(p). (M, N) each."""
+    """-sum_v p(v) log q(v), averaged over rows: KL(p || q) + H(p). (M, N) each; no row gives 0."""
+    if draft_logits.shape[0] == 0:
+        return draft_logits.float().sum()  # 0, still in the graph
     return -(F.softmax(target_logits.float(), -1) * F.log_softmax(draft_logits.float(), -1)).sum(-1).mean()
+
+
+def outside_vocab_head(cfg, target, vocab) -> torch.Tensor | None:
+    """The target's LM-head rows (V - N, d) of the tokens outside the draft vocabulary, when cfg asks to mask
+    positions whose target top-1 lies outside it (mask_outside_vocab, as EAGLE-3's training does); else None."""
+    if vocab is None or not cfg.get("mask_outside_vocab", False):
+        return None
+    outside = torch.ones(target.lm_head.weight.shape[0], dtype=torch.bool)
+    outside[torch.tensor(vocab)] = False
+    return target.lm_head.weight.detach()[outside] if outside.any() else None  # (V - N, d)
+
+
+def top1_inside(target_logits: torch.Tensor, features: torch.Tensor, outside_head: torch.Tensor) -> torch.Tensor:
+    """(M,) True where the target's top-1 token lies in the draft vocabulary: its best logit over the subset
+    (target_logits (M, N)) beats every outside token's (features (M, d) @ outside_head (V - N, d).T)."""
+    outside_best = (features.to(outside_head.dtype) @ outside_head.T).max(-1).values  # (M,)
+    return target_logits.max(-1).values.float() >= outside_best.float()
 
 
 def agreement(draft_logits: torch.Tensor, target_logits: torch.Tensor) -> float:
@@ -202,7 +221,8 @@ class EagleRecipe:
     noise on the input features (ALGORITHMS §5). Training-time test (ttt_steps > 1, HASS / EAGLE-3): the
     head is unrolled on its own outputs, step j reading f^ from step j-1 with token x_{t+j+1} at position
     t + j and attending to the step-0 context plus its own path (training_time_test_mask); step j's loss
-    is weighted ttt_decay ** j (EAGLE-3: 0.8)."""
+    is weighted ttt_decay ** j (EAGLE-3: 0.8). With mask_outside_vocab the soft CE skips positions whose target
+    top-1 lies outside the draft vocabulary (EAGLE-3's rule; off by default, as the shipped head was trained)."""
 
     def __init__(self, cfg, target, vocab):
         init = cfg.init_layer if cfg.init_layer is None or cfg.init_layer >= 0 else \
@@ -211,6 +231,7 @@ class EagleRecipe:
         self.noise, self.ce_weight = float(cfg.feature_noise), float(cfg.ce_weight)
         self.steps, self.decay = int(cfg.get("ttt_steps", 1)), float(cfg.get("ttt_decay", 0.8))
         self.target_pass = TargetPass(target, max_tokens=cfg.get("feature_cache_tokens"))
+        self.outside_head = outside_vocab_head(cfg, target, vocab)  # None: soft labels renormalised everywhere
 
     def loss(self, ids, attention, answer, keys=None):
         features, _, _ = self.target_pass.batch(keys, ids, attention)
@@ -223,8 +244,9 @@ class EagleRecipe:
         def step_loss(j, predicted, where):
             pred, true = predicted.float(), shifted(features[:, 1:], j)[where]  # f^_{t+j+1}, f_{t+j+1}: (M_j, d)
             draft_logits, target_logits = pred @ head.T, true @ head.T  # (M_j, N)
-            return (F.smooth_l1_loss(pred, true) + self.ce_weight * soft_cross_entropy(draft_logits, target_logits),
-                    draft_logits, target_logits)
+            keep = slice(None) if self.outside_head is None else top1_inside(target_logits, true, self.outside_head)
+            ce = soft_cross_entropy(draft_logits[keep], target_logits[keep])  # the feature loss keeps every position
+            return F.smooth_l1_loss(pred, true) + self.ce_weight * ce, draft_logits, target_logits
 
         return training_time_test_loss(self.module, ids[:, 1:], inputs, answer, self.steps, self.decay, step_loss)
 
@@ -236,9 +258,9 @@ class Eagle3Recipe:
     """EAGLE-3 head (svbench.nets.eagle3), as the official training (eagle/traineagle3): the target's three
     feature layers fused by the head's FC at step 0, then ttt_steps - 1 steps on the head's own outputs
     (unrolled_head); each step's loss is the soft cross-entropy to the target's next-token distribution
-    over the draft vocabulary, weighted ttt_decay ** j. No feature regression. Deviation: the official loss
-    also skips positions whose target top-1 token lies outside the draft vocabulary; finding them needs the
-    full-vocabulary logits, too costly here (the 16k draft vocabulary covers > 99% of answer tokens)."""
+    over the draft vocabulary, weighted ttt_decay ** j. No feature regression. The official loss also skips
+    positions whose target top-1 token lies outside the draft vocabulary: here only with mask_outside_vocab
+    (off by default, as the shipped heads were trained; it costs a (M, V - N) logit product per step)."""
 
     def __init__(self, cfg, target, vocab):
         self.module = eagle3_from_target(target, vocab)
@@ -247,14 +269,17 @@ class Eagle3Recipe:
                                       feature_layers=self.module.target_layers)
         full = target.lm_head.weight.detach()
         self.target_head = full if vocab is None else full[torch.tensor(sorted(vocab))]  # (N, d): draft index order
+        self.outside_head = outside_vocab_head(cfg, target, vocab)
 
     def loss(self, ids, attention, answer, keys=None):
         hidden, _, fused = self.target_pass.batch(keys, ids, attention)  # (B, T, d), (B, T, 3d)
 
         def step_loss(j, predicted, where):
             draft_logits = self.module.logits(predicted).float()  # (M_j, N)
-            target_logits = shifted(hidden[:, 1:], j)[where].to(self.target_head.dtype) @ self.target_head.T
-            return soft_cross_entropy(draft_logits, target_logits), draft_logits, target_logits
+            true = shifted(hidden[:, 1:], j)[where]  # (M_j, d) the target's features
+            target_logits = true.to(self.target_head.dtype) @ self.target_head.T
+            keep = slice(None) if self.outside_head is None else top1_inside(target_logits, true, self.outside_head)
+            return soft_cross_entropy(draft_logits[keep], target_logits[keep]), draft_logits, target_logits
 
         return training_time_test_loss(self.module, ids[:, 1:], fused[:, :-1], answer, self.steps, self.decay,
                                        step_loss)
