@@ -44,6 +44,8 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=512)
     ap.add_argument("--max-new-tokens", type=int, default=256)
     args = ap.parse_args()
+    if args.prompts < 1 or args.max_new_tokens < 1:
+        ap.error("--prompts and --max-new-tokens: integers >= 1")
     pair = load_pair(group_config("pair", "smollm2_layercut"), "bfloat16", "cpu")
     tok, model, eos = pair.tokenizer, pair.target, pair.eos_token_ids
     prompts = shard_prompts(tok, args.prompts)

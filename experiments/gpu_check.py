@@ -100,6 +100,11 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--out", default=str(REPO / "results" / "gpu" / "gpu_check"))
     args = ap.parse_args()
+    dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
+    if not dtypes or any(not isinstance(getattr(torch, d, None), torch.dtype) for d in dtypes):
+        ap.error(f"--dtypes {args.dtypes!r}: torch dtype names separated by commas, e.g. float16,bfloat16")
+    if args.prompts < 1 or args.tokens < 1:
+        ap.error("--prompts and --tokens: integers >= 1")
     device = torch.device(args.device)
     torch.manual_seed(0)
     base = tiny_llama(seed=0, **SIZES[args.size])  # float32, on the CPU: each dtype's target is a copy
@@ -112,7 +117,7 @@ def main() -> None:
         prompts.append(ids + ids[8:24])
     rows, out = [], Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    for dtype_name in [d.strip() for d in args.dtypes.split(",") if d.strip()]:
+    for dtype_name in dtypes:
         dtype = getattr(torch, dtype_name)
         target = copy.deepcopy(base).to(device=device, dtype=dtype)
         reference = copy.deepcopy(target).float()  # the dtype's weights, computed in float32: agreement's yardstick

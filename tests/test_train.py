@@ -668,3 +668,12 @@ def test_mask_outside_vocab_drops_the_soft_ce_where_the_target_top1_is_outside(n
         assert losses[False, cfg.ce_weight] > losses[False, 0.0] + 1e-3
     else:  # EAGLE-3 has no feature loss: nothing left
         assert losses[True, cfg.ce_weight] == 0.0 and losses[False, cfg.ce_weight] > 0.1
+
+
+def test_mask_outside_vocab_must_be_a_boolean():
+    from svbench.errors import SvbenchError
+    from svbench.train.__main__ import train
+    with initialize_config_dir(str(REPO / "conf" / "train"), version_base="1.3"):
+        cfg = compose(config_name="eagle", overrides=["pair=tiny", "mask_outside_vocab=maybe"])
+    with pytest.raises(SvbenchError, match=r"^mask_outside_vocab='maybe': expected true or false$"):
+        train(cfg)  # refused before any model or data is read

@@ -37,9 +37,13 @@ def outside_vocab_head(cfg, target, vocab) -> torch.Tensor | None:
     return target.lm_head.weight.detach()[outside] if outside.any() else None  # (V - N, d)
 
 
-def top1_inside(target_logits: torch.Tensor, features: torch.Tensor, outside_head: torch.Tensor) -> torch.Tensor:
+def top1_inside(target_logits: torch.Tensor, features: torch.Tensor,
+                outside_head: torch.Tensor | None) -> torch.Tensor | slice:
     """(M,) True where the target's top-1 token lies in the draft vocabulary: its best logit over the subset
-    (target_logits (M, N)) beats every outside token's (features (M, d) @ outside_head (V - N, d).T)."""
+    (target_logits (M, N)) beats every outside token's (features (M, d) @ outside_head (V - N, d).T).
+    Without outside_head (no masking): every row, as slice(None)."""
+    if outside_head is None:
+        return slice(None)
     outside_best = (features.to(outside_head.dtype) @ outside_head.T).max(-1).values  # (M,)
     return target_logits.max(-1).values.float() >= outside_best.float()
 
@@ -244,7 +248,7 @@ class EagleRecipe:
         def step_loss(j, predicted, where):
             pred, true = predicted.float(), shifted(features[:, 1:], j)[where]  # f^_{t+j+1}, f_{t+j+1}: (M_j, d)
             draft_logits, target_logits = pred @ head.T, true @ head.T  # (M_j, N)
-            keep = slice(None) if self.outside_head is None else top1_inside(target_logits, true, self.outside_head)
+            keep = top1_inside(target_logits, true, self.outside_head)
             ce = soft_cross_entropy(draft_logits[keep], target_logits[keep])  # the feature loss keeps every position
             return F.smooth_l1_loss(pred, true) + self.ce_weight * ce, draft_logits, target_logits
 
@@ -278,7 +282,7 @@ class Eagle3Recipe:
             draft_logits = self.module.logits(predicted).float()  # (M_j, N)
             true = shifted(hidden[:, 1:], j)[where]  # (M_j, d) the target's features
             target_logits = true.to(self.target_head.dtype) @ self.target_head.T
-            keep = slice(None) if self.outside_head is None else top1_inside(target_logits, true, self.outside_head)
+            keep = top1_inside(target_logits, true, self.outside_head)
             return soft_cross_entropy(draft_logits[keep], target_logits[keep]), draft_logits, target_logits
 
         return training_time_test_loss(self.module, ids[:, 1:], fused[:, :-1], answer, self.steps, self.decay,
