@@ -1,7 +1,7 @@
 """Where distillation-data generation spends its time: one generate_all run (the data CLI's defaults) with
 every target forward, KV-cache allocation, batch compaction and greedy pick timed.
 
-    python experiments/datagen_profile.py [--prompts 512] [--max-new-tokens 256]
+    python experiments/datagen_profile.py [--prompts 512] [--max-new-tokens 256] [--batch-size 128] [--attention sdpa]
 
 Prompts: experiments/datagen_speed.py's shard_prompts (N = 512 is one shard's work). Greedy, bf16, the
 SmolLM2 target. Prints one JSON line and a table of decode steps by batch rows; writes nothing. The timers
@@ -20,6 +20,7 @@ import svbench.decoding.kv_cache as kv_cache
 import svbench.train.data as data
 from datagen_speed import shard_prompts  # experiments/ is on sys.path when run as a script
 from svbench.config import group_config
+from svbench.attention import CHOICES
 from svbench.models import load_pair
 
 
@@ -43,10 +44,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prompts", type=int, default=512)
     ap.add_argument("--max-new-tokens", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, default=128, help="rows per decode batch (the data CLI's --batch-size)")
+    ap.add_argument("--attention", default=data.DATA_ATTENTION, choices=CHOICES,
+                    help="the target's attention path (the data CLI's --attention)")
     args = ap.parse_args()
-    if args.prompts < 1 or args.max_new_tokens < 1:
-        ap.error("--prompts and --max-new-tokens: integers >= 1")
-    pair = load_pair(group_config("pair", "smollm2_layercut"), "bfloat16", "cpu")
+    if args.prompts < 1 or args.max_new_tokens < 1 or args.batch_size < 1:
+        ap.error("--prompts, --max-new-tokens and --batch-size: integers >= 1")
+    pair = load_pair(group_config("pair", "smollm2_layercut"), "bfloat16", "cpu", attention=args.attention)
     tok, model, eos = pair.tokenizer, pair.target, pair.eos_token_ids
     prompts = shard_prompts(tok, args.prompts)
     data.generate_all(model, prompts[:2], 4, 0.0, eos)  # warm-up
@@ -67,12 +71,14 @@ def main() -> None:
     timed(data, "pick", "pick", seconds, calls)
     timed(model.lm_head, "forward", "lm_head", seconds, calls)
     start = time.perf_counter()
-    answers = data.generate_all(model, prompts, args.max_new_tokens, 0.0, eos)
+    answers = data.generate_all(model, prompts, args.max_new_tokens, 0.0, eos, batch_size=args.batch_size,
+                                max_batch_tokens=data.MAX_BATCH_TOKENS * args.batch_size // 128)
     total = time.perf_counter() - start
     decode = [f for f in forwards if f[1] == 1]
     prefill = [f for f in forwards if f[1] > 1]
     tokens = sum(map(len, answers))
-    summary = {"prompts": len(prompts), "threads": torch.get_num_threads(), "total_s": total, "answer_tokens": tokens,
+    summary = {"prompts": len(prompts), "batch_size": args.batch_size, "attention": args.attention,
+               "threads": torch.get_num_threads(), "total_s": total, "answer_tokens": tokens,
                "answer_tok_s": tokens / total, "prefill_s": sum(f[2] for f in prefill),
                "prefill_tokens": sum(f[0] * f[1] for f in prefill), "decode_s": sum(f[2] for f in decode),
                "decode_steps": len(decode), "decode_row_steps": sum(f[0] for f in decode),

@@ -85,7 +85,7 @@ def test_shipped_prompts_load_like_their_plain_copy(tmp_path, monkeypatch):
 def data_args(out, **kw):
     args = dict(out=str(out), pair="tiny", prompts_dir=None, fixed=False, num_prompts=12, shard_size=4, batch_size=4,
                 max_new_tokens=12, max_prompt_tokens=3000, temperatures="0,1.0", heldout_permille=400, dtype="float32",
-                seed=0, threads=None, max_batch_tokens=32768, prefill_group=3)
+                seed=0, threads=None, max_batch_tokens=32768, prefill_group=3, attention="sdpa")
     args.update(kw)
     return Namespace(**args)
 
@@ -643,12 +643,13 @@ def test_top1_inside_is_the_full_argmax_in_the_subset():
     assert torch.equal(inside, expected) and 0 < int(inside.sum()) < 300  # both cases occur
 
 
-@pytest.mark.parametrize("name", ["eagle", "eagle3"])
+@pytest.mark.parametrize("name", ["eagle", "eagle3", "draft_lm", "glide"])
 def test_mask_outside_vocab_drops_the_soft_ce_where_the_target_top1_is_outside(name):
     """With every position's target top-1 outside the draft vocabulary, mask_outside_vocab leaves the EAGLE
-    head only its feature loss and the EAGLE-3 head no loss; off, the soft CE counts there (renormalised)."""
+    head only its feature loss and the other drafts (soft CE only) no loss; off, the soft CE counts there
+    (renormalised)."""
     with initialize_config_dir(str(REPO / "conf" / "train"), version_base="1.3"):
-        cfg = compose(config_name=name, overrides=["pair=tiny", "ttt_steps=2"])
+        cfg = compose(config_name=name, overrides=["pair=tiny"] + (["ttt_steps=2"] if "eagle" in name else []))
     target = load_pair(group_config("pair", "tiny"), drafter_cls=None).target
     ids = torch.randint(0, 512, (2, 12), generator=torch.Generator().manual_seed(1))
     attention, answer = torch.ones_like(ids), torch.ones_like(ids, dtype=torch.bool)
@@ -656,18 +657,21 @@ def test_mask_outside_vocab_drops_the_soft_ce_where_the_target_top1_is_outside(n
         top1 = set(target(input_ids=ids).logits.argmax(-1).flatten().tolist())
     vocab = [v for v in range(512) if v not in top1][:128]  # no position's top-1 is in it
     losses, start = {}, RECIPES[name](cfg, target, vocab).module.state_dict()
+    ce_weights = (cfg.ce_weight, 0.0) if name == "eagle" else (None,)
     for mask in (False, True):
-        for ce in (cfg.ce_weight, 0.0):
-            recipe = RECIPES[name](OmegaConf.merge(cfg, {"mask_outside_vocab": mask, "ce_weight": ce}), target, vocab)
-            recipe.module.load_state_dict(start)  # the same head for all four
+        for ce in ce_weights:
+            change = {"mask_outside_vocab": mask, **({} if ce is None else {"ce_weight": ce})}
+            recipe = RECIPES[name](OmegaConf.merge(cfg, change), target, vocab)
+            recipe.module.load_state_dict(start)  # the same draft for every setting
             recipe.module.eval()  # no feature noise
             torch.manual_seed(0)
             losses[mask, ce] = float(recipe.loss(ids, attention, answer, keys=["a", "b"])[0].detach())
     if name == "eagle":
         assert losses[True, cfg.ce_weight] == pytest.approx(losses[False, 0.0])  # the feature loss alone
         assert losses[False, cfg.ce_weight] > losses[False, 0.0] + 1e-3
-    else:  # EAGLE-3 has no feature loss: nothing left
-        assert losses[True, cfg.ce_weight] == 0.0 and losses[False, cfg.ce_weight] > 0.1
+    else:  # no feature loss: nothing left
+        ce = ce_weights[0]
+        assert losses[True, ce] == 0.0 and losses[False, ce] > 0.1
 
 
 def test_mask_outside_vocab_must_be_a_boolean():
@@ -677,3 +681,43 @@ def test_mask_outside_vocab_must_be_a_boolean():
         cfg = compose(config_name="eagle", overrides=["pair=tiny", "mask_outside_vocab=maybe"])
     with pytest.raises(SvbenchError, match=r"^mask_outside_vocab='maybe': expected true or false$"):
         train(cfg)  # refused before any model or data is read
+
+
+def test_eval_spec_bench_starts_do_not_depend_on_the_heldout_count(tiny_data, tmp_path):
+    """Each eval set draws its starts from its own generator: more held-out answers leave the Spec-Bench
+    starts (and so the paired comparison of two drafts on them) unchanged."""
+    spec = {}
+    for n in (1, 3):
+        results = train_eval.run(Namespace(pair="tiny", draft=None, layercut=1, data=str(tiny_data), heldout_seqs=n,
+                                           spec_bench=6, starts_per_seq=2, full_vocab=False, dtype="float32",
+                                           out=str(tmp_path / f"eval{n}.json"), seed=0))
+        assert results["heldout"]["n_seqs"] == n
+        spec[n] = results["spec_bench"]
+    assert spec[1]["starts"] == spec[3]["starts"] and spec[1]["lengths"] == spec[3]["lengths"]
+    assert 0 < len(spec[1]["starts"]) <= 12  # 6 first turns x up to 2 starts (short answers have fewer)
+
+
+def test_attention_is_a_speed_knob_of_data_generation_not_a_setting(tiny_data):
+    """--attention picks the target's attention path while generating (default sdpa, results/datagen_speed.md);
+    like the batch size it is not part of what a folder holds, so a folder grows under another path."""
+    assert train_data.parser().parse_args(["--out", "x"]).attention == train_data.DATA_ATTENTION == "sdpa"
+    assert "attention" not in train_data.DATA_SETTINGS
+    train_data.run(data_args(tiny_data, attention="eager"))  # the same settings: nothing to do, no refusal
+    bad = subprocess.run([sys.executable, "-m", "svbench.train.data", "--out", str(tiny_data), "--attention", "x"],
+                         cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "argument --attention: invalid choice: 'x'" in bad.stderr
+
+
+@pytest.mark.parametrize("script, args, message", [
+    ("datagen_profile.py", ["--batch-size", "0"], "--batch-size: integers >= 1"),
+    ("datagen_profile.py", ["--attention", "x"], "argument --attention: invalid choice"),
+    ("datagen_attention_ab.py", ["--paths", "sdpa"], "--paths: two of"),
+    ("datagen_attention_ab.py", ["--chunk", "0"], "--chunk and --max-new-tokens: integers >= 1"),
+    ("attention_forward_cpu.py", ["--lengths", "1,x"], "--lengths: positive integers separated by commas"),
+    ("attention_forward_cpu.py", ["--rounds", "0"], "--rounds and --reps: integers >= 1"),
+])
+def test_data_and_attention_experiments_refuse_bad_arguments_with_one_line(script, args, message):
+    done = subprocess.run([sys.executable, str(REPO / "experiments" / script), *args], cwd=REPO / "experiments",
+                          capture_output=True, text=True, timeout=120)
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 2 and message in last and "Traceback" not in done.stderr, done.stderr

@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from svbench.attention import CHOICES
 from svbench.benchmarks import build_prompt
 from svbench.config import group_config
 from svbench.decoding.kv_cache import StaticKVCache
@@ -76,7 +77,12 @@ def shard_sha256(path: Path) -> str:
 
 
 # the arguments that decide what a data folder holds: a resumed or grown run must match them (not --num-prompts:
-# a larger one grows the folder; not the speed knobs --batch-size, --max-batch-tokens, --prefill-group, --threads)
+# a larger one grows the folder; not the speed knobs --batch-size, --max-batch-tokens, --prefill-group, --attention,
+# --threads)
+# speed knobs of generation, not settings: the defaults of generate_all and the CLI
+MAX_BATCH_TOKENS = 131072  # rows x (longest sequence + max_new_tokens) per batch
+DATA_ATTENTION = "sdpa"    # the target's attention path while generating (svbench.attention)
+
 DATA_SETTINGS = ("pair", "prompts_dir", "fixed", "shard_size", "max_new_tokens", "max_prompt_tokens", "temperatures",
                  "heldout_permille", "dtype", "seed")
 
@@ -180,7 +186,7 @@ def prefill_rows(model, seqs: list[list[int]], group: int = 8) -> list[list[tupl
 
 @torch.inference_mode()
 def generate_all(model, prompts: list[list[int]], max_new_tokens: int, temperature: float, eos_ids,
-                 generator: torch.Generator | None = None, batch_size: int = 128, max_batch_tokens: int = 131072,
+                 generator: torch.Generator | None = None, batch_size: int = 128, max_batch_tokens: int = MAX_BATCH_TOKENS,
                  prefill_group: int = 8, on_done=None) -> list[list[int]]:
     """Answers to every prompt (each cut after its first EOS or at max_new_tokens), batch_size rows at a time
     with a pre-allocated KV cache (svbench's StaticKVCache, written in place; rows left-padded).
@@ -274,9 +280,11 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--num-prompts", type=int, default=None, help="first N prompts of the shuffled order (default all)")
     ap.add_argument("--shard-size", type=int, default=512)
     ap.add_argument("--batch-size", type=int, default=128, help="rows per decode batch (sorted by length within a shard)")
-    ap.add_argument("--max-batch-tokens", type=int, default=131072,
+    ap.add_argument("--max-batch-tokens", type=int, default=MAX_BATCH_TOKENS,
                     help="cap on rows x (longest sequence + max-new-tokens) per batch (KV cache: ~23 KB per token)")
     ap.add_argument("--prefill-group", type=int, default=8, help="prompts per prefill forward (1 = row by row)")
+    ap.add_argument("--attention", default=DATA_ATTENTION, choices=CHOICES,
+                    help="the target's attention path (svbench.attention; a speed knob: results/datagen_speed.md)")
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--max-prompt-tokens", type=int, default=768, help="longer prompts are skipped")
     ap.add_argument("--temperatures", default="0,1.0", help="comma list, cycled over shards; 0 = greedy")
@@ -333,7 +341,7 @@ def run(args) -> None:
         if old.get("prompts_sha256", prompts_sha256) != prompts_sha256:
             raise SvbenchError(f"{out} was generated from other prompt files (prompt set {old['prompts_sha256']}, "
                                f"now {prompts_sha256}); use another --out")
-    pair = load_pair(group_config("pair", args.pair), args.dtype, "cpu", drafter_cls=None)
+    pair = load_pair(group_config("pair", args.pair), args.dtype, "cpu", drafter_cls=None, attention=args.attention)
     tok, eos = pair.tokenizer, pair.eos_token_ids
     num_shards = (len(items) + args.shard_size - 1) // args.shard_size
     # a shard is (re)generated when missing, or short of its slice: an earlier run had a smaller --num-prompts (or

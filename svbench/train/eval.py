@@ -293,7 +293,8 @@ def run(args) -> dict:
     vocab = None if args.full_vocab else pair.vocab_subset
     drafter = drafter_cls.from_pair(pair)
     reads_target = None if kind == "draft" else pair.target  # GliDe and EAGLE read the target's cache / features
-    rng = random.Random(args.seed)
+    # one generator per set, so the Spec-Bench starts do not depend on how many held-out answers came first
+    rng, spec_rng = random.Random(args.seed), random.Random(f"spec_bench-{args.seed}")
     results = {"method": method, "kind": kind, "draft": args.draft or pair_cfg[kind], "dtype": args.dtype,
                "vocab": len(vocab) if vocab else pair.target.config.vocab_size}
     folders = [args.data] if isinstance(args.data, str) else args.data
@@ -313,7 +314,7 @@ def run(args) -> dict:
         prompts = [build_prompt(pair.tokenizer, "chat", [q.turns[0]], []) for q in questions]
         answers = generate_all(pair.target, prompts, 128, 0.0, pair.eos_token_ids, batch_size=8)
         seqs = [(p + a, len(p)) for p, a in zip(prompts, answers)]
-        starts, lengths = accepted_lengths(drafter, seqs, args.starts_per_seq, rng, reads_target)
+        starts, lengths = accepted_lengths(drafter, seqs, args.starts_per_seq, spec_rng, reads_target)
         results["spec_bench"] = acceptance_stats(lengths, levels, starts)
         results["spec_bench"].update(n_seqs=len(seqs), sequences_sha=sequences_sha([ids for ids, _ in seqs]))
     target_ms = forward_ms(pair.target)

@@ -55,7 +55,8 @@ def agreement(draft_logits: torch.Tensor, target_logits: torch.Tensor) -> float:
 class DraftLMRecipe:
     """Vanilla-SD draft LM: a few target-width layers. Loss: soft cross-entropy to the target's next-token
     distribution at every answer position (soft_labels, the default; over the reduced vocabulary the
-    target's distribution is renormalised to it), else cross-entropy on the answer tokens."""
+    target's distribution is renormalised to it, or with mask_outside_vocab the positions whose target top-1
+    lies outside it are skipped), else cross-entropy on the answer tokens."""
 
     def __init__(self, cfg, target, vocab):
         self.module = draft_from_target(target, cfg.num_layers, list(cfg.init_layers))
@@ -70,6 +71,7 @@ class DraftLMRecipe:
             if cfg.get("soft_labels", True) else None
         full_target = target.lm_head.weight.detach()  # frozen: the soft labels carry no gradient
         self.target_head = full_target if vocab is None else full_target[torch.tensor(vocab)]  # (N, d)
+        self.outside_head = outside_vocab_head(cfg, target, vocab)  # None: soft labels renormalised everywhere
 
     def loss(self, ids, attention, answer, keys=None):
         where = answer[:, 1:]  # positions t whose next token x_{t+1} the target wrote
@@ -77,8 +79,11 @@ class DraftLMRecipe:
         logits = (hidden[:, :-1][where] @ self.head.T).float()  # (M, N)
         if self.target_pass is not None:
             features, _, _ = self.target_pass.batch(keys, ids, attention)  # (B, T, d)
-            target_logits = features[:, :-1][where].to(self.target_head.dtype) @ self.target_head.T  # (M, N)
-            return soft_cross_entropy(logits, target_logits), agreement(logits, target_logits), int(where.sum())
+            true = features[:, :-1][where]  # (M, d)
+            target_logits = true.to(self.target_head.dtype) @ self.target_head.T  # (M, N)
+            keep = top1_inside(target_logits, true, self.outside_head)
+            return soft_cross_entropy(logits[keep], target_logits[keep]), agreement(logits, target_logits), \
+                int(where.sum())
         labels = ids[:, 1:][where]  # (M,) the next token at every answer position
         if self.to_index is not None:
             labels = self.to_index[labels]
@@ -145,7 +150,8 @@ def block_mask(T: int, block: int, dtype) -> torch.Tensor:
 
 
 class GlideRecipe:
-    """GliDe draft: soft CE to the target's next-token distribution, stale-cache block mask (ALGORITHMS §3)."""
+    """GliDe draft: soft CE to the target's next-token distribution, stale-cache block mask (ALGORITHMS §3);
+    mask_outside_vocab as for the draft LM."""
 
     def __init__(self, cfg, target, vocab):
         init_from = None
@@ -159,6 +165,7 @@ class GlideRecipe:
                 param.requires_grad_(".cross_attn." in name)
         self.block = int(cfg.block_size)
         self.target_pass = TargetPass(target, self.module.target_layers())
+        self.outside_head = outside_vocab_head(cfg, target, vocab)
 
     def loss(self, ids, attention, answer, keys=None):
         features, kv, _ = self.target_pass.batch(keys, ids, attention)
@@ -168,8 +175,11 @@ class GlideRecipe:
         hidden = self.module(ids, positions, kv, cross_mask=block_mask(T, self.block, torch.float32).to(dtype))
         where = answer[:, 1:]  # positions t whose next token x_{t+1} the target wrote
         draft_logits = self.module.logits(hidden[:, :-1][where])  # (M, N)
-        target_logits = features[:, :-1][where].to(self.module.head_weight.dtype) @ self.module.head_weight.T
-        return soft_cross_entropy(draft_logits, target_logits), agreement(draft_logits, target_logits), int(where.sum())
+        true = features[:, :-1][where]  # (M, d)
+        target_logits = true.to(self.module.head_weight.dtype) @ self.module.head_weight.T  # (M, N)
+        keep = top1_inside(target_logits, true, self.outside_head)
+        return soft_cross_entropy(draft_logits[keep], target_logits[keep]), agreement(draft_logits, target_logits), \
+            int(where.sum())
 
     def export(self, folder):
         save_glide(self.module.eval(), folder)
