@@ -632,15 +632,26 @@ def test_draft_candidate_script_answers_bad_arguments_with_one_line(tmp_path):
         assert done.returncode == 2 and message in done.stderr and done.stderr.count("\n") == 1, (args, done.stderr)
 
 
-def test_top1_inside_is_the_full_argmax_in_the_subset():
-    from svbench.train.recipes import top1_inside
-    g = torch.Generator().manual_seed(0)
-    features, head = torch.randn(300, 16, generator=g), torch.randn(50, 16, generator=g)  # (M, d), (V, d)
-    vocab = list(range(0, 50, 3))
-    outside = [v for v in range(50) if v not in vocab]
-    inside = top1_inside(features @ head[vocab].T, features, head[outside])
-    expected = torch.isin((features @ head.T).argmax(-1), torch.tensor(vocab))
-    assert torch.equal(inside, expected) and 0 < int(inside.sum()) < 300  # both cases occur
+def test_target_pass_marks_where_the_target_top1_is_in_the_draft_vocabulary():
+    """With vocab_member, TargetPass returns per position whether the target's full-vocabulary argmax lies in
+    the draft vocabulary (False on padding), computed once per row (cached with the features)."""
+    from svbench.train.recipes import TargetPass
+    target = load_pair(group_config("pair", "tiny"), drafter_cls=None).target
+    ids = torch.randint(0, 512, (2, 12), generator=torch.Generator().manual_seed(1))
+    attention = torch.ones_like(ids)
+    attention[1, 9:] = 0  # row 1 is 9 tokens long
+    member = torch.zeros(512, dtype=torch.bool)
+    member[::3] = True
+    target_pass = TargetPass(target, vocab_member=member)
+    _, _, _, inside = target_pass.batch(["a", "b"], ids, attention)
+    with torch.no_grad():
+        top1 = torch.zeros(2, 12, dtype=torch.long)  # each row alone, unpadded: the full-vocabulary argmax
+        for b, n in ((0, 12), (1, 9)):
+            top1[b, :n] = target(input_ids=ids[b:b + 1, :n]).logits[0].argmax(-1)
+    expected = member[top1] & attention.bool()
+    assert torch.equal(inside, expected) and 0 < int(inside.sum()) < 21  # both cases occur
+    assert torch.equal(target_pass.batch(["a", "b"], ids, attention)[3], inside)  # from the cache
+    assert TargetPass(target).batch(["a"], ids[:1], attention[:1])[3] is None  # no mask asked: nothing computed
 
 
 @pytest.mark.parametrize("name", ["eagle", "eagle3", "draft_lm", "glide"])

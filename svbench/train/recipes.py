@@ -27,25 +27,15 @@ def soft_cross_entropy(draft_logits: torch.Tensor, target_logits: torch.Tensor) 
     return -(F.softmax(target_logits.float(), -1) * F.log_softmax(draft_logits.float(), -1)).sum(-1).mean()
 
 
-def outside_vocab_head(cfg, target, vocab) -> torch.Tensor | None:
-    """The target's LM-head rows (V - N, d) of the tokens outside the draft vocabulary, when cfg asks to mask
-    positions whose target top-1 lies outside it (mask_outside_vocab, as EAGLE-3's training does); else None."""
+def vocab_membership(cfg, target, vocab) -> torch.Tensor | None:
+    """(V,) True on the draft vocabulary's tokens, when cfg asks to skip the soft CE at positions whose target
+    top-1 lies outside it (mask_outside_vocab, as EAGLE-3's training does); else None (soft labels renormalised
+    to the draft vocabulary everywhere)."""
     if vocab is None or not cfg.get("mask_outside_vocab", False):
         return None
-    outside = torch.ones(target.lm_head.weight.shape[0], dtype=torch.bool)
-    outside[torch.tensor(vocab)] = False
-    return target.lm_head.weight.detach()[outside] if outside.any() else None  # (V - N, d)
-
-
-def top1_inside(target_logits: torch.Tensor, features: torch.Tensor,
-                outside_head: torch.Tensor | None) -> torch.Tensor | slice:
-    """(M,) True where the target's top-1 token lies in the draft vocabulary: its best logit over the subset
-    (target_logits (M, N)) beats every outside token's (features (M, d) @ outside_head (V - N, d).T).
-    Without outside_head (no masking): every row, as slice(None)."""
-    if outside_head is None:
-        return slice(None)
-    outside_best = (features.to(outside_head.dtype) @ outside_head.T).max(-1).values  # (M,)
-    return target_logits.max(-1).values.float() >= outside_best.float()
+    member = torch.zeros(target.lm_head.weight.shape[0], dtype=torch.bool)
+    member[torch.tensor(vocab)] = True
+    return member
 
 
 def agreement(draft_logits: torch.Tensor, target_logits: torch.Tensor) -> float:
@@ -67,21 +57,20 @@ class DraftLMRecipe:
         if vocab is not None:  # full id -> subset index, -100 (ignored) outside the subset
             self.to_index = torch.full((full.shape[0],), -100, dtype=torch.long)
             self.to_index[torch.tensor(vocab)] = torch.arange(len(vocab))
-        self.target_pass = TargetPass(target, max_tokens=cfg.get("feature_cache_tokens")) \
+        self.target_pass = TargetPass(target, max_tokens=cfg.get("feature_cache_tokens"),
+                                      vocab_member=vocab_membership(cfg, target, vocab)) \
             if cfg.get("soft_labels", True) else None
         full_target = target.lm_head.weight.detach()  # frozen: the soft labels carry no gradient
         self.target_head = full_target if vocab is None else full_target[torch.tensor(vocab)]  # (N, d)
-        self.outside_head = outside_vocab_head(cfg, target, vocab)  # None: soft labels renormalised everywhere
 
     def loss(self, ids, attention, answer, keys=None):
         where = answer[:, 1:]  # positions t whose next token x_{t+1} the target wrote
         hidden = self.module.model(input_ids=ids, attention_mask=attention).last_hidden_state  # (B, T, d)
         logits = (hidden[:, :-1][where] @ self.head.T).float()  # (M, N)
         if self.target_pass is not None:
-            features, _, _ = self.target_pass.batch(keys, ids, attention)  # (B, T, d)
-            true = features[:, :-1][where]  # (M, d)
-            target_logits = true.to(self.target_head.dtype) @ self.target_head.T  # (M, N)
-            keep = top1_inside(target_logits, true, self.outside_head)
+            features, _, _, inside = self.target_pass.batch(keys, ids, attention)  # (B, T, d), (B, T) or None
+            target_logits = features[:, :-1][where].to(self.target_head.dtype) @ self.target_head.T  # (M, N)
+            keep = slice(None) if inside is None else inside[:, :-1][where]  # (M,)
             return soft_cross_entropy(logits[keep], target_logits[keep]), agreement(logits, target_logits), \
                 int(where.sum())
         labels = ids[:, 1:][where]  # (M,) the next token at every answer position
@@ -99,17 +88,21 @@ class DraftLMRecipe:
 class TargetPass:
     """The frozen target's outputs per training row, computed on first use: final-normed hidden states
     (T, d); for GliDe the K/V of the given layers (kv_heads, T, head_dim) each; for EAGLE-3 the hidden
-    states of ``feature_layers`` concatenated (T, 3d). bf16 in memory, up to max_tokens tokens (rows past
-    that are recomputed each time they are drawn)."""
+    states of ``feature_layers`` concatenated (T, 3d); with ``vocab_member`` (V,) whether the target's
+    top-1 at each position lies in the draft vocabulary (T,). bf16 in memory, up to max_tokens tokens (rows
+    past that are recomputed each time they are drawn). The top-1 costs one full-vocabulary lm_head product
+    per row when the row is computed, not one per training step."""
 
     def __init__(self, target, kv_layers: list[int] = (), max_tokens: int | None = None,
-                 feature_layers: list[int] | None = None):
+                 feature_layers: list[int] | None = None, vocab_member: torch.Tensor | None = None):
         self.target, self.kv_layers, self.feature_layers, self.rows = target, list(kv_layers), feature_layers, {}
-        self.max_tokens, self.cached_tokens = max_tokens, 0
+        self.max_tokens, self.cached_tokens, self.vocab_member = max_tokens, 0, vocab_member
 
     @torch.no_grad()
     def batch(self, keys: list, ids, attention):
-        """(hidden (B, T, d), kv per layer ((B, kv_heads, T, hd), same), fused (B, T, 3d) or None), zero-padded."""
+        """(hidden (B, T, d), kv per layer ((B, kv_heads, T, hd), same), fused (B, T, 3d) or None,
+        inside (B, T) bool or None: the target's top-1 is in the draft vocabulary; False on padding),
+        zero-padded."""
         rows = dict(self.rows)
         todo = [b for b, key in enumerate(keys) if key not in rows]
         if todo:
@@ -121,7 +114,9 @@ class TargetPass:
                        out.cache.layers[i].values[j, :, :n].to(torch.bfloat16)) for i in self.kv_layers]
                 fused = None if self.feature_layers is None else \
                     torch.cat([out.hidden_states[i][j, :n] for i in self.feature_layers], -1).to(torch.bfloat16)
-                rows[keys[b]] = (out.last_hidden_state[j, :n].to(torch.bfloat16), kv, fused)
+                inside = None if self.vocab_member is None else self.vocab_member[
+                    (out.last_hidden_state[j, :n] @ self.target.lm_head.weight.T).argmax(-1)]  # (n,) top-1 in vocab
+                rows[keys[b]] = (out.last_hidden_state[j, :n].to(torch.bfloat16), kv, fused, inside)
                 if self.max_tokens is None or self.cached_tokens + n <= self.max_tokens:
                     self.rows[keys[b]] = rows[keys[b]]
                     self.cached_tokens += n
@@ -136,7 +131,12 @@ class TargetPass:
         kv = [(torch.stack([padded(rows[k][1][i][0]) for k in keys]),  # (B, kv_heads, T, hd)
                torch.stack([padded(rows[k][1][i][1]) for k in keys])) for i in range(len(self.kv_layers))]
         fused = None if self.feature_layers is None else torch.stack([padded(rows[k][2]) for k in keys])  # (B, T, 3d)
-        return hidden, kv, fused
+        inside = None
+        if self.vocab_member is not None:
+            inside = torch.zeros(len(keys), T, dtype=torch.bool)  # (B, T) False on padding
+            for b, k in enumerate(keys):
+                inside[b, : len(rows[k][3])] = rows[k][3]
+        return hidden, kv, fused, inside
 
 
 def block_mask(T: int, block: int, dtype) -> torch.Tensor:
@@ -164,20 +164,19 @@ class GlideRecipe:
             for name, param in self.module.named_parameters():
                 param.requires_grad_(".cross_attn." in name)
         self.block = int(cfg.block_size)
-        self.target_pass = TargetPass(target, self.module.target_layers())
-        self.outside_head = outside_vocab_head(cfg, target, vocab)
+        self.target_pass = TargetPass(target, self.module.target_layers(),
+                                      vocab_member=vocab_membership(cfg, target, vocab))
 
     def loss(self, ids, attention, answer, keys=None):
-        features, kv, _ = self.target_pass.batch(keys, ids, attention)
+        features, kv, _, inside = self.target_pass.batch(keys, ids, attention)
         B, T = ids.shape
         dtype = self.module.model.norm.weight.dtype
         positions = torch.arange(T)[None].expand(B, T)
         hidden = self.module(ids, positions, kv, cross_mask=block_mask(T, self.block, torch.float32).to(dtype))
         where = answer[:, 1:]  # positions t whose next token x_{t+1} the target wrote
         draft_logits = self.module.logits(hidden[:, :-1][where])  # (M, N)
-        true = features[:, :-1][where]  # (M, d)
-        target_logits = true.to(self.module.head_weight.dtype) @ self.module.head_weight.T  # (M, N)
-        keep = top1_inside(target_logits, true, self.outside_head)
+        target_logits = features[:, :-1][where].to(self.module.head_weight.dtype) @ self.module.head_weight.T  # (M, N)
+        keep = slice(None) if inside is None else inside[:, :-1][where]  # (M,)
         return soft_cross_entropy(draft_logits[keep], target_logits[keep]), agreement(draft_logits, target_logits), \
             int(where.sum())
 
@@ -244,11 +243,11 @@ class EagleRecipe:
         self.module = head_from_target(target, init_layer=init, vocab_ids=vocab)
         self.noise, self.ce_weight = float(cfg.feature_noise), float(cfg.ce_weight)
         self.steps, self.decay = int(cfg.get("ttt_steps", 1)), float(cfg.get("ttt_decay", 0.8))
-        self.target_pass = TargetPass(target, max_tokens=cfg.get("feature_cache_tokens"))
-        self.outside_head = outside_vocab_head(cfg, target, vocab)  # None: soft labels renormalised everywhere
+        self.target_pass = TargetPass(target, max_tokens=cfg.get("feature_cache_tokens"),
+                                      vocab_member=vocab_membership(cfg, target, vocab))
 
     def loss(self, ids, attention, answer, keys=None):
-        features, _, _ = self.target_pass.batch(keys, ids, attention)
+        features, _, _, inside = self.target_pass.batch(keys, ids, attention)
         features = features.float()  # (B, T, d)
         inputs = features[:, :-1]  # f_t, t = 0..T-2
         if self.noise and self.module.training:
@@ -258,7 +257,7 @@ class EagleRecipe:
         def step_loss(j, predicted, where):
             pred, true = predicted.float(), shifted(features[:, 1:], j)[where]  # f^_{t+j+1}, f_{t+j+1}: (M_j, d)
             draft_logits, target_logits = pred @ head.T, true @ head.T  # (M_j, N)
-            keep = top1_inside(target_logits, true, self.outside_head)
+            keep = slice(None) if inside is None else shifted(inside[:, 1:], j)[where]  # (M_j,)
             ce = soft_cross_entropy(draft_logits[keep], target_logits[keep])  # the feature loss keeps every position
             return F.smooth_l1_loss(pred, true) + self.ce_weight * ce, draft_logits, target_logits
 
@@ -274,25 +273,25 @@ class Eagle3Recipe:
     (unrolled_head); each step's loss is the soft cross-entropy to the target's next-token distribution
     over the draft vocabulary, weighted ttt_decay ** j. No feature regression. The official loss also skips
     positions whose target top-1 token lies outside the draft vocabulary: here only with mask_outside_vocab
-    (off by default, as the shipped heads were trained; it costs a (M, V - N) logit product per step)."""
+    (off by default, as the shipped heads were trained; TargetPass finds the target's top-1 once per row)."""
 
     def __init__(self, cfg, target, vocab):
         self.module = eagle3_from_target(target, vocab)
         self.steps, self.decay = int(cfg.get("ttt_steps", 1)), float(cfg.get("ttt_decay", 0.8))
         self.target_pass = TargetPass(target, max_tokens=cfg.get("feature_cache_tokens"),
-                                      feature_layers=self.module.target_layers)
+                                      feature_layers=self.module.target_layers,
+                                      vocab_member=vocab_membership(cfg, target, vocab))
         full = target.lm_head.weight.detach()
         self.target_head = full if vocab is None else full[torch.tensor(sorted(vocab))]  # (N, d): draft index order
-        self.outside_head = outside_vocab_head(cfg, target, vocab)
 
     def loss(self, ids, attention, answer, keys=None):
-        hidden, _, fused = self.target_pass.batch(keys, ids, attention)  # (B, T, d), (B, T, 3d)
+        hidden, _, fused, inside = self.target_pass.batch(keys, ids, attention)  # (B, T, d), (B, T, 3d), (B, T)
 
         def step_loss(j, predicted, where):
             draft_logits = self.module.logits(predicted).float()  # (M_j, N)
             true = shifted(hidden[:, 1:], j)[where]  # (M_j, d) the target's features
             target_logits = true.to(self.target_head.dtype) @ self.target_head.T
-            keep = top1_inside(target_logits, true, self.outside_head)
+            keep = slice(None) if inside is None else shifted(inside[:, 1:], j)[where]  # (M_j,)
             return soft_cross_entropy(draft_logits[keep], target_logits[keep]), draft_logits, target_logits
 
         return training_time_test_loss(self.module, ids[:, 1:], fused[:, :-1], answer, self.steps, self.decay,
