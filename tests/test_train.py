@@ -726,8 +726,10 @@ def test_attention_is_a_speed_knob_of_data_generation_not_a_setting(tiny_data):
     ("datagen_attention_ab.py", ["--chunk", "0"], "--chunk and --max-new-tokens: integers >= 1"),
     ("attention_forward_cpu.py", ["--lengths", "1,x"], "--lengths: positive integers separated by commas"),
     ("attention_forward_cpu.py", ["--rounds", "0"], "--rounds and --reps: integers >= 1"),
+    ("train_step_profile.py", ["--batches", "1"], "--batches: an integer >= 2"),
+    ("train_step_profile.py", ["--config", "lora"], "argument --config: invalid choice"),
 ])
-def test_data_and_attention_experiments_refuse_bad_arguments_with_one_line(script, args, message):
+def test_profiling_experiments_refuse_bad_arguments_with_one_line(script, args, message):
     done = subprocess.run([sys.executable, str(REPO / "experiments" / script), *args], cwd=REPO / "experiments",
                           capture_output=True, text=True, timeout=120)
     last = done.stderr.strip().splitlines()[-1]
