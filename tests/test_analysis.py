@@ -621,3 +621,22 @@ def test_a_repeated_measurement_in_a_second_folder_is_left_out_with_a_warning(tm
         (tmp_path / name / "records.jsonl").write_text(json.dumps({**ar, "wall_time": wall}) + "\n")
     assert [r["wall_time"] for r in load_records([tmp_path / "d", tmp_path / "e"])] == [1.0]
     assert "warning" not in capsys.readouterr().err
+
+
+def test_round_steps_counts_steps_per_round_by_method(tmp_path):
+    """experiments/round_steps.py: the distribution of drafting steps per round and the share over --over, per
+    method, skipping AR records; a missing file is one argparse line."""
+    records = tmp_path / "records.jsonl"
+    rows = [{"method": "glide", "rounds": {"steps": [1, 1, 5, 2]}}, {"method": "ar", "rounds": None},
+            {"method": "glide", "rounds": {"steps": [6]}}, {"method": "glide_cape", "rounds": {"steps": [1, 2]}}]
+    records.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    script = str(Path(__file__).resolve().parents[1] / "experiments" / "round_steps.py")
+    done = subprocess.run([sys.executable, script, str(records), "--over", "4"], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines == [f"{records}: glide: 5 rounds; steps per round {{1: 2, 2: 1, 5: 1, 6: 1}}; over 4: 2 (0.4000)",
+                     f"{records}: glide_cape: 2 rounds; steps per round {{1: 1, 2: 1}}; over 4: 0 (0.0000)"]
+    bad = subprocess.run([sys.executable, script, str(tmp_path / "none.jsonl")], capture_output=True, text=True,
+                         timeout=60)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].endswith(f"no such records file: {tmp_path / 'none.jsonl'}")
