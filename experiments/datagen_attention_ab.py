@@ -20,7 +20,7 @@ import torch
 
 import svbench.train.data as data
 from datagen_speed import shard_prompts  # experiments/ is on sys.path when run as a script
-from svbench.attention import CHOICES
+from svbench.attention import CHOICES, set_attention
 from svbench.config import group_config
 from svbench.models import load_pair
 
@@ -48,7 +48,7 @@ def main() -> None:
     for k, first in enumerate(range(0, len(prompts), args.chunk)):
         chunk = prompts[first:first + args.chunk]
         for path in (paths if k % 2 == 0 else paths[::-1]):  # ABBA over chunks
-            model.set_attn_implementation(path)
+            set_attention(model, path)  # auto resolves as in a run
             start = time.perf_counter()
             answers = data.generate_all(model, chunk, args.max_new_tokens, 0.0, eos)
             seconds = time.perf_counter() - start

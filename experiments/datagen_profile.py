@@ -1,7 +1,8 @@
 """Where distillation-data generation spends its time: one generate_all run (the data CLI's defaults) with
 every target forward, KV-cache allocation, batch compaction and greedy pick timed.
 
-    python experiments/datagen_profile.py [--prompts 512] [--max-new-tokens 256] [--batch-size 128] [--attention sdpa]
+    python experiments/datagen_profile.py [--prompts 512] [--max-new-tokens 256] [--batch-size 128] [--max-batch-tokens 131072]
+        [--attention sdpa]
 
 Prompts: experiments/datagen_speed.py's shard_prompts (N = 512 is one shard's work). Greedy, bf16, the
 SmolLM2 target. Prints one JSON line and a table of decode steps by batch rows; writes nothing. The timers
@@ -45,11 +46,13 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=512)
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=128, help="rows per decode batch (the data CLI's --batch-size)")
+    ap.add_argument("--max-batch-tokens", type=int, default=data.MAX_BATCH_TOKENS,
+                    help="cap on rows x (longest + new tokens) per batch (the data CLI's --max-batch-tokens)")
     ap.add_argument("--attention", default=data.DATA_ATTENTION, choices=CHOICES,
                     help="the target's attention path (the data CLI's --attention)")
     args = ap.parse_args()
-    if args.prompts < 1 or args.max_new_tokens < 1 or args.batch_size < 1:
-        ap.error("--prompts, --max-new-tokens and --batch-size: integers >= 1")
+    if min(args.prompts, args.max_new_tokens, args.batch_size, args.max_batch_tokens) < 1:
+        ap.error("--prompts, --max-new-tokens, --batch-size and --max-batch-tokens: integers >= 1")
     pair = load_pair(group_config("pair", "smollm2_layercut"), "bfloat16", "cpu", attention=args.attention)
     tok, model, eos = pair.tokenizer, pair.target, pair.eos_token_ids
     prompts = shard_prompts(tok, args.prompts)
@@ -72,12 +75,13 @@ def main() -> None:
     timed(model.lm_head, "forward", "lm_head", seconds, calls)
     start = time.perf_counter()
     answers = data.generate_all(model, prompts, args.max_new_tokens, 0.0, eos, batch_size=args.batch_size,
-                                max_batch_tokens=data.MAX_BATCH_TOKENS * args.batch_size // 128)
+                                max_batch_tokens=args.max_batch_tokens)
     total = time.perf_counter() - start
     decode = [f for f in forwards if f[1] == 1]
     prefill = [f for f in forwards if f[1] > 1]
     tokens = sum(map(len, answers))
-    summary = {"prompts": len(prompts), "batch_size": args.batch_size, "attention": args.attention,
+    summary = {"prompts": len(prompts), "batch_size": args.batch_size, "max_batch_tokens": args.max_batch_tokens,
+               "attention": args.attention,
                "threads": torch.get_num_threads(), "total_s": total, "answer_tokens": tokens,
                "answer_tok_s": tokens / total, "prefill_s": sum(f[2] for f in prefill),
                "prefill_tokens": sum(f[0] * f[1] for f in prefill), "decode_s": sum(f[2] for f in decode),

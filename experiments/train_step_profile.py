@@ -1,7 +1,7 @@
 """What one training step of a recipe costs on this CPU: steps whose rows' target outputs are computed first
 (an epoch's first touch, or rows past feature_cache_tokens, recomputed at every draw) against steps on
-cached rows, and a torch.profiler table of two cached steps. SmolLM2 target, the first shard's training rows,
-bf16 autocast, batches of 8 as `python -m svbench.train`.
+cached rows, and a torch.profiler table of two cached steps. The config's pair and first data folder (400 of its
+training rows; distinct rows per batch), bf16 autocast, batches as `python -m svbench.train`.
 
     python experiments/train_step_profile.py [--config eagle] [--batches 4] [override ...]
     e.g. python experiments/train_step_profile.py seq_len=512 ttt_steps=3 mask_outside_vocab=true
@@ -37,14 +37,18 @@ def main() -> None:
         ap.error("--batches: an integer >= 2")
     with initialize_config_dir(str(REPO / "conf" / "train"), version_base="1.3"):
         cfg = compose(config_name=args.config, overrides=args.overrides)
+    if not isinstance(cfg.get("mask_outside_vocab", False), bool):
+        ap.error(f"mask_outside_vocab={cfg.mask_outside_vocab!r}: expected true or false")
     torch.manual_seed(0)
     random.seed(0)
     pair = load_pair(group_config("pair", cfg.pair), "float32", "cpu", drafter_cls=None)
-    rows = read_shards(REPO / "train_data" / "smollm2", split="train")[:400]
+    folder = Path(cfg.data if isinstance(cfg.data, str) else cfg.data[0])  # the config's first data folder
+    rows = read_shards(folder if folder.is_absolute() else REPO / folder, split="train")[:400]
     vocab = top_tokens(rows, cfg.reduced_vocab, pair.eos_token_ids) if cfg.reduced_vocab else None
     recipe = RECIPES[cfg.recipe](cfg, pair.target, vocab)
     optimiser = torch.optim.AdamW([p for p in recipe.module.parameters() if p.requires_grad], lr=1e-4)
-    batches = [random.sample(range(len(rows)), cfg.batch_size) for _ in range(args.batches)]
+    drawn = random.sample(range(len(rows)), args.batches * cfg.batch_size)  # distinct rows: a first touch is one
+    batches = [drawn[b * cfg.batch_size:(b + 1) * cfg.batch_size] for b in range(args.batches)]
 
     def step(batch) -> float:
         start = time.perf_counter()

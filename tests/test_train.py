@@ -685,6 +685,47 @@ def test_mask_outside_vocab_drops_the_soft_ce_where_the_target_top1_is_outside(n
         assert losses[True, ce] == 0.0 and losses[False, ce] > 0.1
 
 
+@pytest.mark.parametrize("name", ["eagle", "eagle3", "draft_lm", "glide"])
+def test_mask_outside_vocab_keeps_exactly_the_positions_whose_target_top1_is_inside(name, monkeypatch):
+    """With a vocabulary holding the target's top-1 at some positions and not others, the soft CE of each
+    (unrolled) step sees exactly the rows of the unmasked run whose target top-1 is in the vocabulary: position
+    t for the draft LM and GliDe (predicting t + 1), position t + j + 1 at step j for the EAGLE heads."""
+    import svbench.train.recipes as recipes
+    with initialize_config_dir(str(REPO / "conf" / "train"), version_base="1.3"):
+        cfg = compose(config_name=name, overrides=["pair=tiny"] + (["ttt_steps=3"] if "eagle" in name else []))
+    target = load_pair(group_config("pair", "tiny"), drafter_cls=None).target
+    ids = torch.randint(0, 512, (2, 12), generator=torch.Generator().manual_seed(1))
+    attention, answer = torch.ones_like(ids), torch.ones_like(ids, dtype=torch.bool)
+    with torch.no_grad():
+        top1 = target(input_ids=ids).logits.argmax(-1)  # (2, 12) the target's top-1 at each position
+    seen = sorted(set(top1.flatten().tolist()))
+    vocab = seen[::2] + [v for v in range(512) if v not in seen][:100]  # half the top-1 tokens are inside
+    inside = torch.isin(top1, torch.tensor(vocab))  # (2, 12)
+    assert 0 < int(inside.sum()) < inside.numel()
+    calls = {}
+    real = recipes.soft_cross_entropy
+
+    def recording(draft_logits, target_logits):
+        calls[mask].append(target_logits.detach().clone())
+        return real(draft_logits, target_logits)
+    monkeypatch.setattr(recipes, "soft_cross_entropy", recording)
+    start = RECIPES[name](cfg, target, vocab).module.state_dict()
+    for mask in (False, True):
+        calls[mask] = []
+        recipe = RECIPES[name](OmegaConf.merge(cfg, {"mask_outside_vocab": mask}), target, vocab)
+        recipe.module.load_state_dict(start)
+        recipe.module.eval()
+        recipe.loss(ids, attention, answer, keys=["a", "b"])
+    assert len(calls[True]) == len(calls[False]) == (3 if "eagle" in name else 1)
+    for j, (full, kept) in enumerate(zip(calls[False], calls[True])):
+        if "eagle" in name:  # step j: rows are positions t < T - 1 - j, their target is position t + j + 1
+            where = recipes.shifted(answer[:, 1:], j)
+            expected = recipes.shifted(inside[:, 1:], j)[where]
+        else:  # rows are positions t < T - 1, their target is position t's distribution over t + 1
+            expected = inside[:, :-1][answer[:, 1:]]
+        assert full.shape[0] == expected.numel() and torch.equal(kept, full[expected]), j
+
+
 def test_mask_outside_vocab_must_be_a_boolean():
     from svbench.errors import SvbenchError
     from svbench.train.__main__ import train
@@ -708,19 +749,26 @@ def test_eval_spec_bench_starts_do_not_depend_on_the_heldout_count(tiny_data, tm
     assert 0 < len(spec[1]["starts"]) <= 12  # 6 first turns x up to 2 starts (short answers have fewer)
 
 
-def test_attention_is_a_speed_knob_of_data_generation_not_a_setting(tiny_data):
+def test_attention_is_a_speed_knob_of_data_generation_not_a_setting(tiny_data, monkeypatch):
     """--attention picks the target's attention path while generating (default sdpa, results/datagen_speed.md);
     like the batch size it is not part of what a folder holds, so a folder grows under another path."""
     assert train_data.parser().parse_args(["--out", "x"]).attention == train_data.DATA_ATTENTION == "sdpa"
     assert "attention" not in train_data.DATA_SETTINGS
+    asked = []
+
+    def recording(*args, **kwargs):
+        asked.append(kwargs.get("attention"))
+        return load_pair(*args, **kwargs)
+    monkeypatch.setattr(train_data, "load_pair", recording)
     train_data.run(data_args(tiny_data, attention="eager"))  # the same settings: nothing to do, no refusal
+    assert asked == ["eager"]  # the path reaches the target
     bad = subprocess.run([sys.executable, "-m", "svbench.train.data", "--out", str(tiny_data), "--attention", "x"],
                          cwd=REPO, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "argument --attention: invalid choice: 'x'" in bad.stderr
 
 
 @pytest.mark.parametrize("script, args, message", [
-    ("datagen_profile.py", ["--batch-size", "0"], "--batch-size: integers >= 1"),
+    ("datagen_profile.py", ["--batch-size", "0"], "--batch-size and --max-batch-tokens: integers >= 1"),
     ("datagen_profile.py", ["--attention", "x"], "argument --attention: invalid choice"),
     ("datagen_attention_ab.py", ["--paths", "sdpa"], "--paths: two of"),
     ("datagen_attention_ab.py", ["--chunk", "0"], "--chunk and --max-new-tokens: integers >= 1"),
@@ -728,6 +776,7 @@ def test_attention_is_a_speed_knob_of_data_generation_not_a_setting(tiny_data):
     ("attention_forward_cpu.py", ["--rounds", "0"], "--rounds and --reps: integers >= 1"),
     ("train_step_profile.py", ["--batches", "1"], "--batches: an integer >= 2"),
     ("train_step_profile.py", ["--config", "lora"], "argument --config: invalid choice"),
+    ("train_step_profile.py", ["mask_outside_vocab=maybe"], "mask_outside_vocab='maybe': expected true or false"),
 ])
 def test_profiling_experiments_refuse_bad_arguments_with_one_line(script, args, message):
     done = subprocess.run([sys.executable, str(REPO / "experiments" / script), *args], cwd=REPO / "experiments",

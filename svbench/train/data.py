@@ -76,13 +76,13 @@ def shard_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-# the arguments that decide what a data folder holds: a resumed or grown run must match them (not --num-prompts:
-# a larger one grows the folder; not the speed knobs --batch-size, --max-batch-tokens, --prefill-group, --attention,
-# --threads)
 # speed knobs of generation, not settings: the defaults of generate_all and the CLI
 MAX_BATCH_TOKENS = 131072  # rows x (longest sequence + max_new_tokens) per batch
 DATA_ATTENTION = "sdpa"    # the target's attention path while generating (svbench.attention)
 
+# the arguments that decide what a data folder holds: a resumed or grown run must match them (not --num-prompts:
+# a larger one grows the folder; not the speed knobs --batch-size, --max-batch-tokens, --prefill-group, --attention,
+# --threads)
 DATA_SETTINGS = ("pair", "prompts_dir", "fixed", "shard_size", "max_new_tokens", "max_prompt_tokens", "temperatures",
                  "heldout_permille", "dtype", "seed")
 

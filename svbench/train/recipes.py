@@ -90,8 +90,8 @@ class TargetPass:
     (T, d); for GliDe the K/V of the given layers (kv_heads, T, head_dim) each; for EAGLE-3 the hidden
     states of ``feature_layers`` concatenated (T, 3d); with ``vocab_member`` (V,) whether the target's
     top-1 at each position lies in the draft vocabulary (T,). bf16 in memory, up to max_tokens tokens (rows
-    past that are recomputed each time they are drawn). The top-1 costs one full-vocabulary lm_head product
-    per row when the row is computed, not one per training step."""
+    past that are recomputed each time they are drawn). The top-1 costs one float32 full-vocabulary lm_head
+    product per row whenever the row is computed, nothing when it comes from memory."""
 
     def __init__(self, target, kv_layers: list[int] = (), max_tokens: int | None = None,
                  feature_layers: list[int] | None = None, vocab_member: torch.Tensor | None = None):
@@ -114,8 +114,11 @@ class TargetPass:
                        out.cache.layers[i].values[j, :, :n].to(torch.bfloat16)) for i in self.kv_layers]
                 fused = None if self.feature_layers is None else \
                     torch.cat([out.hidden_states[i][j, :n] for i in self.feature_layers], -1).to(torch.bfloat16)
-                inside = None if self.vocab_member is None else self.vocab_member[
-                    (out.last_hidden_state[j, :n] @ self.target.lm_head.weight.T).argmax(-1)]  # (n,) top-1 in vocab
+                inside = None
+                if self.vocab_member is not None:  # the target's own logits, in float32 even under autocast
+                    with torch.autocast(out.last_hidden_state.device.type, enabled=False):
+                        logits = out.last_hidden_state[j, :n].float() @ self.target.lm_head.weight.float().T  # (n, V)
+                    inside = self.vocab_member[logits.argmax(-1)]  # (n,) its top-1 is in the draft vocabulary
                 rows[keys[b]] = (out.last_hidden_state[j, :n].to(torch.bfloat16), kv, fused, inside)
                 if self.max_tokens is None or self.cached_tokens + n <= self.max_tokens:
                     self.rows[keys[b]] = rows[keys[b]]
