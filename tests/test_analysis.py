@@ -639,4 +639,5 @@ def test_round_steps_counts_steps_per_round_by_method(tmp_path):
                      f"{records}: glide_cape: 2 rounds; steps per round {{1: 1, 2: 1}}; over 4: 0 (0.0000)"]
     bad = subprocess.run([sys.executable, script, str(tmp_path / "none.jsonl")], capture_output=True, text=True,
                          timeout=60)
-    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].endswith(f"no such records file: {tmp_path / 'none.jsonl'}")
+    last = bad.stderr.strip().splitlines()[-1]
+    assert bad.returncode == 2 and last.endswith(f"no such records file: {tmp_path / 'none.jsonl'}")

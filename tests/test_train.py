@@ -654,19 +654,27 @@ def test_target_pass_marks_where_the_target_top1_is_in_the_draft_vocabulary():
     assert TargetPass(target).batch(["a"], ids[:1], attention[:1])[3] is None  # no mask asked: nothing computed
 
 
+def mask_case(name: str, ttt_steps: int):
+    """The tiny target, a recipe config (ttt_steps for the EAGLE heads), 2 x 12 answer tokens and the target's
+    top-1 at each position (2, 12): the setting of the mask_outside_vocab tests."""
+    with initialize_config_dir(str(REPO / "conf" / "train"), version_base="1.3"):
+        overrides = ["pair=tiny"] + ([f"ttt_steps={ttt_steps}"] if "eagle" in name else [])
+        cfg = compose(config_name=name, overrides=overrides)
+    target = load_pair(group_config("pair", "tiny"), drafter_cls=None).target
+    ids = torch.randint(0, 512, (2, 12), generator=torch.Generator().manual_seed(1))
+    attention, answer = torch.ones_like(ids), torch.ones_like(ids, dtype=torch.bool)
+    with torch.no_grad():
+        top1 = target(input_ids=ids).logits.argmax(-1)  # (2, 12)
+    return cfg, target, ids, attention, answer, top1
+
+
 @pytest.mark.parametrize("name", ["eagle", "eagle3", "draft_lm", "glide"])
 def test_mask_outside_vocab_drops_the_soft_ce_where_the_target_top1_is_outside(name):
     """With every position's target top-1 outside the draft vocabulary, mask_outside_vocab leaves the EAGLE
     head only its feature loss and the other drafts (soft CE only) no loss; off, the soft CE counts there
     (renormalised)."""
-    with initialize_config_dir(str(REPO / "conf" / "train"), version_base="1.3"):
-        cfg = compose(config_name=name, overrides=["pair=tiny"] + (["ttt_steps=2"] if "eagle" in name else []))
-    target = load_pair(group_config("pair", "tiny"), drafter_cls=None).target
-    ids = torch.randint(0, 512, (2, 12), generator=torch.Generator().manual_seed(1))
-    attention, answer = torch.ones_like(ids), torch.ones_like(ids, dtype=torch.bool)
-    with torch.no_grad():
-        top1 = set(target(input_ids=ids).logits.argmax(-1).flatten().tolist())
-    vocab = [v for v in range(512) if v not in top1][:128]  # no position's top-1 is in it
+    cfg, target, ids, attention, answer, top1 = mask_case(name, ttt_steps=2)
+    vocab = [v for v in range(512) if v not in set(top1.flatten().tolist())][:128]  # no position's top-1 is in it
     losses, start = {}, RECIPES[name](cfg, target, vocab).module.state_dict()
     ce_weights = (cfg.ce_weight, 0.0) if name == "eagle" else (None,)
     for mask in (False, True):
@@ -691,13 +699,7 @@ def test_mask_outside_vocab_keeps_exactly_the_positions_whose_target_top1_is_ins
     (unrolled) step sees exactly the rows of the unmasked run whose target top-1 is in the vocabulary: position
     t for the draft LM and GliDe (predicting t + 1), position t + j + 1 at step j for the EAGLE heads."""
     import svbench.train.recipes as recipes
-    with initialize_config_dir(str(REPO / "conf" / "train"), version_base="1.3"):
-        cfg = compose(config_name=name, overrides=["pair=tiny"] + (["ttt_steps=3"] if "eagle" in name else []))
-    target = load_pair(group_config("pair", "tiny"), drafter_cls=None).target
-    ids = torch.randint(0, 512, (2, 12), generator=torch.Generator().manual_seed(1))
-    attention, answer = torch.ones_like(ids), torch.ones_like(ids, dtype=torch.bool)
-    with torch.no_grad():
-        top1 = target(input_ids=ids).logits.argmax(-1)  # (2, 12) the target's top-1 at each position
+    cfg, target, ids, attention, answer, top1 = mask_case(name, ttt_steps=3)
     seen = sorted(set(top1.flatten().tolist()))
     vocab = seen[::2] + [v for v in range(512) if v not in seen][:100]  # half the top-1 tokens are inside
     inside = torch.isin(top1, torch.tensor(vocab))  # (2, 12)
