@@ -220,6 +220,8 @@ def test_fixed_responses_are_the_files_own_answers(tmp_path):
                              shard_size=16, max_new_tokens=64))
     rows = train_data.read_shards(tmp_path / "d")
     assert len(rows) == 40 and {r["temperature"] for r in rows} == {None}
+    shards = json.loads((tmp_path / "d" / "manifest.json").read_text())["shards"]
+    assert not any("generation" in s for s in shards)  # nothing generated: no generation knobs recorded
     pair = load_pair(group_config("pair", "tiny"), drafter_cls=None)
     gsm = {json.loads(line)["question"]: json.loads(line)["answer"]
            for line in (tmp_path / "p/gsm8k/train.jsonl").read_text().splitlines()}
@@ -751,7 +753,7 @@ def test_eval_spec_bench_starts_do_not_depend_on_the_heldout_count(tiny_data, tm
     assert 0 < len(spec[1]["starts"]) <= 12  # 6 first turns x up to 2 starts (short answers have fewer)
 
 
-def test_attention_is_a_speed_knob_of_data_generation_not_a_setting(tiny_data, monkeypatch):
+def test_attention_is_a_speed_knob_of_data_generation_not_a_setting(tiny_data, monkeypatch, tmp_path):
     """--attention picks the target's attention path while generating (default sdpa, results/datagen_speed.md);
     like the batch size it is not part of what a folder holds, so a folder grows under another path."""
     assert train_data.parser().parse_args(["--out", "x"]).attention == train_data.DATA_ATTENTION == "sdpa"
@@ -764,6 +766,14 @@ def test_attention_is_a_speed_knob_of_data_generation_not_a_setting(tiny_data, m
     monkeypatch.setattr(train_data, "load_pair", recording)
     train_data.run(data_args(tiny_data, attention="eager"))  # the same settings: nothing to do, no refusal
     assert asked == ["eager"]  # the path reaches the target
+    knobs = {"attention": "sdpa", "batch_size": 4, "max_batch_tokens": 32768, "prefill_group": 3}
+    manifest = json.loads((tiny_data / "manifest.json").read_text())
+    assert [s["generation"] for s in manifest["shards"]] == [knobs] * 3  # each shard records how it was made
+    train_data.run(data_args(tmp_path / "eager", num_prompts=6, attention="eager", batch_size=2))
+    (tmp_path / "eager" / "shard-00000.parquet").unlink()
+    train_data.run(data_args(tmp_path / "eager", num_prompts=6))  # shard 0 regenerated under other knobs
+    shards = json.loads((tmp_path / "eager" / "manifest.json").read_text())["shards"]
+    assert [s["generation"] for s in shards] == [knobs, {**knobs, "attention": "eager", "batch_size": 2}]
     bad = subprocess.run([sys.executable, "-m", "svbench.train.data", "--out", str(tiny_data), "--attention", "x"],
                          cwd=REPO, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "argument --attention: invalid choice: 'x'" in bad.stderr

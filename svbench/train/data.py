@@ -330,6 +330,11 @@ def run(args) -> None:
     out.mkdir(parents=True, exist_ok=True)
     settings = data_settings(args)
     counts = {}  # shard file -> how many prompts of its slice it was generated from
+    # shard file -> the speed knobs it was generated with: not settings (they may differ between shards), but they
+    # decide bf16 near-tie picks, so each shard records its own (absent for shards of older manifests)
+    knobs = {}
+    run_knobs = None if getattr(args, "fixed", False) else \
+        {k: getattr(args, k) for k in ("attention", "batch_size", "max_batch_tokens", "prefill_group")}
     if (out / "manifest.json").is_file():
         old = read_manifest(out)
         old_settings = {k: v for k, v in old["settings"].items() if k != "check"}  # folders written while --check leaked in
@@ -338,6 +343,7 @@ def run(args) -> None:
         for shard in old["shards"]:  # manifests without per-shard counts: every shard full but the last
             k = int(shard["file"].removeprefix("shard-").removesuffix(".parquet"))
             counts[shard["file"]] = shard.get("prompts", min(args.shard_size, old["num_prompts"] - k * args.shard_size))
+            knobs[shard["file"]] = shard.get("generation")
         if old.get("prompts_sha256", prompts_sha256) != prompts_sha256:
             raise SvbenchError(f"{out} was generated from other prompt files (prompt set {old['prompts_sha256']}, "
                                f"now {prompts_sha256}); use another --out")
@@ -374,19 +380,21 @@ def run(args) -> None:
         bar.set_postfix(tok_s=f"{tokens / (time.perf_counter() - start):.0f}")
         bar.update(len(chunk) - len(encoded))
         write_shard(out / shard_name(k), sorted(rows, key=lambda r: r["i"]), pair.target.config.vocab_size)
-        counts[shard_name(k)] = len(chunk)
-        write_manifest(out, settings, counts, prompts_sha256)
+        counts[shard_name(k)], knobs[shard_name(k)] = len(chunk), run_knobs
+        write_manifest(out, settings, counts, prompts_sha256, knobs)
     bar.close()
-    write_manifest(out, settings, counts, prompts_sha256)
+    write_manifest(out, settings, counts, prompts_sha256, knobs)
 
 
 def shard_name(k: int) -> str:
     return f"shard-{k:05d}.parquet"
 
 
-def write_manifest(out: Path, settings: dict, counts: dict[str, int], prompts_sha256: str) -> None:
-    """Every shard on disk with its sha256, row/held-out/answer-token counts and `prompts` (the prompts of its
-    slice it was generated from; 0 when unknown); num_prompts = their sum."""
+def write_manifest(out: Path, settings: dict, counts: dict[str, int], prompts_sha256: str,
+                   knobs: dict[str, dict | None] | None = None) -> None:
+    """Every shard on disk with its sha256, row/held-out/answer-token counts, `prompts` (the prompts of its
+    slice it was generated from; 0 when unknown) and, where known, `generation` (the speed knobs that
+    generated it: attention path, batch size, ...); num_prompts = their sum."""
     import pyarrow.parquet as pq
 
     shards = []
@@ -396,6 +404,8 @@ def write_manifest(out: Path, settings: dict, counts: dict[str, int], prompts_sh
                        "rows": len(table["split"]), "heldout": table["split"].count("heldout"),
                        "answer_tokens": sum(len(ids) - n for ids, n in zip(table["ids"], table["prompt_len"])),
                        "prompts": counts.get(shard.name, 0)})
+        if (knobs or {}).get(shard.name):
+            shards[-1]["generation"] = knobs[shard.name]
     manifest = {"settings": settings, "num_prompts": sum(s["prompts"] for s in shards), "prompts_sha256": prompts_sha256,
                 "shards": shards,
                 "hash": hashlib.sha256(json.dumps([s["sha256"] for s in shards]).encode()).hexdigest()[:16]}
