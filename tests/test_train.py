@@ -766,7 +766,8 @@ def test_attention_is_a_speed_knob_of_data_generation_not_a_setting(tiny_data, m
     monkeypatch.setattr(train_data, "load_pair", recording)
     train_data.run(data_args(tiny_data, attention="eager"))  # the same settings: nothing to do, no refusal
     assert asked == ["eager"]  # the path reaches the target
-    knobs = {"attention": "sdpa", "batch_size": 4, "max_batch_tokens": 32768, "prefill_group": 3}
+    knobs = {"attention": "sdpa", "threads": torch.get_num_threads(), "batch_size": 4, "max_batch_tokens": 32768,
+             "prefill_group": 3}
     manifest = json.loads((tiny_data / "manifest.json").read_text())
     assert [s["generation"] for s in manifest["shards"]] == [knobs] * 3  # each shard records how it was made
     train_data.run(data_args(tmp_path / "eager", num_prompts=6, attention="eager", batch_size=2))
@@ -774,6 +775,10 @@ def test_attention_is_a_speed_knob_of_data_generation_not_a_setting(tiny_data, m
     train_data.run(data_args(tmp_path / "eager", num_prompts=6))  # shard 0 regenerated under other knobs
     shards = json.loads((tmp_path / "eager" / "manifest.json").read_text())["shards"]
     assert [s["generation"] for s in shards] == [knobs, {**knobs, "attention": "eager", "batch_size": 2}]
+    (tmp_path / "eager" / "shard-00001.parquet").unlink()
+    train_data.run(data_args(tmp_path / "eager", num_prompts=6, attention="auto"))  # recorded as resolved
+    shards = json.loads((tmp_path / "eager" / "manifest.json").read_text())["shards"]
+    assert shards[1]["generation"]["attention"] == "sdpa"  # auto = sdpa in float32 (svbench.attention)
     bad = subprocess.run([sys.executable, "-m", "svbench.train.data", "--out", str(tiny_data), "--attention", "x"],
                          cwd=REPO, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "argument --attention: invalid choice: 'x'" in bad.stderr

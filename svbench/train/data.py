@@ -331,10 +331,8 @@ def run(args) -> None:
     settings = data_settings(args)
     counts = {}  # shard file -> how many prompts of its slice it was generated from
     # shard file -> the speed knobs it was generated with: not settings (they may differ between shards), but they
-    # decide bf16 near-tie picks, so each shard records its own (absent for shards of older manifests)
+    # decide bf16 near-tie picks, so each shard records its own (absent for shards generated before session 21)
     knobs = {}
-    run_knobs = None if getattr(args, "fixed", False) else \
-        {k: getattr(args, k) for k in ("attention", "batch_size", "max_batch_tokens", "prefill_group")}
     if (out / "manifest.json").is_file():
         old = read_manifest(out)
         old_settings = {k: v for k, v in old["settings"].items() if k != "check"}  # folders written while --check leaked in
@@ -348,6 +346,9 @@ def run(args) -> None:
             raise SvbenchError(f"{out} was generated from other prompt files (prompt set {old['prompts_sha256']}, "
                                f"now {prompts_sha256}); use another --out")
     pair = load_pair(group_config("pair", args.pair), args.dtype, "cpu", drafter_cls=None, attention=args.attention)
+    run_knobs = None if fixed else {  # the attention path that runs (auto resolved), and the threads
+        "attention": pair.target.config._attn_implementation, "threads": torch.get_num_threads(),
+        **{k: getattr(args, k) for k in ("batch_size", "max_batch_tokens", "prefill_group")}}
     tok, eos = pair.tokenizer, pair.eos_token_ids
     num_shards = (len(items) + args.shard_size - 1) // args.shard_size
     # a shard is (re)generated when missing, or short of its slice: an earlier run had a smaller --num-prompts (or
