@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
+from svbench.decoding.verify import row_argmax
 from svbench.draft_lm import draft_from_target, save_draft
 from svbench.nets.eagle import head_from_target, save_head
 from svbench.nets.eagle3 import eagle3_from_target, save_eagle3
@@ -118,7 +119,7 @@ class TargetPass:
                 if self.vocab_member is not None:  # the target's own logits, in float32 even under autocast
                     with torch.autocast(out.last_hidden_state.device.type, enabled=False):
                         logits = out.last_hidden_state[j, :n].float() @ self.target.lm_head.weight.float().T  # (n, V)
-                    inside = self.vocab_member[logits.argmax(-1)]  # (n,) its top-1 is in the draft vocabulary
+                    inside = self.vocab_member[row_argmax(logits)]  # (n,) its top-1 is in the draft vocabulary
                 rows[keys[b]] = (out.last_hidden_state[j, :n].to(torch.bfloat16), kv, fused, inside)
                 if self.max_tokens is None or self.cached_tokens + n <= self.max_tokens:
                     self.rows[keys[b]] = rows[keys[b]]
