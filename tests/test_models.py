@@ -103,3 +103,19 @@ def test_a_draft_folder_written_again_drops_the_previous_drafts_vocabulary_eval_
     write_draft_folder(tmp_path, {"a": 2}, state, "test")  # full vocabulary this time
     assert read_vocab_subset(tmp_path) is None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
+
+
+def test_the_draft_vocabularys_membership_is_built_in_one_place_for_training_and_the_eagle3_head():
+    """vocab_mask marks exactly the given target ids; EAGLE-3's t2d and the training mask are that mask."""
+    from svbench.nets.common import vocab_mask
+    from svbench.nets.eagle3 import eagle3_from_target
+    from svbench.train.recipes import vocab_membership
+
+    assert vocab_mask(6, [4, 1]).tolist() == [False, True, False, False, True, False]
+    assert vocab_mask(3, torch.tensor([], dtype=torch.long)).tolist() == [False] * 3
+    target = tiny_llama(vocab_size=64, num_layers=3, eos_token_id=63)
+    ids = [0, 3, 7, 9, 40, 63]
+    head = eagle3_from_target(target, vocab_ids=ids)
+    assert torch.equal(head.t2d, vocab_mask(64, ids)) and head.vocab_ids == ids
+    assert torch.equal(vocab_membership({"mask_outside_vocab": True}, target, ids), vocab_mask(64, ids))
+    assert vocab_membership({"mask_outside_vocab": False}, target, ids) is None

@@ -1,4 +1,5 @@
-"""Pieces shared by the draft networks: causal / tree masks over a cache, attaching frozen target tensors."""
+"""Pieces shared by the draft networks: causal / tree masks over a cache, the draft vocabulary's (V,) membership,
+attaching frozen target tensors."""
 from __future__ import annotations
 
 import torch
@@ -11,6 +12,11 @@ def causal_mask(past_len: int, new_len: int, dtype: torch.dtype, device=None) ->
     """Additive (1, 1, new, past + new): token i of the new ones sees the cache and new tokens 0..i."""
     allowed = torch.ones(new_len, past_len + new_len, dtype=torch.bool, device=device).tril(past_len)
     return torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill_(~allowed, torch.finfo(dtype).min)[None, None]
+
+
+def vocab_mask(vocab_size: int, ids) -> torch.Tensor:
+    """(V,) bool, True on the target ids of a draft vocabulary (ids: a list or a 1-D tensor of target ids)."""
+    return torch.zeros(vocab_size, dtype=torch.bool).index_fill_(0, torch.as_tensor(ids, dtype=torch.long), True)
 
 
 def attach_frozen(module: torch.nn.Module, target, vocab_ids: list[int] | None = None) -> None:

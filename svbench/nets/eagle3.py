@@ -31,6 +31,7 @@ from transformers.models.llama.modeling_llama import LlamaAttention, LlamaMLP, L
 
 from svbench.draft_folder import write_draft_folder
 from svbench.errors import SvbenchError
+from svbench.nets.common import vocab_mask
 from svbench.nets.eagle import read_state
 
 FORMAT = "eagle3-head"
@@ -98,8 +99,7 @@ class Eagle3Head(nn.Module):
             raise SvbenchError(f"{len(ids)} vocabulary ids for a head over {self.lm_head.out_features} tokens")
         with torch.no_grad():
             self.d2t.copy_(ids - torch.arange(len(ids)))
-            self.t2d.zero_()
-            self.t2d[ids] = True
+            self.t2d.copy_(vocab_mask(self.config.vocab_size, ids))
 
     def forward(self, input_ids, features, position_ids, attention_mask=None, cache=None) -> torch.Tensor:
         """input_ids (B, T) = x_{t+1}; features (B, T, 3d) = the target's fused layers (first step) or
@@ -171,8 +171,7 @@ def load_eagle3(folder: Path, target, use_vocab_subset: bool = True) -> Eagle3He
                                f"needs d2t in the checkpoint")
         head.set_vocabulary(None)
         state["d2t"], state["t2d"] = head.d2t.clone(), head.t2d.clone()
-    state.setdefault("t2d", torch.zeros(config.vocab_size, dtype=torch.bool).index_fill_(
-        0, torch.arange(len(state["d2t"])) + state["d2t"].long(), True))
+    state.setdefault("t2d", vocab_mask(config.vocab_size, torch.arange(len(state["d2t"])) + state["d2t"].long()))
     state["d2t"], state["t2d"] = state["d2t"].long(), state["t2d"].bool()
     missing, unexpected = head.load_state_dict(state, strict=False)
     if missing or unexpected:

@@ -16,6 +16,7 @@ from torch.nn import functional as F
 
 from svbench.decoding.verify import row_argmax
 from svbench.draft_lm import draft_from_target, save_draft
+from svbench.nets.common import vocab_mask
 from svbench.nets.eagle import head_from_target, save_head
 from svbench.nets.eagle3 import eagle3_from_target, save_eagle3
 from svbench.nets.glide import glide_from_target, save_glide
@@ -34,9 +35,7 @@ def vocab_membership(cfg, target, vocab) -> torch.Tensor | None:
     to the draft vocabulary everywhere)."""
     if vocab is None or not cfg.get("mask_outside_vocab", False):
         return None
-    member = torch.zeros(target.lm_head.weight.shape[0], dtype=torch.bool)
-    member[torch.tensor(vocab)] = True
-    return member
+    return vocab_mask(target.lm_head.weight.shape[0], vocab)
 
 
 def agreement(draft_logits: torch.Tensor, target_logits: torch.Tensor) -> float:
