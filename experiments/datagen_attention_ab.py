@@ -19,10 +19,8 @@ from pathlib import Path
 import torch
 
 import svbench.train.data as data
-from datagen_speed import shard_prompts  # experiments/ is on sys.path when run as a script
+from datagen_speed import warm_target  # experiments/ is on sys.path when run as a script
 from svbench.attention import CHOICES, set_attention
-from svbench.config import group_config
-from svbench.models import load_pair
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,10 +38,8 @@ def main() -> None:
         ap.error(f"--paths: two of {CHOICES}, comma-separated")
     if min(args.prompts, args.chunk, args.max_new_tokens) < 1:
         ap.error("--prompts, --chunk and --max-new-tokens: integers >= 1")
-    pair = load_pair(group_config("pair", "smollm2_layercut"), "bfloat16", "cpu", drafter_cls=None)
+    pair, prompts = warm_target(args.prompts)  # prompts sorted by length: each chunk is one length band
     model, eos = pair.target, pair.eos_token_ids
-    prompts = shard_prompts(pair.tokenizer, args.prompts)  # sorted by length: each chunk is one length band
-    data.generate_all(model, prompts[:2], 4, 0.0, eos)  # warm-up
     runs = []
     for k, first in enumerate(range(0, len(prompts), args.chunk)):
         chunk = prompts[first:first + args.chunk]

@@ -19,10 +19,8 @@ import torch
 
 import svbench.decoding.kv_cache as kv_cache
 import svbench.train.data as data
-from datagen_speed import shard_prompts  # experiments/ is on sys.path when run as a script
-from svbench.config import group_config
+from datagen_speed import warm_target  # experiments/ is on sys.path when run as a script
 from svbench.attention import CHOICES
-from svbench.models import load_pair
 
 
 TIMED = ("alloc", "compact", "pick", "lm_head")  # what main() times besides the target's forwards
@@ -53,10 +51,8 @@ def main() -> None:
     args = ap.parse_args()
     if min(args.prompts, args.max_new_tokens, args.batch_size, args.max_batch_tokens) < 1:
         ap.error("--prompts, --max-new-tokens, --batch-size and --max-batch-tokens: integers >= 1")
-    pair = load_pair(group_config("pair", "smollm2_layercut"), "bfloat16", "cpu", attention=args.attention)
-    tok, model, eos = pair.tokenizer, pair.target, pair.eos_token_ids
-    prompts = shard_prompts(tok, args.prompts)
-    data.generate_all(model, prompts[:2], 4, 0.0, eos)  # warm-up
+    pair, prompts = warm_target(args.prompts, args.attention)
+    model, eos = pair.target, pair.eos_token_ids
     forwards = []  # (rows, new tokens, seconds) per target forward
     body = model.model.forward
 

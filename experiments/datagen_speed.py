@@ -48,6 +48,15 @@ def shard_prompts(tokenizer, n: int) -> list[list[int]]:
     return sorted([e for e in encoded if len(e) <= 512][:n], key=len)
 
 
+def warm_target(n: int, attention: str = "auto"):
+    """The SmolLM2 target pair (bf16, CPU, this attention path), shard_prompts(n), and one warm-up generation:
+    the set-up every data-generation timing script shares."""
+    pair = load_pair(group_config("pair", "smollm2_layercut"), "bfloat16", "cpu", attention=attention)
+    prompts = shard_prompts(pair.tokenizer, n)
+    generate_all(pair.target, prompts[:2], 4, 0.0, pair.eos_token_ids)  # warm-up
+    return pair, prompts
+
+
 def timed(fn, prompts, batch):
     start, answers = time.perf_counter(), []
     for b in range(0, len(prompts), batch):
@@ -79,10 +88,8 @@ def main():
     ap.add_argument("--max-batch-tokens", type=int, default=131072, help="generate_all's cap on rows x (longest + new)")
     ap.add_argument("--out", default=str(REPO / "results" / "datagen_speed"))
     args = ap.parse_args()
-    pair = load_pair(group_config("pair", "smollm2_layercut"), "bfloat16", "cpu")
-    tok, model, eos = pair.tokenizer, pair.target, pair.eos_token_ids
-    prompts = shard_prompts(tok, args.prompts)
-    generate_all(model, prompts[:2], 4, 0.0, eos)  # warm-up
+    pair, prompts = warm_target(args.prompts)
+    model, eos = pair.target, pair.eos_token_ids
     rows, reference = [], None
     if args.hf_batch_size > 0:
         row, reference = timed(lambda p: hf_generate(model, p, args.max_new_tokens, eos), prompts, args.hf_batch_size)
