@@ -779,6 +779,10 @@ def test_attention_is_a_speed_knob_of_data_generation_not_a_setting(tiny_data, m
     train_data.run(data_args(tmp_path / "eager", num_prompts=6, attention="auto"))  # recorded as resolved
     shards = json.loads((tmp_path / "eager" / "manifest.json").read_text())["shards"]
     assert shards[1]["generation"]["attention"] == "sdpa"  # auto = sdpa in float32 (svbench.attention)
+    train_data.run(data_args(tmp_path / "eager", num_prompts=12, batch_size=3))  # short shard 1 regenerated, 2 added
+    shards = json.loads((tmp_path / "eager" / "manifest.json").read_text())["shards"]
+    assert [s["prompts"] for s in shards] == [4, 4, 4]
+    assert [s["generation"]["batch_size"] for s in shards] == [4, 3, 3]  # the full shard keeps its own knobs
     bad = subprocess.run([sys.executable, "-m", "svbench.train.data", "--out", str(tiny_data), "--attention", "x"],
                          cwd=REPO, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "argument --attention: invalid choice: 'x'" in bad.stderr
