@@ -96,7 +96,9 @@ class DraftModelDrafter:
                 q = warp(logits, sampling)  # same warping as the target's p
                 index = sample_rows(q[None], generator)[0]
                 draft_probs.append(q)
-            parts = [entropy, log_q[index].exp(), self.token_id(index)]  # H_t, q(y_t), y_t
+            index = index.view(1)  # (1,): a 0-d tensor index would read its value on the host
+            token_on_device = self.token_id(index)  # (1,) y_t
+            parts = [entropy, log_q.index_select(0, index).exp(), token_on_device]  # H_t, q(y_t), y_t
             if self.cape_bins:  # top-k_i of q_i (k_i known once q(y_t) is): the largest k, cut on the host
                 parts.append(self.token_id(top))
             step = torch.cat([p.double().reshape(-1) for p in parts]).tolist()  # ONE device->host transfer
@@ -107,14 +109,14 @@ class DraftModelDrafter:
             draft_entropy.append(step[0])
             if len(drafted) >= max_len or policy.should_stop(len(drafted), prob, step[0]):
                 break
-            logits = self._forward(self.token_id(index).view(1, 1), [token])  # the token stays on the device
+            logits = self._forward(token_on_device.view(1, 1), [token])  # the token stays on the device
         if self.cape_bins:
             return cape_tree(ids[-1], drafted, siblings, draft_entropy)
         return DraftTree.chain(ids[-1], drafted, self._full_vocab(draft_probs), draft_entropy)
 
     def token_id(self, index: torch.Tensor) -> torch.Tensor:
-        """Drafting-vocabulary index (tensor) -> token id (tensor), on the device."""
-        return index if self.vocab_ids is None else self.vocab_ids[index]
+        """Drafting-vocabulary indices (1-d tensor) -> token ids (1-d tensor), on the device."""
+        return index if self.vocab_ids is None else self.vocab_ids.index_select(0, index)
 
     @torch.inference_mode()
     def sequence_logits(self, input_ids: torch.Tensor) -> torch.Tensor:

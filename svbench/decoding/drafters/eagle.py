@@ -134,14 +134,15 @@ class EagleDrafter:
             depths.append(torch.full_like(tokens[-1], levels + 1))
             keep = child_scores.topk(min(k, child_scores.numel())).indices  # the next frontier: (F',)
             rows = keep // child.values.shape[1]  # its parents' frontier rows
-            best = keep[0]  # = child_scores.argmax()
+            best = keep[:1]  # (1,) = child_scores.argmax(); a 0-d tensor index would read its value on the host
             if self.entropy_aggregate == "top1":  # H of the distribution the best new node came from: one row
-                row = log_q.index_select(0, (best // child.values.shape[1]).view(1))[0]  # (N,)
+                row = log_q.index_select(0, best // child.values.shape[1])[0]  # (N,)
                 entropy = entropy_of(row)
             else:
                 entropies = entropy_of(log_q)  # (F,)
                 entropy = entropies.max() if self.entropy_aggregate == "max" else entropies.mean()
-            step = torch.stack([entropy, child.values.flatten()[best].exp()]).tolist()  # ONE transfer per level
+            best_q = child.values.flatten().index_select(0, best).exp()  # (1,) q(best new node)
+            step = torch.cat([entropy.view(1), best_q]).tolist()  # ONE transfer per level: H, q
             frontier, frontier_scores = nodes + keep, child_scores[keep]
             frontier_tokens, features = child.indices.flatten()[keep], out[rows]
             ancestors = tree_visible[rows]  # the new frontier's parents' visibility, their slots included
