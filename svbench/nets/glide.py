@@ -80,10 +80,14 @@ class CrossAttention(nn.Module):
         B, T, _ = hidden.shape
         q = self.q_proj(hidden).view(B, T, self.heads, self.head_dim).transpose(1, 2)  # (B, H_T, T, hd_T)
         q, _ = apply_rotary_pos_emb(q, q, cos, sin)
-        groups = self.heads // keys.shape[1]
-        keys = keys.repeat_interleave(groups, dim=1).to(q.dtype)  # (B, H_T, S, hd_T): GQA by repetition
-        values = values.repeat_interleave(groups, dim=1).to(q.dtype)
-        out = nn.functional.scaled_dot_product_attention(q, keys, values, attn_mask=mask)  # (B, H_T, T, hd_T)
+        kv = keys.shape[1]
+        groups = self.heads // kv  # GQA: query head h reads KV head h // groups
+        # fold each KV head's query heads into its rows instead of repeating the target's whole K/V per step
+        q = q.reshape(B, kv, groups * T, self.head_dim)  # (B, kv_T, groups*T, hd_T): row g*T + t = head g, query t
+        if mask is not None and groups > 1:
+            mask = mask.repeat(1, 1, groups, 1)  # (B|1, 1, groups*T, S): the same rows for every query head
+        out = nn.functional.scaled_dot_product_attention(q, keys.to(q.dtype), values.to(q.dtype), attn_mask=mask)
+        out = out.reshape(B, self.heads, T, self.head_dim)  # (B, H_T, T, hd_T)
         return self.o_proj(out.transpose(1, 2).reshape(B, T, -1))  # (B, T, d)
 
 
