@@ -88,6 +88,7 @@ def test_fixed_policy_defaults_to_the_methods_published_length(method, gamma):
     (["policy=confidence", "policy.threshold=1.5"], "policy.threshold=1.5"),
     (["policy=heuristic", "policy.initial=99"], "policy.initial=99"),
     (["benchmark.turns=second"], "benchmark.turns"),
+    (["benchmark.ignore_eos=maybe"], "benchmark.ignore_eos='maybe' must be true or false"),
     (["+policy.bogus=1"], "unexpected keyword argument 'bogus'"),
     (["ar_fallback.enabled=maybe"], "ar_fallback.enabled='maybe'"),
     (["ar_fallback.enabled=true", "ar_fallback.pause=0"], "ar_fallback.pause=0"),
