@@ -1,7 +1,7 @@
 """A draft folder on disk: ``config.json``, ``model.safetensors`` (the draft's own tensors; floating ones in
 bf16) and ``vocab_subset.json`` (the token ids of a reduced drafting vocabulary, only when reduced) are written
-here for every draft kind, and the vocabulary is read here; each kind's loader reads its config and tensors
-(svbench.draft_lm, svbench.nets). svbench.train adds ``train_meta.json``, svbench.train.eval ``eval.json`` and
+here for every draft kind, and the tensors and the vocabulary are read here; each kind's loader reads its
+config (svbench.draft_lm, svbench.nets). svbench.train adds ``train_meta.json``, svbench.train.eval ``eval.json`` and
 ``README.md`` (the model card)."""
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
+
+from svbench.errors import SvbenchError
 
 VOCAB_SUBSET = "vocab_subset.json"
 
@@ -33,3 +35,14 @@ def read_vocab_subset(folder) -> list[int] | None:
     """The folder's drafting vocabulary (token ids), or None for the target's full vocabulary."""
     path = Path(folder) / VOCAB_SUBSET
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def read_state(folder) -> dict[str, torch.Tensor]:
+    """The folder's tensors: model.safetensors, else pytorch_model.bin (the official EAGLE releases' file)."""
+    folder = Path(folder)
+    if (folder / "model.safetensors").is_file():
+        from safetensors.torch import load_file
+        return load_file(folder / "model.safetensors")
+    if (folder / "pytorch_model.bin").is_file():
+        return torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    raise SvbenchError(f"{folder}: no model.safetensors or pytorch_model.bin")

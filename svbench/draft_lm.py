@@ -13,10 +13,9 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from svbench.draft_folder import write_draft_folder
+from svbench.draft_folder import read_state, write_draft_folder
 from svbench.errors import SvbenchError
 
 SHARED_WITH_TARGET = ("model.embed_tokens.weight", "lm_head.weight")
@@ -60,7 +59,7 @@ def load_draft(folder: Path, target) -> LlamaForCausalLM:
     if config.hidden_size != target.config.hidden_size or config.vocab_size != target.config.vocab_size:
         raise SvbenchError(f"draft {folder} does not fit this target (hidden/vocab size differ)")
     draft = LlamaForCausalLM(config)
-    state = load_file(folder / "model.safetensors")
+    state = read_state(folder)
     missing, unexpected = draft.load_state_dict(state, strict=False)
     if unexpected or set(missing) - set(SHARED_WITH_TARGET):
         raise SvbenchError(f"draft {folder}: unexpected tensors {unexpected[:3]}, missing {missing[:3]}")

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from svbench.nets.common import additive_mask
+
 
 @dataclass
 class DraftTree:
@@ -90,10 +92,7 @@ class DraftTree:
     def attention_mask(self, prefix_len: int, dtype: torch.dtype, device=None) -> torch.Tensor:
         """Additive 4-D mask (1, 1, n, prefix_len + n) built on `device`: 0 where a node may look (the cached
         prefix, its ancestors, itself), dtype-min elsewhere."""
-        n = len(self.tokens)
-        mask = torch.zeros(n, prefix_len + n, dtype=dtype, device=device)  # the prefix: visible to all
-        mask[:, prefix_len:].masked_fill_(~self.ancestor_matrix(device), torch.finfo(dtype).min)
-        return mask[None, None]  # (1, 1, n, prefix + n)
+        return additive_mask(self.ancestor_matrix(device), dtype, prefix_len)  # (1, 1, n, prefix + n)
 
     def position_ids(self, prefix_len: int, device=None) -> torch.Tensor:
         return (prefix_len + self.arrays(device)[2])[None]  # (1, n)

@@ -8,10 +8,18 @@ from svbench.draft_folder import read_vocab_subset, write_draft_folder
 from svbench.errors import SvbenchError
 
 
+def additive_mask(allowed: torch.Tensor, dtype: torch.dtype, prefix_len: int = 0) -> torch.Tensor:
+    """Additive (1, 1, Q, prefix_len + K) from a boolean (Q, K) [query, key] `allowed`, on its device: 0 on the
+    prefix_len keys before (visible to every query) and where allowed, dtype-min elsewhere."""
+    Q, K = allowed.shape
+    mask = torch.zeros(Q, prefix_len + K, dtype=dtype, device=allowed.device)
+    mask[:, prefix_len:].masked_fill_(~allowed, torch.finfo(dtype).min)
+    return mask[None, None]  # (1, 1, Q, prefix_len + K)
+
+
 def causal_mask(past_len: int, new_len: int, dtype: torch.dtype, device=None) -> torch.Tensor:
     """Additive (1, 1, new, past + new): token i of the new ones sees the cache and new tokens 0..i."""
-    allowed = torch.ones(new_len, past_len + new_len, dtype=torch.bool, device=device).tril(past_len)
-    return torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill_(~allowed, torch.finfo(dtype).min)[None, None]
+    return additive_mask(torch.ones(new_len, new_len, dtype=torch.bool, device=device).tril(), dtype, past_len)
 
 
 def vocab_mask(vocab_size: int, ids) -> torch.Tensor:

@@ -23,6 +23,7 @@ from torch import nn
 from transformers import LlamaConfig
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRotaryEmbedding
 
+from svbench.draft_folder import read_state
 from svbench.errors import SvbenchError
 from svbench.nets.common import attach_frozen, load_weights, save_net
 
@@ -91,16 +92,6 @@ def head_from_target(target, init_layer: int | None = None, vocab_ids=None, bias
 def save_head(head: EagleHead, folder: Path) -> None:
     config = {**head.config.to_dict(), "bias": head.fc.bias is not None}
     save_net(head, folder, config, FORMAT)
-
-
-def read_state(folder: Path) -> dict[str, torch.Tensor]:
-    """model.safetensors, else pytorch_model.bin (the official releases' file)."""
-    if (folder / "model.safetensors").is_file():
-        from safetensors.torch import load_file
-        return load_file(folder / "model.safetensors")
-    if (folder / "pytorch_model.bin").is_file():
-        return torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
-    raise SvbenchError(f"{folder}: no model.safetensors or pytorch_model.bin")
 
 
 def load_head(folder: Path, target, use_vocab_subset: bool = True) -> EagleHead:

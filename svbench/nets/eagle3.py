@@ -29,10 +29,9 @@ from torch import nn
 from transformers import LlamaConfig
 from transformers.models.llama.modeling_llama import LlamaAttention, LlamaMLP, LlamaRMSNorm, LlamaRotaryEmbedding
 
-from svbench.draft_folder import write_draft_folder
+from svbench.draft_folder import read_state, write_draft_folder
 from svbench.errors import SvbenchError
 from svbench.nets.common import vocab_mask
-from svbench.nets.eagle import read_state
 
 FORMAT = "eagle3-head"
 OFFICIAL_IGNORED = ("embed_tokens.weight",)  # the target's embedding is used

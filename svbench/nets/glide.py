@@ -31,9 +31,9 @@ from transformers import LlamaConfig
 from transformers.models.llama.modeling_llama import (LlamaAttention, LlamaMLP, LlamaRMSNorm,
                                                       LlamaRotaryEmbedding, apply_rotary_pos_emb)
 
+from svbench.draft_folder import read_state
 from svbench.errors import SvbenchError
-from svbench.nets.common import attach_frozen, load_weights, save_net
-from svbench.nets.eagle import read_state
+from svbench.nets.common import additive_mask, attach_frozen, load_weights, save_net
 
 FORMAT = "glide-draft"
 OWN_EMBEDDINGS = ("model.embed_tokens.weight", "lm_head.weight")
@@ -62,9 +62,8 @@ def keys_before(positions: torch.Tensor, num_keys: int, dtype) -> torch.Tensor:
     the keys before its own position (key 0 at position 0: a fully masked row would give NaN). Drafting from
     the verified cache never needs it (the root and drafted tokens sit at or past S); feeding verified context
     does, because training (svbench.train.recipes.block_mask) never shows a query its own or later keys."""
-    allowed = torch.arange(num_keys, device=positions.device)[None, :] < positions[0, :, None].clamp(min=1)
-    return torch.zeros(allowed.shape, dtype=dtype, device=positions.device).masked_fill_(
-        ~allowed, torch.finfo(dtype).min)[None, None]  # (1, 1, T, S)
+    allowed = torch.arange(num_keys, device=positions.device)[None, :] < positions[0, :, None].clamp(min=1)  # (T, S)
+    return additive_mask(allowed, dtype)  # (1, 1, T, S)
 
 
 class CrossAttention(nn.Module):

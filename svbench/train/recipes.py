@@ -16,7 +16,7 @@ from torch.nn import functional as F
 
 from svbench.decoding.verify import row_argmax
 from svbench.draft_lm import draft_from_target, save_draft
-from svbench.nets.common import vocab_mask
+from svbench.nets.common import additive_mask, vocab_mask
 from svbench.nets.eagle import head_from_target, save_head
 from svbench.nets.eagle3 import eagle3_from_target, save_eagle3
 from svbench.nets.glide import glide_from_target, save_glide
@@ -149,7 +149,7 @@ def block_mask(T: int, block: int, dtype) -> torch.Tensor:
     blocks = torch.arange(T) // block
     allowed = blocks[None, :] < blocks[:, None]  # (T, T) [query, key]
     allowed[:block, 0] = True
-    return torch.zeros(T, T, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)[None, None]
+    return additive_mask(allowed, dtype)  # (1, 1, T, T)
 
 
 class GlideRecipe:

@@ -35,7 +35,7 @@ from svbench.decoding.tree import DraftTree
 from svbench.decoding.verify import entropy as entropy_of
 from svbench.errors import SvbenchError
 from svbench.models import load_target_reader
-from svbench.nets.common import causal_mask
+from svbench.nets.common import additive_mask, causal_mask
 from svbench.nets.eagle import head_from_target, load_head
 
 AGGREGATES = ("top1", "max", "mean")
@@ -120,11 +120,10 @@ class EagleDrafter:
         while not stop and levels < max_levels:
             F, S = len(frontier), ancestors.shape[1]
             tree_visible = torch.cat([ancestors, eye[:F, :F]], dim=1)  # (F, S + F): its ancestors' slots, itself
-            mask = torch.zeros(F, P + S + F, dtype=dtype, device=device)  # the cached prefix: visible to all
-            mask[:, P:].masked_fill_(~tree_visible, torch.finfo(dtype).min)
+            mask = additive_mask(tree_visible, dtype, P)  # (1, 1, F, P + S + F): the cached prefix visible to all
             token_ids = frontier_tokens if self.vocab_ids is None else self.vocab_ids[frontier_tokens]
             position = torch.full((1, F), P + levels - 1, device=device)  # prefix + depth - 1
-            out = self.head(token_ids[None], features[None], position, mask[None, None], self.cache)[0]  # (F, d)
+            out = self.head(token_ids[None], features[None], position, mask, self.cache)[0]  # (F, d)
             log_q = torch.log_softmax(self.head.logits(out).float(), dim=-1)  # (F, N)
             child = log_q.topk(min(k, log_q.shape[-1]), dim=-1)  # (F, k)
             child_scores = (frontier_scores[:, None] + child.values).flatten()  # (F*k,) log q along the path
