@@ -302,6 +302,20 @@ def test_cape_width_bins():
         [8, 8, 6, 6, 4, 4, 2, 2, 2]
 
 
+@given(st.lists(st.lists(st.integers(0, 511), max_size=3), min_size=1, max_size=6))
+@settings(max_examples=50, deadline=None)
+def test_cape_tree_hands_over_the_depths_that_its_parents_give(sibling_lists):
+    """cape_tree knows each node's depth (spine step i and its siblings: depth i) and hands it over, so the
+    tree is not walked node by node; the depths are those its parent links give."""
+    from svbench.decoding.drafters.draft_model import cape_tree
+
+    spine = list(range(1, len(sibling_lists) + 1))
+    tree = cape_tree(0, spine, sibling_lists, [0.5] * len(spine))
+    walked = DraftTree.from_parents(tree.tokens, tree.parents)
+    assert tree.depths == walked.depths and tree.steps == walked.steps == len(spine)
+    assert tree.tokens == [0] + [t for s, leaves in zip(spine, sibling_lists) for t in [s] + leaves]
+
+
 def test_cape_widths_follow_the_drafts_top1_probability(target, nets):
     """At spine step i the tree hangs k_i = cape_width(bins, max q_i) nodes off the previous spine node: the
     spine token, then the other top-k_i tokens of q_i as leaves. q_i is recomputed here by an uncached

@@ -129,7 +129,7 @@ class GlideDraft(nn.Module):
 
     def forward(self, input_ids, position_ids, target_kv, self_mask=None, cross_mask=None, cache=None):
         """input_ids/position_ids (B, T); target_kv: per draft layer (keys, values) (B, kv_T, S, hd_T);
-        self_mask additive (B|1, 1, T, past + T) or None (causal, no past); cross_mask (B|1, 1, T, S) or
+        self_mask additive (B|1, 1, T, past + T) or None (causal with no past; T = 1 sees the whole cache); cross_mask (B|1, 1, T, S) or
         None. Returns the final-normed hidden states (B, T, d)."""
         x = nn.functional.embedding(input_ids, self.embed_weight).to(self.model.norm.weight.dtype)  # (B, T, d)
         self_rope = self.model.rotary_emb(x, position_ids)

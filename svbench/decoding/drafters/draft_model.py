@@ -142,12 +142,13 @@ class DraftModelDrafter:
 def cape_tree(root: int, spine: list[int], siblings: list[list[int]], draft_entropy) -> DraftTree:
     """Spine y_1..y_k plus, at step i, leaves y_1..y_{i-1} + [v] for the other top-k_i tokens v.
     Node order: per step the spine node, then its siblings, so parents precede children."""
-    tokens, parents, previous = [root], [-1], 0
-    for spine_token, leaves in zip(spine, siblings):
+    tokens, parents, depths, previous = [root], [-1], [0], 0
+    for depth, (spine_token, leaves) in enumerate(zip(spine, siblings), start=1):
         tokens.append(spine_token)
         parents.append(previous)
         here = len(tokens) - 1
         tokens.extend(leaves)
         parents.extend([previous] * len(leaves))
+        depths.extend([depth] * (1 + len(leaves)))  # step i's spine node and its siblings: depth i
         previous = here
-    return DraftTree.from_parents(tokens, parents, draft_entropy)
+    return DraftTree.from_parents(tokens, parents, draft_entropy, depths=depths)

@@ -61,7 +61,7 @@ class GlideDrafter(DraftModelDrafter):
         target_kv = [(self.target.cache.layers[j].keys[:, :, :verified], self.target.cache.layers[j].values[:, :, :verified])
                      for j in self.model.target_layers()]  # per draft layer: (1, kv_T, P, hd_T) each
         dtype = self.model.model.norm.weight.dtype
-        mask = causal_mask(past, n, dtype, device)  # (1, 1, n, past + n)
+        mask = causal_mask(past, n, dtype, device) if n > 1 else None  # (1, 1, n, past + n); one query sees all
         # tokens fed at verified positions (the context, accepted tokens) see only the target keys before them,
         # as in training; the root and drafted tokens (positions >= verified) see the whole verified cache
         cross = keys_before(positions, verified, dtype) if self.mask_context and past < verified else None
