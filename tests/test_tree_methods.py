@@ -258,7 +258,9 @@ def test_glide_cross_attention_folds_query_heads_instead_of_repeating_the_target
     B, T, S, hd = 2, 5, 7, 8
     hidden, cos, sin = torch.randn(B, T, 32), torch.randn(B, T, hd), torch.randn(B, T, hd)
     keys, values = torch.randn(B, kv_heads, S, hd), torch.randn(B, kv_heads, S, hd)
-    mask = keys_before(torch.arange(2, 2 + T)[None], S, torch.float32) if masked else None
+    mask = None  # per batch row its own (B, 1, T, S) mask, as a batched caller may pass
+    if masked:
+        mask = torch.cat([keys_before(torch.arange(first, first + T)[None], S, torch.float32) for first in (2, 4)])
     groups = 9 // kv_heads
     q = attn.q_proj(hidden).view(B, T, 9, hd).transpose(1, 2)
     q = q * cos[:, None] + torch.cat([-q[..., hd // 2:], q[..., : hd // 2]], -1) * sin[:, None]  # RoPE
@@ -310,7 +312,17 @@ def test_cape_tree_hands_over_the_depths_that_its_parents_give(sibling_lists):
     from svbench.decoding.drafters.draft_model import cape_tree
 
     spine = list(range(1, len(sibling_lists) + 1))
-    tree = cape_tree(0, spine, sibling_lists, [0.5] * len(spine))
+    handed, original = [], DraftTree.from_parents.__func__
+
+    def spy(cls, *args, **kwargs):
+        handed.append(kwargs.get("depths"))
+        return original(cls, *args, **kwargs)
+    DraftTree.from_parents = classmethod(spy)
+    try:
+        tree = cape_tree(0, spine, sibling_lists, [0.5] * len(spine))
+    finally:
+        DraftTree.from_parents = classmethod(original)
+    assert handed and handed[0] is not None
     walked = DraftTree.from_parents(tree.tokens, tree.parents)
     assert tree.depths == walked.depths and tree.steps == walked.steps == len(spine)
     assert tree.tokens == [0] + [t for s, leaves in zip(spine, sibling_lists) for t in [s] + leaves]
