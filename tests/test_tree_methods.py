@@ -248,6 +248,7 @@ def test_glide_cross_attention_folds_query_heads_instead_of_repeating_the_target
     """GQA without copying the target's K/V: query heads folded into their KV head's rows give the same output
     as repeating each KV head for its query heads (the reference), with and without the cross mask."""
     from transformers import LlamaConfig
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
     from svbench.nets.glide import CrossAttention
 
@@ -263,7 +264,7 @@ def test_glide_cross_attention_folds_query_heads_instead_of_repeating_the_target
         mask = torch.cat([keys_before(torch.arange(first, first + T)[None], S, torch.float32) for first in (2, 4)])
     groups = 9 // kv_heads
     q = attn.q_proj(hidden).view(B, T, 9, hd).transpose(1, 2)
-    q = q * cos[:, None] + torch.cat([-q[..., hd // 2:], q[..., : hd // 2]], -1) * sin[:, None]  # RoPE
+    q, _ = apply_rotary_pos_emb(q, q, cos, sin)
     ref = torch.nn.functional.scaled_dot_product_attention(
         q, keys.repeat_interleave(groups, 1), values.repeat_interleave(groups, 1), attn_mask=mask)
     ref = attn.o_proj(ref.transpose(1, 2).reshape(B, T, -1))
