@@ -3,6 +3,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 ARGS ?=
+# pytest-xdist workers for `make test`/`test-all`: auto = one per core; TEST_WORKERS=0 runs the tests in this process
+TEST_WORKERS ?= auto
 
 .PHONY: install run test test-all bench drafts clean
 
@@ -23,10 +25,10 @@ run: install
 
 # test: the fast suite (minutes); test-all adds the tests marked slow (subprocess runs, sweeps, training)
 test: install
-	$(PY) -m pytest tests -m "not slow"
+	$(PY) -m pytest tests -m "not slow" -n $(TEST_WORKERS)
 
 test-all: install
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests -n $(TEST_WORKERS)
 
 bench: install
 	$(PY) experiments/bench_vs_transformers.py $(ARGS)

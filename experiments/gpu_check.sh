@@ -12,6 +12,7 @@
 #   DEVICE=cpu SIZE=tiny bash experiments/gpu_check.sh     # how it is tested on a CPU (tests/test_gpu_check.py)
 #   PART=tests | PART=check bash experiments/gpu_check.sh  # one half (default PART=all: both)
 #   PART=check DTYPES=bfloat16 bash experiments/gpu_check.sh   # one dtype -> $OUT/gpu_check_cuda_bfloat16.{json,md}
+#   TESTS="tests/test_lossless.py::test_x" bash experiments/gpu_check.sh   # other tests than the decoding files
 #
 # A device machine whose Python has torch (2.11+) but lacks some of svbench's dependencies: download their
 # wheels where pip works, into a folder, and name it WHEELS. svbench needs transformers 5.24+ (models take
@@ -43,8 +44,10 @@ status=0
 if [ "$PART" != check ]; then
   XDIST=""  # on a GPU machine, 8 pytest-xdist workers where installed (the H200 image has it)
   [ "$DEVICE" = cuda ] && $PY -c "import xdist" 2>/dev/null && XDIST="-n 8"
-  SVBENCH_TEST_DEVICE=$DEVICE $PY -m pytest tests/test_lossless.py tests/test_sampling.py -q -p no:cacheprovider \
-    -m "not slow" $XDIST > "$OUT/tests_$DEVICE.log" 2>&1 || status=$?
+  # TESTS: pytest's selection (default: the two decoding files; the CPU test picks one test, since `make test`
+  # already runs them all on the CPU)
+  SVBENCH_TEST_DEVICE=$DEVICE $PY -m pytest ${TESTS:-tests/test_lossless.py tests/test_sampling.py} -q \
+    -p no:cacheprovider -m "not slow" $XDIST > "$OUT/tests_$DEVICE.log" 2>&1 || status=$?
   tail -n 1 "$OUT/tests_$DEVICE.log"
 fi
 if [ "$PART" != tests ]; then
