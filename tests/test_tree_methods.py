@@ -621,6 +621,56 @@ def test_eagle_drafting_syncs_once_per_level_plus_two(target, nets, method):
     assert all(syncs == steps + 2 for syncs, steps in per_round), per_round
 
 
+class StepwiseFixed(FixedPolicy):
+    """FixedPolicy's stops, but declared to read the draft distribution: drafters ask it after every step."""
+    needs_draft_distribution = True
+
+
+def drafter_for(method, target, nets):
+    """METHODS, plus vanilla SD with a noisy copy of the target as its draft (and with a drafting subset)."""
+    if method.startswith("vanilla_sd"):  # the full vocabulary, or a drafting subset (the shipped draft LM has one)
+        from conftest import noisy_copy
+        subset = list(range(0, 512, 2)) + [1, 3, 5] if method == "vanilla_sd_subset" else None
+        return DraftModelDrafter(noisy_copy(target, 0.05), None if subset is None else sorted(subset))
+    return METHODS[method](nets)
+
+
+@pytest.mark.parametrize("method", ["vanilla_sd", "vanilla_sd_subset", "glide", "glide_cape", "glide2_reencode",
+                                    "eagle2", "eagle3"])
+def test_a_length_known_up_front_reads_the_host_once_per_round(target, nets, method):
+    """Fixed and heuristic policies know a round's length before drafting (planned_steps): the drafter then
+    syncs twice per round whatever the length (the catch-up tokens in, the draft out), and drafts the very
+    trees (tokens, parents, steps, entropies) that it drafts when the same stops are asked after every step."""
+    from svbench.sync_count import count_syncs
+
+    assert FixedPolicy(4).planned_steps(40) == 4 and FixedPolicy(4).planned_steps(3) == 3
+    assert StepwiseFixed(4).planned_steps(40) is None and SVIPPolicy().planned_steps(40) is None
+    runs = []
+    for policy in (FixedPolicy(4), StepwiseFixed(4)):
+        drafter, rounds = drafter_for(method, target, nets), []
+        original = drafter.get_candidates
+
+        def counted(*args, **kwargs):
+            with count_syncs() as counts:
+                tree = original(*args, **kwargs)
+            rounds.append((sum(counts.values()), tree))
+            return tree
+
+        drafter.get_candidates = counted
+        runs.append((generate(target, prompt_for(6), 40, drafter, policy).ids, rounds))
+    (planned_ids, planned), (stepwise_ids, stepwise) = runs
+    assert planned_ids == stepwise_ids == generate(target, prompt_for(6), 40).ids
+    assert len(planned) == len(stepwise) > 3 and any(tree.steps == 4 for _, tree in planned)
+    for (syncs, tree), (stepwise_syncs, stepwise_tree) in zip(planned, stepwise):
+        assert (tree.tokens, tree.parents, tree.steps) == (stepwise_tree.tokens, stepwise_tree.parents,
+                                                           stepwise_tree.steps)
+        assert tree.draft_entropy == pytest.approx(stepwise_tree.draft_entropy, abs=1e-6)
+        if tree.steps:  # (a round the budget leaves no draft step drafts nothing and reads nothing)
+            assert syncs == 2 and stepwise_syncs >= tree.steps + 1, (syncs, stepwise_syncs, tree.steps)
+        else:
+            assert syncs == stepwise_syncs == 0
+
+
 @pytest.mark.parametrize("temperature", [0.0, 0.5])  # at T = 1 the tiny nets accept ~0-3 tokens per 40
 @pytest.mark.parametrize("method", sorted(METHODS) + ["vanilla_sd", "vanilla_sd_subset"])
 def test_a_round_syncs_at_most_once_per_draft_step_plus_three(target, nets, method, temperature):
@@ -631,12 +681,7 @@ def test_a_round_syncs_at_most_once_per_draft_step_plus_three(target, nets, meth
     from svbench.decoding.drafters.draft_model import DraftModelDrafter
     from svbench.sync_count import count_syncs
 
-    if method.startswith("vanilla_sd"):  # the full vocabulary, or a drafting subset (the shipped draft LM has one)
-        from conftest import noisy_copy
-        subset = list(range(0, 512, 2)) + [1, 3, 5] if method == "vanilla_sd_subset" else None
-        drafter = DraftModelDrafter(noisy_copy(target, 0.05), None if subset is None else sorted(subset))
-    else:
-        drafter = METHODS[method](nets)
+    drafter = drafter_for(method, target, nets)
     sampling, syncs, budget, accepted = Sampling(temperature), 0, 0, 0
     for seed in range(3):
         generator = torch.Generator().manual_seed(seed)

@@ -3,6 +3,10 @@
     should_stop(drafted_len, token_prob, draft_entropy) -> bool   asked after every draft step
     update(drafted_len, accepted_len)                             told each round's outcome
     reset()                                                       a new sequence starts
+    planned_steps(max_len) -> int | None                          the round's steps, if known before drafting
+
+A policy that reads no draft distribution (fixed, heuristic) knows its round's length before drafting:
+drafters then read the host once per round instead of once per step (planned_steps; the same rounds).
 
 One unit everywhere: a draft *step* is a token for a chain and a level for a tree; drafted_len counts
 steps and accepted_len the accepted depth, in should_stop and update alike.
@@ -50,6 +54,14 @@ class LengthPolicy:
 
     def update(self, drafted_len: int, accepted_len: int) -> None:
         pass
+
+    def planned_steps(self, max_len: int) -> int | None:
+        """The draft steps this round will take when that is known before drafting: the first n <= max_len
+        at which should_stop(n, ...) holds, for a policy that reads no draft distribution; None when the
+        policy decides from each step's q (the drafter then reads the host after every step)."""
+        if self.needs_draft_distribution:
+            return None
+        return next((n for n in range(1, max_len) if self.should_stop(n, math.nan, math.nan)), max_len)
 
 
 class FixedPolicy(LengthPolicy):

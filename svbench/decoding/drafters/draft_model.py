@@ -83,8 +83,9 @@ class DraftModelDrafter:
             return DraftTree.chain(ids[-1], [])
         logits = self._catch_up(ids)
         self._round_start = len(ids)
-        drafted, draft_probs, draft_entropy, siblings = [], [], [], []
-        while True:  # one draft step; its only host transfer is `step` below (the policy needs it)
+        planned = policy.planned_steps(max_len)  # known up front (fixed, heuristic): one host read per round
+        rows, on_device, draft_probs = [], [], []  # rows: per step [H_t, q(y_t), y_t, top-k ids...] on the host
+        while True:  # one draft step
             log_q = torch.log_softmax(logits.float(), dim=-1)  # raw draft distribution, T = 1: (V,) or (N,)
             entropy = entropy_of(log_q)  # H_t = -sum_v q(v) ln q(v)
             if self.cape_bins:  # the CaPE spine is greedy under sampling too: the first of the top-k
@@ -101,16 +102,25 @@ class DraftModelDrafter:
             parts = [entropy, log_q.index_select(0, index).exp(), token_on_device]  # H_t, q(y_t), y_t
             if self.cape_bins:  # top-k_i of q_i (k_i known once q(y_t) is): the largest k, cut on the host
                 parts.append(self.token_id(top))
-            step = torch.cat([p.double().reshape(-1) for p in parts]).tolist()  # ONE device->host transfer
-            token, prob = int(step[2]), step[1]
-            if self.cape_bins:  # the first of the top-k is the spine token itself
-                siblings.append([int(t) for t in step[4: 3 + cape_width(self.cape_bins, prob)]])
-            drafted.append(token)
-            draft_entropy.append(step[0])
-            if len(drafted) >= max_len or policy.should_stop(len(drafted), prob, step[0]):
-                break
-            logits = self._forward(token_on_device.view(1, 1), [token])  # the token stays on the device
-        if self.cape_bins:
+            row = torch.cat([p.double().reshape(-1) for p in parts])  # (3,) or (3 + k_max,)
+            if planned is None:  # the policy decides from H_t and q(y_t): ONE device->host transfer per step
+                rows.append(row.tolist())
+                fed = [int(rows[-1][2])]
+                if len(rows) >= max_len or policy.should_stop(len(rows), rows[-1][1], rows[-1][0]):
+                    break
+            else:  # the length is known: the rows stay on the device until the chain is drafted
+                on_device.append(row)
+                fed = [-1]  # a placeholder in cached_ids: the host learns the token with the last step (below)
+                if len(on_device) >= planned:
+                    break
+            logits = self._forward(token_on_device.view(1, 1), fed)  # the token stays on the device
+        if on_device:
+            rows = torch.stack(on_device).tolist()  # ONE device->host transfer for the whole chain
+            if len(rows) > 1:  # every drafted token but the last was fed: fill in their placeholders
+                self.cached_ids[1 - len(rows):] = [int(row[2]) for row in rows[:-1]]
+        drafted, draft_entropy = [int(row[2]) for row in rows], [row[0] for row in rows]
+        if self.cape_bins:  # the first of the top-k is the spine token itself
+            siblings = [[int(t) for t in row[4: 3 + cape_width(self.cape_bins, row[1])]] for row in rows]
             return cape_tree(ids[-1], drafted, siblings, draft_entropy)
         return DraftTree.chain(ids[-1], drafted, self._full_vocab(draft_probs), draft_entropy)
 

@@ -14,8 +14,9 @@ Tree (one head forward per level):
     ancestors.
 The expansion and the rerank are tensor ops on the head's device (topk / gather / a boolean ancestor
 matrix for the level masks, a stable sort for the rerank): a round reads the host once per level (the
-policy's entropy and q) and once for the kept tree (which stays on the device for the target's forward
-and the verifier), and sends the catch-up tokens once
+policy's entropy and q; not at all under a policy that knows the round's length up front, fixed or
+heuristic) and once for the kept tree and the levels' entropies (the tree stays on the device for the
+target's forward and the verifier), and sends the catch-up tokens once
 (tests/test_tree_methods.py::test_eagle_drafting_syncs_once_per_level_plus_two). The trees equal those of
 the earlier host-loop version (tokens, parents, entropies, ranks; checked on 48 trees when it was replaced).
 
@@ -101,7 +102,7 @@ class EagleDrafter:
         self.fed, self.pending = P, None
 
         # Every tensor below stays on the device; the host reads one (entropy, q) pair per level (the
-        # policy's decision) and the kept tree once at the end. Node 0 is the root; nodes are numbered in
+        # policy's decision, unless planned) and the kept tree once at the end. Node 0 is the root; nodes are numbered in
         # creation order, level by level, children of frontier row r at r*k .. r*k + k - 1 of their level.
         log_q = torch.log_softmax(self.head.logits(out[-1]).float(), dim=-1)  # (N,)
         top = log_q.topk(min(k, log_q.shape[-1]))  # level 1: (k,)
@@ -112,10 +113,10 @@ class EagleDrafter:
         features = out[-1].expand(len(frontier), -1)  # (F, d): each frontier node's input = its parent's f^
         ancestors = torch.zeros(len(frontier), 0, dtype=torch.bool, device=device)  # (F, S): tree slots it sees
         entropy = entropy_of(log_q)
-        step = torch.stack([entropy, top.values[0].exp()]).tolist()  # ONE transfer: H, q(best new node)
-        levels, draft_entropy, nodes = 1, [step[0]], 1 + len(frontier)
-        max_levels = min(self.depth + 1, max_len)
-        stop = policy.should_stop(1, step[1], step[0])
+        level_entropy, levels, nodes = [entropy.view(1)], 1, 1 + len(frontier)  # H per level, on the device
+        planned = policy.planned_steps(max_len)  # known up front (fixed, heuristic): no host read per level
+        max_levels = min(self.depth + 1, max_len if planned is None else planned)
+        stop = planned is None and policy_stops(policy, levels, entropy, top.values[0].exp())
         eye = torch.eye(k, dtype=torch.bool, device=device)  # a frontier node sees its own slot (F <= k)
         while not stop and levels < max_levels:
             F, S = len(frontier), ancestors.shape[1]
@@ -141,23 +142,23 @@ class EagleDrafter:
                 entropies = entropy_of(log_q)  # (F,)
                 entropy = entropies.max() if self.entropy_aggregate == "max" else entropies.mean()
             best_q = child.values.flatten().index_select(0, best).exp()  # (1,) q(best new node)
-            step = torch.cat([entropy.view(1), best_q]).tolist()  # ONE transfer per level: H, q
             frontier, frontier_scores = nodes + keep, child_scores[keep]
             frontier_tokens, features = child.indices.flatten()[keep], out[rows]
             ancestors = tree_visible[rows]  # the new frontier's parents' visibility, their slots included
             nodes += len(child_scores)
             levels += 1
-            draft_entropy.append(step[0])
-            stop = policy.should_stop(levels, step[1], step[0])
+            level_entropy.append(entropy.view(1))
+            stop = planned is None and policy_stops(policy, levels, entropy, best_q)
         if levels > 1:  # drop the tree nodes: the head cache keeps verified positions only
             self.cache.crop(-(self.cache.get_seq_length() - P))
         return self._rerank(ids[-1], torch.cat(tokens), torch.cat(parents), torch.cat(scores), torch.cat(depths),
-                            draft_entropy)
+                            torch.cat(level_entropy))
 
-    def _rerank(self, root, tokens, parents, scores, depths, draft_entropy) -> DraftTree:
+    def _rerank(self, root, tokens, parents, scores, depths, level_entropy) -> DraftTree:
         """Keep the total_token - 1 best-scored nodes (ties: the earlier-created, i.e. shallower, node), in
         creation order. A child's score is never above its parent's, so every kept node's parent is kept.
-        tokens/parents/scores/depths: (M,) over nodes 1..M. One transfer; the tree's device arrays stay."""
+        tokens/parents/scores/depths: (M,) over nodes 1..M; level_entropy (L,). One transfer (the levels'
+        entropies ride along); the tree's device arrays stay."""
         order = torch.sort(scores, descending=True, stable=True).indices[: self.total_token - 1]  # (K,) best first
         kept = order.sort().values  # creation order: parents before children
         new_index = torch.full((len(scores) + 1,), -1, dtype=torch.long, device=scores.device)  # node id -> tree index
@@ -169,7 +170,10 @@ class EagleDrafter:
             rank = torch.empty_like(scores, dtype=torch.long)
             rank[order] = torch.arange(len(order), device=order.device)
             parts.append(rank[kept])
-        host = torch.cat(parts).tolist()  # ONE transfer: the kept tree
+        # ONE transfer: the kept tree, then the levels' entropies (float64 holds the ids and H exactly)
+        host = torch.cat([p.double() for p in parts] + [level_entropy.double()]).tolist()
+        L = len(level_entropy)  # >= 1
+        host, draft_entropy = [int(v) for v in host[:-L]], host[-L:]
         K = len(kept)
         if self.record_ranks:
             self._ranks = [-1] + host[3 * K:]
@@ -183,3 +187,9 @@ class EagleDrafter:
         # the accepted tokens' features arrive through target.new_features at the next round
         if self.record_ranks:
             self.accepted_ranks.append([self._ranks[i] for i in accepted_path])
+
+
+def policy_stops(policy, levels: int, entropy: torch.Tensor, best_q: torch.Tensor) -> bool:
+    """The policy's decision after a level, from its H and q(best new node): ONE device->host transfer."""
+    H, q = torch.stack([entropy.reshape(()), best_q.reshape(())]).tolist()
+    return policy.should_stop(levels, q, H)
