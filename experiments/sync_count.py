@@ -2,7 +2,7 @@
 svbench.sync_count), and microseconds of harness time per round (round time minus the model forwards is
 not separable on a CPU; the tiny pair's forwards are small, so its round time is the GPU proxy).
 
-    python experiments/sync_count.py [--tokens 48] [--out results/sync_count_tiny]
+    python experiments/sync_count.py [--tokens 48] [--out results/sync_count_tiny] [--note "what else ran"]
 """
 from __future__ import annotations
 
@@ -58,6 +58,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tokens", type=int, default=48)
     ap.add_argument("--out", default=str(REPO / "results" / "sync_count_tiny"))
+    ap.add_argument("--note", default="", help="a line for the table's header, e.g. what else ran on the machine")
     args = ap.parse_args()
     torch.set_num_threads(1)
     rows = []
@@ -71,7 +72,7 @@ def main() -> None:
     lines = ["# Host-device syncs per round (pair=tiny, float32, CPU)", "",
              f"Command: `python experiments/sync_count.py --tokens {args.tokens}`. Budget (issue 13): one per draft "
              "step + 3 per round. Microseconds per round: the tiny pair's whole round (its forwards are small, "
-             "so this is mostly harness time), 1 thread.", "",
+             "so this is mostly harness time), 1 thread.", "", *([args.note, ""] if args.note else []),
              "| method | policy | T | steps/round | syncs/round | budget | within | us/round |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['method']} | {r['policy']} | {r['temperature']:g} | {r['steps_per_round']:.1f} | "
