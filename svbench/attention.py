@@ -8,8 +8,14 @@ That handicapped the AR baseline and inflated SD's speedups at long contexts.
 
 ``svbench_cpu`` computes a forward of up to FEW_QUERIES queries (AR's one, a chain verify's few) as two
 matmuls with the query heads of each KV head packed together (no repeat of the cache), softmax in float32,
-and leaves everything else (prefill, large trees) to transformers' sdpa.
-``auto`` = ``svbench_cpu`` for bfloat16/float16 on a CPU, ``sdpa`` otherwise.
+and leaves everything else (prefill, large trees) to ``svbench_sdpa``.
+
+``svbench_sdpa`` is transformers' sdpa without its copy of the cache: for a GQA model, several queries and a
+mask (every verify forward of a tree or chain), transformers repeats each layer's whole K and V to every query
+head before calling sdpa (CUDA's ``enable_gqa`` refuses a mask), a copy of the cache per layer per round.
+svbench_sdpa folds the query heads of each KV head into its rows instead, (B, kv, rep*Tq, d), repeats the
+mask's rows to match (one small (rep*Tq, L) mask per forward, shared by its layers) and reads K/V in place.
+``auto`` = ``svbench_cpu`` for bfloat16/float16 on a CPU, ``svbench_sdpa`` otherwise.
 """
 from __future__ import annotations
 
@@ -22,7 +28,7 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from svbench.errors import SvbenchError
 
-CHOICES = ("auto", "sdpa", "eager", "svbench_cpu")
+CHOICES = ("auto", "sdpa", "eager", "svbench_cpu", "svbench_sdpa")
 
 
 FEW_QUERIES = 8  # up to this many queries per forward (AR's 1, a verify's few) take the packed path
@@ -44,6 +50,32 @@ def visible_prefix(attention_mask: torch.Tensor, L: int) -> int:
     return c
 
 
+def folded_mask(attention_mask: torch.Tensor, rep: int) -> torch.Tensor:
+    """(B|1, 1, Tq, L) -> (B|1, 1, rep*Tq, L): row r*Tq + t is row t, for queries folded as grouped_sdpa folds
+    them. Built once per mask (the forward's layers share it), cached on the tensor as visible_prefix is."""
+    now = -2 if attention_mask.is_inference() else attention_mask._version
+    version, groups, folded = getattr(attention_mask, "_svbench_folded", (-1, 0, None))
+    if (version, groups) != (now, rep):
+        folded = attention_mask.repeat(1, 1, rep, 1)  # (B|1, 1, rep*Tq, L)
+        attention_mask._svbench_folded = (now, rep, folded)
+    return folded
+
+
+def grouped_sdpa(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None, **kwargs):
+    """query (B, H, Tq, d); key, value (B, kv, L, d). With GQA, Tq > 1 and a mask: sdpa over the query heads
+    folded into their KV head's rows, the cache read in place; otherwise (no mask: sdpa's own GQA; one query:
+    transformers packs it) transformers' sdpa. Returns (B, Tq, H, d) and no weights, as sdpa_attention_forward."""
+    rep, Tq = getattr(module, "num_key_value_groups", 1), query.shape[2]
+    if rep == 1 or Tq == 1 or attention_mask is None or kwargs.get("position_bias") is not None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      is_causal=is_causal, **kwargs)
+    B, H, _, d = query.shape
+    q = query.reshape(B, key.shape[1], rep * Tq, d)  # (B, kv, rep*Tq, d): query head h reads KV head h // rep
+    out = torch.nn.functional.scaled_dot_product_attention(q, key, value, attn_mask=folded_mask(attention_mask, rep),
+                                                           dropout_p=dropout, scale=scaling)  # (B, kv, rep*Tq, d)
+    return out.view(B, H, Tq, d).transpose(1, 2).contiguous(), None  # (B, Tq, H, d)
+
+
 def few_query_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None,
                         **kwargs):
     """query (B, H, q, d); key, value (B, kv, L, d). Up to FEW_QUERIES queries on a CPU in low precision:
@@ -54,8 +86,8 @@ def few_query_attention(module, query, key, value, attention_mask, dropout=0.0, 
     two more passes over all (rep*q, L) scores)."""
     Tq = query.shape[2]
     if Tq > FEW_QUERIES or query.device.type != "cpu" or query.dtype == torch.float32:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      is_causal=is_causal, **kwargs)
+        return grouped_sdpa(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                            is_causal=is_causal, **kwargs)
     B, H, _, d = query.shape
     kv, L = key.shape[1], key.shape[2]
     rep = H // kv
@@ -90,6 +122,9 @@ def few_query_attention(module, query, key, value, attention_mask, dropout=0.0, 
 
 AttentionInterface.register("svbench_cpu", few_query_attention)
 AttentionMaskInterface.register("svbench_cpu", sdpa_mask)  # masks as sdpa builds them
+GROUPED_SDPA = "svbench_sdpa"  # also the draft nets' own attention (EAGLE heads, GliDe's self-attention)
+AttentionInterface.register(GROUPED_SDPA, grouped_sdpa)
+AttentionMaskInterface.register(GROUPED_SDPA, sdpa_mask)
 
 
 def attention_for(choice: str, dtype: torch.dtype, device: torch.device) -> str:
@@ -97,7 +132,7 @@ def attention_for(choice: str, dtype: torch.dtype, device: torch.device) -> str:
         raise SvbenchError(f"attention={choice!r} must be one of {CHOICES}")
     if choice != "auto":
         return choice
-    return "svbench_cpu" if device.type == "cpu" and dtype != torch.float32 else "sdpa"
+    return "svbench_cpu" if device.type == "cpu" and dtype != torch.float32 else GROUPED_SDPA
 
 
 def set_attention(model, choice: str) -> None:

@@ -237,7 +237,7 @@ def load_pair(pair_cfg, dtype: str = "float32", device: str = "cpu", drafter_cls
     set_attention(target, attention)
     if network is not None:
         network = network.to(device=torch_device, dtype=torch_dtype)
-        if hasattr(network, "set_attn_implementation"):  # a transformers LM (the draft LM); the draft nets keep sdpa
+        if hasattr(network, "set_attn_implementation"):  # a transformers LM (the draft LM); the draft nets use svbench_sdpa
             set_attention(network, attention)
     return ModelPair(pair_cfg.get("name", "?"), target, network, tokenizer, eos_ids_of(target, tokenizer), vocab_subset)
 

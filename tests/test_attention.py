@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-from svbench.attention import attention_for, few_query_attention, set_attention
+from svbench.attention import FEW_QUERIES, attention_for, few_query_attention, grouped_sdpa, set_attention
 from svbench.decoding.target import TargetRunner
 from svbench.decoding.tree import DraftTree
 from svbench.errors import SvbenchError
@@ -46,8 +46,8 @@ def test_one_query_path_equals_sdpa(mask, dtype, queries):
 def test_auto_choice_and_bad_value():
     cpu = torch.device("cpu")
     assert attention_for("auto", torch.bfloat16, cpu) == "svbench_cpu"
-    assert attention_for("auto", torch.float32, cpu) == "sdpa"
-    assert attention_for("auto", torch.bfloat16, torch.device("cuda")) == "sdpa"
+    assert attention_for("auto", torch.float32, cpu) == "svbench_sdpa"
+    assert attention_for("auto", torch.bfloat16, torch.device("cuda")) == "svbench_sdpa"
     with pytest.raises(SvbenchError, match="attention='flash' must be one of"):
         attention_for("flash", torch.bfloat16, cpu)
 
@@ -117,3 +117,60 @@ def test_masking_only_the_unseen_columns_gives_eager_bits(mask, scale, queries):
         m[..., 3] = False if m.dtype == torch.bool else -1e30  # in place: the cached prefix length is stale
         ours, _ = few_query_attention(Module(), q, k, v, m, scaling=scale)
         assert torch.equal(ours, eager_order(q, k, v, m, scale))
+
+
+@pytest.mark.parametrize("mask", [None, "bool", "additive"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("queries", [1, 2, 12])
+@pytest.mark.parametrize("batch", [1, 2])
+def test_grouped_sdpa_equals_transformers_sdpa(mask, dtype, queries, batch):
+    """svbench_sdpa (query heads folded into their KV head's rows, mask rows repeated) gives transformers'
+    sdpa's output, boolean and additive masks, batch masks and shared ones; a mask written in place is re-read."""
+    gen = torch.Generator().manual_seed(queries + 10 * batch)
+    q = torch.randn(batch, 9, queries, 64, generator=gen).to(dtype)  # (B, H, q, d)
+    k, v = (torch.randn(batch, 3, 200, 64, generator=gen).to(dtype) for _ in range(2))  # (B, kv, L, d)
+    causal = torch.ones(queries, 200, dtype=torch.bool).tril(200 - queries)[None, None]  # (1, 1, q, L)
+    allowed = (torch.rand(batch, 1, queries, 200, generator=gen) > 0.3) & causal  # every query sees its own key
+    m = {None: None, "bool": allowed,
+         "additive": torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)}[mask]
+    tol = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 2e-2, "rtol": 2e-2}
+    for _ in range(2):
+        ours, _ = grouped_sdpa(Module(), q, k, v, m, scaling=0.125)
+        theirs, _ = sdpa_attention_forward(Module(), q, k, v, m, scaling=0.125)
+        assert ours.shape == (batch, queries, 9, 64)
+        torch.testing.assert_close(ours, theirs, **tol)
+        if m is None:
+            break
+        m[..., :queries, 5] = False if m.dtype == torch.bool else torch.finfo(dtype).min  # in place: re-read
+
+
+@torch.inference_mode()
+def test_tree_verify_forwards_read_the_cache_in_place(monkeypatch):
+    """The default attention (auto) never calls transformers' repeat_kv on the target's cache after the prefill:
+    every verify forward of EAGLE-2's tree (several queries, a mask) and of a chain reads K/V in place, in
+    float32 (svbench_sdpa) and bfloat16 (svbench_cpu up to 8 queries, svbench_sdpa above), with the ids of AR."""
+    import transformers.integrations.sdpa_attention as sdpa_module
+    from svbench.decoding.drafters.eagle import EagleDrafter
+    from svbench.decoding.loop import generate
+    from svbench.decoding.policies import FixedPolicy
+    from svbench.nets.eagle import head_from_target
+
+    calls = []
+    real = sdpa_module.repeat_kv
+    monkeypatch.setattr(sdpa_module, "repeat_kv", lambda x, n: calls.append(x.shape) or real(x, n))
+    for dtype in (torch.float32, torch.bfloat16):
+        target = tiny_llama(seed=0, hidden_size=96, num_heads=6, num_kv_heads=2, num_layers=2).to(dtype)
+        set_attention(target, "auto")
+        head = head_from_target(target).to(dtype)
+        prompt = list(range(3, 40))
+        reference = generate(target, prompt, 12).ids
+        calls.clear()
+        out = generate(target, prompt, 12, EagleDrafter(head, top_k=4, depth=3, total_token=16), FixedPolicy(4))
+        assert out.ids == reference or dtype == torch.bfloat16  # (bf16: the tiny random model may tie)
+        assert any(r.drafted > FEW_QUERIES for r in out.rounds)  # trees past svbench_cpu's few queries
+        assert calls == [], calls
+        # control: transformers' own sdpa does repeat the cache on the same forwards
+        set_attention(target, "sdpa")
+        generate(target, prompt, 12, EagleDrafter(head, top_k=4, depth=3, total_token=16), FixedPolicy(4))
+        assert calls and all(shape[2] >= len(prompt) for shape in calls)
+        calls.clear()

@@ -778,7 +778,7 @@ def test_attention_is_a_speed_knob_of_data_generation_not_a_setting(tiny_data, m
     (tmp_path / "eager" / "shard-00001.parquet").unlink()
     train_data.run(data_args(tmp_path / "eager", num_prompts=6, attention="auto"))  # recorded as resolved
     shards = json.loads((tmp_path / "eager" / "manifest.json").read_text())["shards"]
-    assert shards[1]["generation"]["attention"] == "sdpa"  # auto = sdpa in float32 (svbench.attention)
+    assert shards[1]["generation"]["attention"] == "svbench_sdpa"  # auto in float32 (svbench.attention)
     train_data.run(data_args(tmp_path / "eager", num_prompts=12, batch_size=3))  # short shard 1 regenerated, 2 added
     shards = json.loads((tmp_path / "eager" / "manifest.json").read_text())["shards"]
     assert [s["prompts"] for s in shards] == [4, 4, 4]

@@ -23,6 +23,7 @@ from torch import nn
 from transformers import LlamaConfig
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRotaryEmbedding
 
+from svbench.attention import GROUPED_SDPA
 from svbench.draft_folder import read_state
 from svbench.errors import SvbenchError
 from svbench.nets.common import attach_frozen, load_weights, save_net
@@ -34,7 +35,7 @@ OFFICIAL_IGNORED = ("embed_tokens.weight", "lm_head.weight", "norm.weight")  # t
 class EagleHead(nn.Module):
     def __init__(self, config: LlamaConfig, bias: bool = True):
         super().__init__()
-        config._attn_implementation = "sdpa"
+        config._attn_implementation = GROUPED_SDPA  # sdpa, K/V read in place (svbench.attention)
         self.config = config
         d = config.hidden_size
         self.fc = nn.Linear(2 * d, d, bias=bias)

@@ -29,6 +29,7 @@ from torch import nn
 from transformers import LlamaConfig
 from transformers.models.llama.modeling_llama import LlamaAttention, LlamaMLP, LlamaRMSNorm, LlamaRotaryEmbedding
 
+from svbench.attention import GROUPED_SDPA
 from svbench.draft_folder import read_state, write_draft_folder
 from svbench.errors import SvbenchError
 from svbench.nets.common import vocab_mask
@@ -69,7 +70,7 @@ class Eagle3Layer(nn.Module):
 class Eagle3Head(nn.Module):
     def __init__(self, config: LlamaConfig, target_layers: list[int]):
         super().__init__()
-        config._attn_implementation = "sdpa"
+        config._attn_implementation = GROUPED_SDPA  # sdpa, K/V read in place (svbench.attention)
         self.config, self.target_layers = config, list(target_layers)
         d, n = config.hidden_size, int(getattr(config, "draft_vocab_size", None) or config.vocab_size)
         self.fc = nn.Linear(len(self.target_layers) * d, d, bias=False)

@@ -31,6 +31,7 @@ from transformers import LlamaConfig
 from transformers.models.llama.modeling_llama import (LlamaAttention, LlamaMLP, LlamaRMSNorm,
                                                       LlamaRotaryEmbedding, apply_rotary_pos_emb)
 
+from svbench.attention import GROUPED_SDPA
 from svbench.draft_folder import read_state
 from svbench.errors import SvbenchError
 from svbench.nets.common import additive_mask, attach_frozen, load_weights, save_net
@@ -118,7 +119,7 @@ class GlideModel(nn.Module):
 class GlideDraft(nn.Module):
     def __init__(self, config: LlamaConfig):
         super().__init__()
-        config._attn_implementation = "sdpa"
+        config._attn_implementation = GROUPED_SDPA  # sdpa, K/V read in place (svbench.attention)
         self.config = config
         self.model = GlideModel(config)
 
