@@ -27,13 +27,20 @@ def vocab_mask(vocab_size: int, ids) -> torch.Tensor:
     return torch.zeros(vocab_size, dtype=torch.bool).index_fill_(0, torch.as_tensor(ids, dtype=torch.long), True)
 
 
+def vocab_rows(weight: torch.Tensor, ids) -> torch.Tensor:
+    """(V, d) -> (N, d): the rows of a reduced drafting vocabulary (ids: its target ids, a list or a 1-D tensor),
+    in the ids' order; ids None: weight itself (the whole vocabulary)."""
+    if ids is None:
+        return weight
+    return weight.index_select(0, torch.as_tensor(ids, dtype=torch.long, device=weight.device))
+
+
 def attach_frozen(module: torch.nn.Module, target, vocab_ids: list[int] | None = None) -> None:
     """Give module the target's input embedding and output head (rows vocab_ids only, when given) as
     non-persistent buffers: they follow .to(dtype/device) but are never part of the module's state_dict."""
     embed = target.get_input_embeddings().weight.detach()  # (V, d)
     head = target.get_output_embeddings().weight.detach()  # (V, d)
-    if vocab_ids is not None:
-        head = head[torch.tensor(vocab_ids, dtype=torch.long, device=head.device)]  # (N, d)
+    head = vocab_rows(head, vocab_ids)  # (N, d)
     module.register_buffer("embed_weight", embed, persistent=False)
     module.register_buffer("head_weight", head.contiguous(), persistent=False)
     module.vocab_ids = None if vocab_ids is None else list(vocab_ids)

@@ -32,7 +32,7 @@ from transformers.models.llama.modeling_llama import LlamaAttention, LlamaMLP, L
 from svbench.attention import GROUPED_SDPA
 from svbench.draft_folder import read_state, write_draft_folder
 from svbench.errors import SvbenchError
-from svbench.nets.common import vocab_mask
+from svbench.nets.common import vocab_mask, vocab_rows
 
 FORMAT = "eagle3-head"
 OFFICIAL_IGNORED = ("embed_tokens.weight",)  # the target's embedding is used
@@ -133,7 +133,7 @@ def eagle3_from_target(target, vocab_ids: list[int] | None = None) -> Eagle3Head
     head.set_vocabulary(vocab_ids)
     with torch.no_grad():
         rows = target.get_output_embeddings().weight.detach()
-        head.lm_head.weight.copy_(rows if vocab_ids is None else rows[torch.tensor(sorted(vocab_ids))])
+        head.lm_head.weight.copy_(vocab_rows(rows, None if vocab_ids is None else sorted(vocab_ids)))
         head.norm.weight.copy_(target.model.norm.weight)
     attach_embedding(head, target)
     return head.to(target.dtype).eval()

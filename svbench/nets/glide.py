@@ -34,7 +34,7 @@ from transformers.models.llama.modeling_llama import (LlamaAttention, LlamaMLP, 
 from svbench.attention import GROUPED_SDPA
 from svbench.draft_folder import read_state
 from svbench.errors import SvbenchError
-from svbench.nets.common import additive_mask, attach_frozen, load_weights, save_net
+from svbench.nets.common import additive_mask, attach_frozen, load_weights, save_net, vocab_rows
 
 FORMAT = "glide-draft"
 OWN_EMBEDDINGS = ("model.embed_tokens.weight", "lm_head.weight")
@@ -214,5 +214,5 @@ def load_glide(folder: Path, target, use_vocab_subset: bool = True) -> GlideDraf
             raise SvbenchError(f"GliDe draft {folder}: needs both {OWN_EMBEDDINGS} at the target's vocabulary size")
         draft.embed_weight = own["model.embed_tokens.weight"]
         head = own["lm_head.weight"]
-        draft.head_weight = head if vocab_ids is None else head[torch.tensor(vocab_ids)].contiguous()
+        draft.head_weight = vocab_rows(head, vocab_ids)
     return draft.float().eval()

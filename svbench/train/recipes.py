@@ -16,7 +16,7 @@ from torch.nn import functional as F
 
 from svbench.decoding.verify import row_argmax
 from svbench.draft_lm import draft_from_target, save_draft
-from svbench.nets.common import additive_mask, vocab_mask
+from svbench.nets.common import additive_mask, vocab_mask, vocab_rows
 from svbench.nets.eagle import head_from_target, save_head
 from svbench.nets.eagle3 import eagle3_from_target, save_eagle3
 from svbench.nets.glide import glide_from_target, save_glide
@@ -52,7 +52,7 @@ class DraftLMRecipe:
         self.module = draft_from_target(target, cfg.num_layers, list(cfg.init_layers))
         self.vocab = vocab
         full = self.module.lm_head.weight
-        self.head = full if vocab is None else full[torch.tensor(vocab)].detach()  # (N, d)
+        self.head = vocab_rows(full.detach(), vocab)  # (N, d); the head is frozen
         self.to_index = None
         if vocab is not None:  # full id -> subset index, -100 (ignored) outside the subset
             self.to_index = torch.full((full.shape[0],), -100, dtype=torch.long)
@@ -61,7 +61,7 @@ class DraftLMRecipe:
                                       vocab_member=vocab_membership(cfg, target, vocab)) \
             if cfg.get("soft_labels", True) else None
         full_target = target.lm_head.weight.detach()  # frozen: the soft labels carry no gradient
-        self.target_head = full_target if vocab is None else full_target[torch.tensor(vocab)]  # (N, d)
+        self.target_head = vocab_rows(full_target, vocab)  # (N, d)
 
     def loss(self, ids, attention, answer, keys=None):
         where = answer[:, 1:]  # positions t whose next token x_{t+1} the target wrote
@@ -285,7 +285,7 @@ class Eagle3Recipe:
                                       feature_layers=self.module.target_layers,
                                       vocab_member=vocab_membership(cfg, target, vocab))
         full = target.lm_head.weight.detach()
-        self.target_head = full if vocab is None else full[torch.tensor(sorted(vocab))]  # (N, d): draft index order
+        self.target_head = vocab_rows(full, None if vocab is None else sorted(vocab))  # (N, d): draft index order
 
     def loss(self, ids, attention, answer, keys=None):
         hidden, _, fused, inside = self.target_pass.batch(keys, ids, attention)  # (B, T, d), (B, T, 3d), (B, T)

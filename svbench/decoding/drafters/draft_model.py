@@ -16,6 +16,7 @@ from svbench.decoding.kv_cache import StaticKVCache
 from svbench.decoding.tree import DraftTree
 from svbench.decoding.verify import Sampling, entropy as entropy_of, sample_rows, warp
 from svbench.models import load_draft_lm
+from svbench.nets.common import vocab_rows
 
 
 OFFICIAL_CAPE_BINS = (8, 8, 8, 6, 6, 6, 4, 4, 2, 2, 2, 2)
@@ -38,7 +39,7 @@ class DraftModelDrafter:
         self.vocab_ids = None
         if vocab_ids is not None:  # (N,) token ids and the matching rows of the head
             self.vocab_ids = torch.tensor(vocab_ids, dtype=torch.long, device=draft_model.device)
-            self.head = draft_model.lm_head.weight[self.vocab_ids].detach().contiguous()  # (N, d)
+            self.head = vocab_rows(draft_model.lm_head.weight.detach(), self.vocab_ids)  # (N, d)
         self.reset()
 
     @classmethod
