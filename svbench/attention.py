@@ -52,7 +52,8 @@ def visible_prefix(attention_mask: torch.Tensor, L: int) -> int:
 
 def folded_mask(attention_mask: torch.Tensor, rep: int) -> torch.Tensor:
     """(B|1, 1, Tq, L) -> (B|1, 1, rep*Tq, L): row r*Tq + t is row t, for queries folded as grouped_sdpa folds
-    them. Built once per mask (the forward's layers share it), cached on the tensor as visible_prefix is."""
+    them. Built once per mask (the forward's layers share it), cached on the tensor as visible_prefix is (a mask
+    made under inference_mode has no version: folded once, so it must not be written in place afterwards)."""
     now = -2 if attention_mask.is_inference() else attention_mask._version
     version, groups, folded = getattr(attention_mask, "_svbench_folded", (-1, 0, None))
     if (version, groups) != (now, rep):
@@ -61,19 +62,30 @@ def folded_mask(attention_mask: torch.Tensor, rep: int) -> torch.Tensor:
     return folded
 
 
+def unfold_heads(out: torch.Tensor, rep: int, Tq: int) -> torch.Tensor:
+    """(B, kv, rep*Tq, d), query heads folded into their KV head's rows -> (B, Tq, H, d), H = kv*rep, head
+    h = k*rep + r. Works on any strides (CUDA's memory-efficient sdpa returns a non-contiguous output)."""
+    B, kv, _, d = out.shape
+    out = out.unflatten(2, (rep, Tq))  # (B, kv, rep, Tq, d)
+    return out.permute(0, 3, 1, 2, 4).reshape(B, Tq, kv * rep, d)  # (B, Tq, H, d)
+
+
 def grouped_sdpa(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None, **kwargs):
     """query (B, H, Tq, d); key, value (B, kv, L, d). With GQA, Tq > 1 and a mask: sdpa over the query heads
     folded into their KV head's rows, the cache read in place; otherwise (no mask: sdpa's own GQA; one query:
     transformers packs it) transformers' sdpa. Returns (B, Tq, H, d) and no weights, as sdpa_attention_forward."""
     rep, Tq = getattr(module, "num_key_value_groups", 1), query.shape[2]
-    if rep == 1 or Tq == 1 or attention_mask is None or kwargs.get("position_bias") is not None:
+    foldable = attention_mask is not None and attention_mask.dim() == 4 and attention_mask.shape[1] == 1 \
+        and attention_mask.shape[-2] == Tq  # (B|1, 1, Tq, L): one mask for every head
+    extras = any(kwargs.get(k) is not None for k in ("position_bias", "softcap", "s_aux"))
+    if rep == 1 or Tq == 1 or not foldable or extras:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)
-    B, H, _, d = query.shape
+    B, _, _, d = query.shape
     q = query.reshape(B, key.shape[1], rep * Tq, d)  # (B, kv, rep*Tq, d): query head h reads KV head h // rep
     out = torch.nn.functional.scaled_dot_product_attention(q, key, value, attn_mask=folded_mask(attention_mask, rep),
                                                            dropout_p=dropout, scale=scaling)  # (B, kv, rep*Tq, d)
-    return out.view(B, H, Tq, d).transpose(1, 2).contiguous(), None  # (B, Tq, H, d)
+    return unfold_heads(out, rep, Tq), None
 
 
 def few_query_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None,
@@ -117,7 +129,7 @@ def few_query_attention(module, query, key, value, attention_mask, dropout=0.0, 
                 scores[..., c:] += m
     probs = torch.softmax(scores.float(), dim=-1).to(value.dtype)  # softmax in float32, as eager attention
     out = torch.matmul(probs.reshape(B, kv, rep * Tq, L), value)  # (B, kv, rep*Tq, d)
-    return out.view(B, H, Tq, d).transpose(1, 2).contiguous(), None  # (B, Tq, H, d)
+    return unfold_heads(out, rep, Tq), None
 
 
 AttentionInterface.register("svbench_cpu", few_query_attention)

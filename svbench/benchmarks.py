@@ -92,15 +92,19 @@ def load_benchmark(bench_cfg) -> list[Question]:
         if unknown:
             raise SvbenchError(f"benchmark.categories: unknown {unknown}; this file has {available}")
         questions = [q for q in questions if q.category in wanted]
-    limit = bench_cfg.get("limit")
-    if limit is not None:
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise SvbenchError(f"benchmark.limit={limit!r} must be a positive integer or null")
+    limit, skip = bench_cfg.get("limit"), bench_cfg.get("skip", 0)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise SvbenchError(f"benchmark.limit={limit!r} must be a positive integer or null")
+    if isinstance(skip, bool) or not isinstance(skip, int) or skip < 0:
+        raise SvbenchError(f"benchmark.skip={skip!r} must be a non-negative integer")
+    if limit is not None or skip:  # per category: drop the first `skip` questions, keep the next `limit`
         kept, per_category = [], {}
         for q in questions:
             per_category[q.category] = per_category.get(q.category, 0) + 1
-            if per_category[q.category] <= limit:
+            if skip < per_category[q.category] <= skip + (limit if limit is not None else len(questions)):
                 kept.append(q)
+        if not kept:
+            raise SvbenchError(f"benchmark.skip={skip}: every category has at most {skip} questions")
         questions = kept
     if bench_cfg.get("turns", "all") == "first":
         questions = [Question(q.question_id, q.category, q.turns[:1]) for q in questions]

@@ -144,6 +144,24 @@ def test_grouped_sdpa_equals_transformers_sdpa(mask, dtype, queries, batch):
         m[..., :queries, 5] = False if m.dtype == torch.bool else torch.finfo(dtype).min  # in place: re-read
 
 
+def test_grouped_sdpa_takes_any_output_strides_and_falls_back_on_per_head_masks(monkeypatch):
+    """CUDA's memory-efficient sdpa returns a non-contiguous output: grouped_sdpa must not .view it. A mask that
+    is not one (B|1, 1, Tq, L) mask for every head (here one per head) goes to transformers' sdpa unfolded."""
+    gen = torch.Generator().manual_seed(7)
+    q = torch.randn(2, 9, 5, 16, generator=gen)  # (B, H, q, d)
+    k, v = (torch.randn(2, 3, 30, 16, generator=gen) for _ in range(2))  # (B, kv, L, d)
+    allowed = torch.ones(5, 30, dtype=torch.bool).tril(25)[None, None].expand(2, 1, 5, 30).clone()  # (B, 1, q, L)
+    theirs, _ = sdpa_attention_forward(Module(), q, k, v, allowed, scaling=0.25)
+    per_head = allowed.expand(2, 9, 5, 30).clone()  # (B, H, q, L)
+    torch.testing.assert_close(grouped_sdpa(Module(), q, k, v, per_head, scaling=0.25)[0], theirs)
+    real = torch.nn.functional.scaled_dot_product_attention
+    strided = lambda *a, **kw: real(*a, **kw).transpose(-1, -2).contiguous().transpose(-1, -2)  # same values
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", strided)
+    ours, _ = grouped_sdpa(Module(), q, k, v, allowed, scaling=0.25)
+    assert ours.shape == (2, 5, 9, 16)
+    torch.testing.assert_close(ours, theirs)
+
+
 @torch.inference_mode()
 def test_tree_verify_forwards_read_the_cache_in_place(monkeypatch):
     """The default attention (auto) never calls transformers' repeat_kv on the target's cache after the prefill:

@@ -40,6 +40,24 @@ def test_limit_categories_and_first_turns(data_dir):
         load_benchmark(spec_cfg(limit=0))
 
 
+def test_skip_gives_a_split_disjoint_from_limit(data_dir):
+    """skip=4 limit=4 holds each category's questions 5-8: none of limit=4's, the same count, in file order."""
+    first = load_benchmark(spec_cfg(limit=4))
+    tuning = load_benchmark(spec_cfg(limit=4, skip=4))
+    everything = load_benchmark(spec_cfg())
+    assert len(tuning) == len(first) == 24
+    assert not {q.question_id for q in first} & {q.question_id for q in tuning}
+    for cat in {q.category for q in everything}:
+        ids = [q.question_id for q in everything if q.category == cat]
+        assert [q.question_id for q in tuning if q.category == cat] == ids[4:8]
+    assert len(load_benchmark(spec_cfg(skip=78))) == 12  # no limit: the rest of each category
+    for bad in (-1, True, 1.5):
+        with pytest.raises(SvbenchError, match="benchmark.skip"):
+            load_benchmark(spec_cfg(skip=bad))
+    with pytest.raises(SvbenchError, match="at most 80"):
+        load_benchmark(spec_cfg(skip=80))
+
+
 def test_mt_bench_long_reads_80_first_turns(data_dir):
     cfg = spec_cfg(name="mt_bench_long", file="mt_bench/question.jsonl", turns="first")
     questions = load_benchmark(cfg)

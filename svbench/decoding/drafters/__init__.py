@@ -49,8 +49,9 @@ class Drafter(Protocol):
     def get_candidates(self, ids: list[int], policy: "LengthPolicy", max_len: int, sampling: "Sampling",
                        generator=None) -> "DraftTree":
         """ids: every token so far (prompt + emitted), ids[-1] the root, not yet in the target's cache.
-        Draft at most max_len steps (tokens for a chain, levels for a tree), asking
-        ``policy.should_stop(steps, token_prob, draft_entropy)`` after each. Returns the tree: tokens (n,),
+        Draft at most max_len steps (tokens for a chain, levels for a tree): ``policy.planned_steps(max_len)``
+        when the policy knows the length up front (fixed, heuristic: no host read until the round's end),
+        otherwise asking ``policy.should_stop(steps, token_prob, draft_entropy)`` after each step. Returns the tree: tokens (n,),
         parents (n,), depths (n,), draft_probs (n, V) for a sampled chain, draft_entropy (steps,), steps;
         optionally device_arrays (3, n): tokens / parents / depths already on the device (saves the upload
         the target forward would otherwise make)."""
