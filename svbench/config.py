@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from svbench.attention import CHOICES as ATTENTION_CHOICES
+from svbench.linear import CHOICES as LINEAR_CHOICES
 from svbench.benchmarks import PROMPT_TEMPLATES
 from svbench.decoding.drafters import drafter_class
 from svbench.decoding.policies import ArFallback
@@ -70,6 +71,8 @@ def validate(cfg) -> dict:
     resolve_device(str(c["device"]))
     if c["attention"] not in ATTENTION_CHOICES:
         raise SvbenchError(f"attention={c['attention']!r} must be one of {ATTENTION_CHOICES}")
+    if c.get("linear", "plain") not in LINEAR_CHOICES:
+        raise SvbenchError(f"linear={c['linear']!r} must be one of {LINEAR_CHOICES}")
     if c["prompt_template"] not in PROMPT_TEMPLATES:
         raise SvbenchError(f"prompt_template={c['prompt_template']!r} is not one of {list(PROMPT_TEMPLATES)}")
     if c["benchmark"].get("turns", "all") not in ("all", "first"):
@@ -149,6 +152,8 @@ def generation_settings(c: dict) -> dict:
         "temperature": c["temperature"], "top_k": c["top_k"], "top_p": c["top_p"],
         "max_new_tokens": c["max_new_tokens"], "prompt_template": c["prompt_template"],
         "ignore_eos": bench["ignore_eos"], "benchmark_file": [bench.get("path"), bench.get("file")],
+        # linear: only when not the default, so that the hashes of runs made before the option stay the same
+        **({"linear": c["linear"]} if c.get("linear", "plain") != "plain" else {}),
     }
 
 

@@ -216,11 +216,13 @@ def eos_ids_of(model, tokenizer) -> tuple[int, ...]:
 
 
 def load_pair(pair_cfg, dtype: str = "float32", device: str = "cpu", drafter_cls=None,
-              attention: str = "auto") -> ModelPair:
+              attention: str = "auto", linear: str = "plain") -> ModelPair:
     """The target, its tokenizer and, when the method's drafter class declares a ``network``, that entry of
     the pair loaded by the class's own ``load_network`` (svbench.decoding.drafters: the registry).
-    ``attention``: the target's (and a draft LM's) attention path, svbench.attention."""
+    ``attention``: the target's (and a draft LM's) attention path, svbench.attention; ``linear``: the target's
+    linear layers, svbench.linear."""
     from svbench.attention import set_attention
+    from svbench.linear import use_linear
 
     torch_dtype, torch_device = resolve_dtype(dtype), resolve_device(device)
     target, tok_source = load_model(pair_cfg["target"], "target")
@@ -235,6 +237,7 @@ def load_pair(pair_cfg, dtype: str = "float32", device: str = "cpu", drafter_cls
         network, vocab_subset = drafter_cls.load_network(spec, target)
     target = target.to(device=torch_device, dtype=torch_dtype)
     set_attention(target, attention)
+    use_linear(target, linear)
     if network is not None:
         network = network.to(device=torch_device, dtype=torch_dtype)
         if hasattr(network, "set_attn_implementation"):  # a transformers LM (the draft LM); the draft nets use svbench_sdpa

@@ -1,0 +1,86 @@
+"""linear=onednn: the target's bf16 linear layers through oneDNN with reordered weights give F.linear's bits, and
+fall back to F.linear when the weight they were reordered from changed (cast, written, copied)."""
+import copy
+
+import pytest
+import torch
+from test_config import cfg_with
+from torch import nn
+
+from svbench.config import generation_settings, group_config, validate
+from svbench.decoding.loop import generate
+from svbench.decoding.target import TargetRunner
+from svbench.decoding.tree import DraftTree
+from svbench.errors import SvbenchError
+from svbench.linear import OneDNNLinear, available, use_linear
+from svbench.models import load_pair, tiny_llama
+
+pytestmark = pytest.mark.skipif(not available(), reason="torch without oneDNN")
+
+
+def bf16_model():
+    return tiny_llama(seed=0, hidden_size=192, num_heads=6, num_kv_heads=2, num_layers=3).to(torch.bfloat16)
+
+
+@torch.inference_mode()
+def forwards(model, ids):
+    """Logits of a 150-token prefill, a 1-token step and a 5-node tree after it: the shapes of AR and SD."""
+    runner = TargetRunner(model)
+    out = [runner.prefill(ids[:150])]
+    out.append(runner.forward_tree(DraftTree.chain(ids[150], [])))
+    runner.keep_path(DraftTree.chain(ids[150], []), [])
+    out.append(runner.forward_tree(DraftTree.from_parents(ids[151:156], [-1, 0, 0, 1, 1])))
+    return out
+
+
+def test_reordered_weights_give_f_linear_bits():
+    ids = torch.randint(0, 512, (160,), generator=torch.Generator().manual_seed(1)).tolist()
+    plain, fast = bf16_model(), bf16_model()
+    n_linear = sum(type(m) is nn.Linear for m in fast.modules())
+    assert use_linear(fast, "onednn") == n_linear > 0
+    assert sum(type(m) is OneDNNLinear for m in fast.modules()) == n_linear
+    calls = []
+    real = torch.ops.mkldnn._linear_pointwise
+    torch.ops.mkldnn._linear_pointwise = lambda *a: calls.append(1) or real(*a)
+    try:
+        got = forwards(fast, ids)
+    finally:
+        torch.ops.mkldnn._linear_pointwise = real
+    assert len(calls) == 3 * n_linear  # every linear layer of every forward took the oneDNN path
+    for a, b in zip(forwards(plain, ids), got):
+        assert torch.equal(a, b)
+
+
+def test_changed_weights_fall_back_to_f_linear():
+    ids = torch.randint(0, 512, (160,), generator=torch.Generator().manual_seed(2)).tolist()
+    fast = bf16_model()
+    use_linear(fast, "onednn")
+    reference = copy.deepcopy(fast).float()  # the runner's float32 reference for near-ties
+    for a, b in zip(forwards(copy.deepcopy(bf16_model()).float(), ids), forwards(reference, ids)):
+        assert torch.equal(a, b)
+    with torch.no_grad():  # written in place: the reordered copy is stale
+        for m in fast.modules():
+            if isinstance(m, nn.Linear):
+                m.weight.mul_(0.5)
+    halved = bf16_model()
+    with torch.no_grad():
+        for m in halved.modules():
+            if isinstance(m, nn.Linear):
+                m.weight.mul_(0.5)
+    for a, b in zip(forwards(halved, ids), forwards(fast, ids)):
+        assert torch.equal(a, b)
+
+
+def test_option_reaches_the_target_and_keeps_old_hashes():
+    pair_cfg = group_config("pair", "tiny")
+    fast = load_pair(pair_cfg, dtype="bfloat16", linear="onednn")
+    plain = load_pair(pair_cfg, dtype="bfloat16")
+    assert any(type(m) is OneDNNLinear for m in fast.target.modules())
+    assert not any(type(m) is OneDNNLinear for m in plain.target.modules())
+    prompt = list(range(3, 40))
+    assert generate(fast.target, prompt, 24).ids == generate(plain.target, prompt, 24).ids
+    c = validate(cfg_with("pair=tiny"))
+    assert "linear" not in generation_settings(c)  # runs made before the option keep their config hash
+    assert generation_settings(validate(cfg_with("pair=tiny", "linear=onednn")))["linear"] == "onednn"
+    with pytest.raises(SvbenchError, match="linear='fast' must be one of"):
+        validate(cfg_with("pair=tiny", "linear=fast"))
