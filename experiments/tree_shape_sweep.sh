@@ -17,10 +17,15 @@ PY=${PY:-.venv/bin/python} SKIP=${SKIP:-4} LIMIT=${LIMIT:-4}
 [[ "$LIMIT" =~ ^[1-9][0-9]*$ ]] || { echo "LIMIT '$LIMIT': a positive integer" >&2; exit 2; }
 OUT=results/experiments/$NAME/smollm2
 COMMON="pair=smollm2 benchmark=spec_bench max_new_tokens=${TOKENS:-128} dtype=bfloat16 progress=false benchmark.skip=$SKIP"
+for c in $CONFIGS; do  # every CONFIG checked before anything runs
+  IFS=: read -r policy k d n h rest <<< "$c"
+  [[ "$policy" =~ ^(svip|fixed|heuristic|confidence)$ && "$k" =~ ^[1-9][0-9]*$ && "$d" =~ ^[1-9][0-9]*$ \
+     && "$n" =~ ^[1-9][0-9]*$ && -z "$rest" && ( -z "$h" || ( "$policy" == svip && "$h" =~ ^[0-9]*\.?[0-9]+$ ) ) ]] \
+    || { echo "bad CONFIG '$c': POLICY:TOP_K:DEPTH:NODES[:H], H for svip only" >&2; exit 2; }
+done
 $PY -m svbench method=ar $COMMON benchmark.limit=$LIMIT hydra.run.dir=$OUT/ar
 for c in $CONFIGS; do
   IFS=: read -r policy k d n h <<< "$c"
-  [[ "$policy" =~ ^(svip|fixed|heuristic|confidence)$ && "$k$d$n" =~ ^[0-9]+$ ]] || { echo "bad CONFIG '$c'" >&2; exit 2; }
   extra=() dir=eagle2-$policy-k$k-d$d-n$n
   [ -z "$h" ] || { extra=(policy.h=$h); dir=$dir-h$h; }
   $PY -m svbench method=eagle2 policy=$policy $COMMON benchmark.limit=$LIMIT method.drafter.top_k=$k \

@@ -41,6 +41,7 @@ def main() -> None:
     for choice in args.linear:
         models[choice] = copy.deepcopy(pair.target)
         use_linear(models[choice], choice)
+    del pair  # the copies are timed, not the loaded target
     times = {(choice, n): [] for choice in args.linear for n in SIZES}
     for _ in range(args.rounds):
         for n in SIZES:
@@ -49,7 +50,7 @@ def main() -> None:
     per = {choice: {n: statistics.median(times[choice, n]) for n in SIZES} for choice in args.linear}
     median = per[args.linear[0]]
     linear_arg = f" --linear {' '.join(args.linear)}" if args.linear != ["plain"] else ""
-    result = {"pair": args.pair, "dtype": args.dtype, "prefix": 256, "ms": median,
+    result = {"pair": args.pair, "dtype": args.dtype, "prefix": 256, "linear": args.linear[0], "ms": median,
               "relative_to_1": {n: median[n] / median[1] for n in SIZES}, "env": environment(args.device),
               "ms_by_linear": per,
               "command": f"python experiments/tree_verify_cost.py --pair {args.pair} --dtype {args.dtype}{linear_arg}"}

@@ -73,6 +73,9 @@ def validate(cfg) -> dict:
         raise SvbenchError(f"attention={c['attention']!r} must be one of {ATTENTION_CHOICES}")
     if c.get("linear", "plain") not in LINEAR_CHOICES:
         raise SvbenchError(f"linear={c['linear']!r} must be one of {LINEAR_CHOICES}")
+    if c.get("linear", "plain") == "onednn" and (c["dtype"] != "bfloat16" or resolve_device(str(c["device"])).type != "cpu"):
+        raise SvbenchError(f"linear=onednn applies to bfloat16 on a CPU (dtype={c['dtype']}, device={c['device']}); "
+                           f"use linear=plain")
     if c["prompt_template"] not in PROMPT_TEMPLATES:
         raise SvbenchError(f"prompt_template={c['prompt_template']!r} is not one of {list(PROMPT_TEMPLATES)}")
     if c["benchmark"].get("turns", "all") not in ("all", "first"):

@@ -5,7 +5,9 @@ oneDNN's blocked layout (torch.ops.mkldnn: what torch.compile's freezing does fo
 F.linear reorders nothing ahead and, on session 25's Xeon (AVX512-BF16), took 1.5x (576 -> 1536) to 2.2x
 (the 49,152-row LM head) as long for one row and 1.3x / 2.8x for five (results/onednn_linear_cpu.md).
 The output bits are F.linear's (tests/test_linear.py). The reordered copy belongs to the weight it was made
-from: a module whose weight was replaced, written in place, cast or copied (``copy.deepcopy``) runs F.linear.
+from: a module whose weight was replaced, cast, copied (``copy.deepcopy``) or written in place through the
+tensor itself runs F.linear. A write through ``weight.data`` bypasses the version counter and is NOT detected:
+call ``use_linear`` again after changing weights that way.
 The reordered copies are kept beside the weights (for SmolLM2-135M in bf16, ~270 MB more memory).
 """
 from __future__ import annotations
@@ -23,21 +25,30 @@ _REORDERED: "weakref.WeakKeyDictionary[nn.Linear, tuple]" = weakref.WeakKeyDicti
 
 
 def _weight_key(w: torch.Tensor) -> tuple:
-    return w.data_ptr(), w._version, w.dtype, w.device
+    """What must be unchanged for a reordered copy of w to stand for it: the same tensor object (a replaced
+    Parameter at a reused address does not match), its in-place write count, storage, dtype and device."""
+    return id(w), w._version, w.data_ptr(), w.dtype, w.device
 
 
 class OneDNNLinear(nn.Linear):
     """nn.Linear whose forward uses the weight reordered by ``use_linear`` while that weight is unchanged."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        entry = _REORDERED.get(self)
-        if entry is None or entry[0] != _weight_key(self.weight) or x.dtype != self.weight.dtype or x.device.type != "cpu":
-            return F.linear(x, self.weight, self.bias)
+        entry, w = _REORDERED.get(self), self.weight
+        if entry is None or entry[2]() is not w or entry[0] != _weight_key(w) or x.dtype != w.dtype \
+                or x.device.type != "cpu":
+            return F.linear(x, w, self.bias)
         return torch.ops.mkldnn._linear_pointwise(x, entry[1], self.bias, "none", [], "")
 
 
 def available() -> bool:
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+    """oneDNN is built in, has the two ops, and supports bf16 on this CPU (the check torch.compile makes)."""
+    ops = torch.ops.mkldnn
+    if not (torch.backends.mkldnn.is_available() and hasattr(ops, "_reorder_linear_weight")
+            and hasattr(ops, "_linear_pointwise")):
+        return False
+    supported = getattr(ops, "_is_mkldnn_bf16_supported", None)
+    return bool(supported()) if supported is not None else True
 
 
 def use_linear(model: nn.Module, choice: str) -> int:
@@ -48,14 +59,18 @@ def use_linear(model: nn.Module, choice: str) -> int:
     if choice == "plain":
         return 0
     if not available():
-        raise SvbenchError("linear=onednn needs a torch built with oneDNN (torch.backends.mkldnn); use linear=plain")
+        raise SvbenchError("linear=onednn needs a torch with oneDNN and bf16 support on this CPU; use linear=plain")
     n = 0
     for module in model.modules():
         w = getattr(module, "weight", None)
         if type(module) in (nn.Linear, OneDNNLinear) and w is not None and w.dtype == torch.bfloat16 \
-                and w.device.type == "cpu":
+                and w.device.type == "cpu" and not w.is_inference():  # inference tensors have no version
             with torch.no_grad():
-                _REORDERED[module] = (_weight_key(w), torch.ops.mkldnn._reorder_linear_weight(w.detach(), 1))
+                packed = torch.ops.mkldnn._reorder_linear_weight(w.detach(), 1)
+            _REORDERED[module] = (_weight_key(w), packed, weakref.ref(w))
             module.__class__ = OneDNNLinear
             n += 1
+    if n == 0:
+        raise SvbenchError("linear=onednn: the model has no bfloat16 linear layer on the CPU to reorder "
+                           "(it needs dtype=bfloat16 device=cpu); use linear=plain")
     return n

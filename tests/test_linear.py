@@ -12,10 +12,10 @@ from svbench.decoding.loop import generate
 from svbench.decoding.target import TargetRunner
 from svbench.decoding.tree import DraftTree
 from svbench.errors import SvbenchError
-from svbench.linear import OneDNNLinear, available, use_linear
+from svbench.linear import _REORDERED, OneDNNLinear, available, use_linear
 from svbench.models import load_pair, tiny_llama
 
-pytestmark = pytest.mark.skipif(not available(), reason="torch without oneDNN")
+needs_onednn = pytest.mark.skipif(not available(), reason="torch without oneDNN bf16")
 
 
 def bf16_model():
@@ -33,31 +33,57 @@ def forwards(model, ids):
     return out
 
 
+class CountedCalls:
+    """Counts torch.ops.mkldnn._linear_pointwise calls while active."""
+
+    def __enter__(self):
+        self.n, self.real = 0, torch.ops.mkldnn._linear_pointwise
+
+        def counted(*args):
+            self.n += 1
+            return self.real(*args)
+        torch.ops.mkldnn._linear_pointwise = counted
+        return self
+
+    def __exit__(self, *exc):
+        torch.ops.mkldnn._linear_pointwise = self.real
+
+
+@needs_onednn
 def test_reordered_weights_give_f_linear_bits():
     ids = torch.randint(0, 512, (160,), generator=torch.Generator().manual_seed(1)).tolist()
     plain, fast = bf16_model(), bf16_model()
     n_linear = sum(type(m) is nn.Linear for m in fast.modules())
     assert use_linear(fast, "onednn") == n_linear > 0
     assert sum(type(m) is OneDNNLinear for m in fast.modules()) == n_linear
-    calls = []
-    real = torch.ops.mkldnn._linear_pointwise
-    torch.ops.mkldnn._linear_pointwise = lambda *a: calls.append(1) or real(*a)
-    try:
+    with CountedCalls() as calls:
         got = forwards(fast, ids)
-    finally:
-        torch.ops.mkldnn._linear_pointwise = real
-    assert len(calls) == 3 * n_linear  # every linear layer of every forward took the oneDNN path
+    assert calls.n == 3 * n_linear  # every linear layer of every forward took the oneDNN path
     for a, b in zip(forwards(plain, ids), got):
         assert torch.equal(a, b)
 
 
+@needs_onednn
 def test_changed_weights_fall_back_to_f_linear():
     ids = torch.randint(0, 512, (160,), generator=torch.Generator().manual_seed(2)).tolist()
     fast = bf16_model()
     use_linear(fast, "onednn")
+    twin = copy.deepcopy(fast)  # a copy holds new weights: no reordered copy stands for them
+    assert all(_REORDERED.get(m) is None for m in twin.modules())
+    with CountedCalls() as calls:
+        forwards(twin, ids)
+    assert calls.n == 0
     reference = copy.deepcopy(fast).float()  # the runner's float32 reference for near-ties
     for a, b in zip(forwards(copy.deepcopy(bf16_model()).float(), ids), forwards(reference, ids)):
         assert torch.equal(a, b)
+    with torch.no_grad():  # replaced by an equal Parameter: not the tensor it was reordered from
+        for m in fast.modules():
+            if isinstance(m, nn.Linear):
+                m.weight = nn.Parameter(m.weight.detach().clone())
+    with CountedCalls() as calls:
+        forwards(fast, ids)
+    assert calls.n == 0
+    use_linear(fast, "onednn")
     with torch.no_grad():  # written in place: the reordered copy is stale
         for m in fast.modules():
             if isinstance(m, nn.Linear):
@@ -71,16 +97,26 @@ def test_changed_weights_fall_back_to_f_linear():
         assert torch.equal(a, b)
 
 
-def test_option_reaches_the_target_and_keeps_old_hashes():
+@needs_onednn
+def test_option_reaches_the_target():
     pair_cfg = group_config("pair", "tiny")
     fast = load_pair(pair_cfg, dtype="bfloat16", linear="onednn")
     plain = load_pair(pair_cfg, dtype="bfloat16")
-    assert any(type(m) is OneDNNLinear for m in fast.target.modules())
     assert not any(type(m) is OneDNNLinear for m in plain.target.modules())
     prompt = list(range(3, 40))
-    assert generate(fast.target, prompt, 24).ids == generate(plain.target, prompt, 24).ids
+    with CountedCalls() as calls:
+        got = generate(fast.target, prompt, 24).ids
+    assert calls.n > 0
+    assert got == generate(plain.target, prompt, 24).ids
+    with pytest.raises(SvbenchError, match="no bfloat16 linear layer"):
+        load_pair(pair_cfg, dtype="float32", linear="onednn")
+
+
+def test_option_validates_and_keeps_old_hashes():
     c = validate(cfg_with("pair=tiny"))
     assert "linear" not in generation_settings(c)  # runs made before the option keep their config hash
     assert generation_settings(validate(cfg_with("pair=tiny", "linear=onednn")))["linear"] == "onednn"
     with pytest.raises(SvbenchError, match="linear='fast' must be one of"):
         validate(cfg_with("pair=tiny", "linear=fast"))
+    with pytest.raises(SvbenchError, match="linear=onednn applies to bfloat16 on a CPU"):
+        validate(cfg_with("pair=tiny", "linear=onednn", "dtype=float32"))
