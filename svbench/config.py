@@ -71,9 +71,10 @@ def validate(cfg) -> dict:
     resolve_device(str(c["device"]))
     if c["attention"] not in ATTENTION_CHOICES:
         raise SvbenchError(f"attention={c['attention']!r} must be one of {ATTENTION_CHOICES}")
-    if c.get("linear", "plain") not in LINEAR_CHOICES:
-        raise SvbenchError(f"linear={c['linear']!r} must be one of {LINEAR_CHOICES}")
-    if c.get("linear", "plain") == "onednn" and (c["dtype"] != "bfloat16" or resolve_device(str(c["device"])).type != "cpu"):
+    linear = c.setdefault("linear", "plain")  # configs written before the option have none
+    if linear not in LINEAR_CHOICES:
+        raise SvbenchError(f"linear={linear!r} must be one of {LINEAR_CHOICES}")
+    if linear == "onednn" and (c["dtype"] != "bfloat16" or resolve_device(str(c["device"])).type != "cpu"):
         raise SvbenchError(f"linear=onednn applies to bfloat16 on a CPU (dtype={c['dtype']}, device={c['device']}); "
                            f"use linear=plain")
     if c["prompt_template"] not in PROMPT_TEMPLATES:

@@ -21,13 +21,14 @@ from torch import nn
 from svbench.errors import SvbenchError
 
 CHOICES = ("plain", "onednn")
-_REORDERED: "weakref.WeakKeyDictionary[nn.Linear, tuple]" = weakref.WeakKeyDictionary()  # module -> (key, weight)
+# module -> (_weight_key of its weight, the reordered weight, a weak reference to the weight it was made from)
+_REORDERED: "weakref.WeakKeyDictionary[nn.Linear, tuple]" = weakref.WeakKeyDictionary()
 
 
 def _weight_key(w: torch.Tensor) -> tuple:
-    """What must be unchanged for a reordered copy of w to stand for it: the same tensor object (a replaced
-    Parameter at a reused address does not match), its in-place write count, storage, dtype and device."""
-    return id(w), w._version, w.data_ptr(), w.dtype, w.device
+    """What must be unchanged in w for its reordered copy to stand for it (besides being the same tensor
+    object, checked through a weak reference): its in-place write count, its storage and its dtype."""
+    return w._version, w.data_ptr(), w.dtype
 
 
 class OneDNNLinear(nn.Linear):

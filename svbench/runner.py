@@ -121,7 +121,7 @@ def plan(cfg, out_dir: Path) -> Plan:
                            f"folder holds one configuration: use another hydra.run.dir or remove that folder")
     ar_index = _ar_index(_external_ar_records(c["baseline_records"]) + store.records)
     pair = load_pair(c["pair"], c["dtype"], c["device"], drafter_cls=drafter_class(c["method"]),
-                     attention=c["attention"], linear=c.get("linear", "plain"))
+                     attention=c["attention"], linear=c["linear"])
     sampling = Sampling(float(c["temperature"]), int(c["top_k"]), float(c["top_p"]))
     p = Plan(c, Path(out_dir), questions, store, env, ar_hash, method_hash, ar_index, pair, build_drafter(c, pair),
              build_policy(c), sampling)
