@@ -4,6 +4,7 @@ same prompts, side by side in one run.
 
     python experiments/datagen_speed.py [--prompts 128] [--max-new-tokens 128] [--batch-sizes 16,32,64,128]
         [--prefill-groups 1,8] [--max-batch-tokens 131072] [--hf-batch-size 32 | 0 to skip transformers]
+        [--attention sdpa (the data CLI's default)]
 
 Prompts: the first N of the shuffled training prompts with at most 512 tokens, sorted by length (as the
 generator buckets them). Greedy, bf16, the SmolLM2 target. Writes results/datagen_speed.{json,md}.
@@ -20,7 +21,8 @@ from svbench.benchmarks import build_prompt
 from svbench.config import group_config
 from svbench.environment import write_result
 from svbench.models import load_pair
-from svbench.train.data import generate_all, shuffled
+from svbench.attention import CHOICES
+from svbench.train.data import DATA_ATTENTION, generate_all, shuffled
 from svbench.train.prompts import load_train_prompts, train_prompt_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,9 +88,10 @@ def main():
     ap.add_argument("--hf-batch-size", type=int, default=32, help="the old generator's --batch-size default; 0 skips it")
     ap.add_argument("--prefill-groups", type=int_list, default="8", help="comma list: prompts per prefill forward (1 = row by row)")
     ap.add_argument("--max-batch-tokens", type=int, default=131072, help="generate_all's cap on rows x (longest + new)")
+    ap.add_argument("--attention", default=DATA_ATTENTION, choices=CHOICES, help="the target's attention path (default: the data CLI's)")
     ap.add_argument("--out", default=str(REPO / "results" / "datagen_speed"))
     args = ap.parse_args()
-    pair, prompts = warm_target(args.prompts)
+    pair, prompts = warm_target(args.prompts, args.attention)
     model, eos = pair.target, pair.eos_token_ids
     rows, reference = [], None
     if args.hf_batch_size > 0:

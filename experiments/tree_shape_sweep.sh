@@ -8,7 +8,8 @@
 # Usage: bash experiments/tree_shape_sweep.sh NAME [CONFIG ...]
 #   CONFIG: POLICY:TOP_K:DEPTH:NODES[:H] (H: svip's h, default the official 0.3), e.g. svip:4:3:12 fixed:8:4:32
 #   writes results/experiments/NAME/smollm2/{ar,eagle2-POLICY-kTOP_K-dDEPTH-nNODES[-hH]} and
-#   results/analysis/NAME/smollm2/. SKIP (4), LIMIT (4), TOKENS (128), PY (.venv/bin/python) from the environment.
+#   results/analysis/NAME/smollm2/. SKIP (4), LIMIT (4), TOKENS (128), PY (.venv/bin/python) from the environment;
+#   EXTRA: more overrides for every run, AR included (e.g. EXTRA=linear=onednn).
 set -euo pipefail
 NAME=${1:?usage: bash experiments/tree_shape_sweep.sh NAME [POLICY:TOP_K:DEPTH:NODES[:H] ...]}
 shift
@@ -16,7 +17,7 @@ CONFIGS=${*:-svip:4:3:12 svip:6:4:20 svip:8:4:32 svip:10:5:60 fixed:4:3:12 fixed
 PY=${PY:-.venv/bin/python} SKIP=${SKIP:-4} LIMIT=${LIMIT:-4}
 [[ "$LIMIT" =~ ^[1-9][0-9]*$ ]] || { echo "LIMIT '$LIMIT': a positive integer" >&2; exit 2; }
 OUT=results/experiments/$NAME/smollm2
-COMMON="pair=smollm2 benchmark=spec_bench max_new_tokens=${TOKENS:-128} dtype=bfloat16 progress=false benchmark.skip=$SKIP"
+COMMON="pair=smollm2 benchmark=spec_bench max_new_tokens=${TOKENS:-128} dtype=bfloat16 progress=false benchmark.skip=$SKIP ${EXTRA:-}"
 for c in $CONFIGS; do  # every CONFIG checked before anything runs
   IFS=: read -r policy k d n h rest <<< "$c"
   [[ "$policy" =~ ^(svip|fixed|heuristic|confidence)$ && "$k" =~ ^[1-9][0-9]*$ && "$d" =~ ^[1-9][0-9]*$ \

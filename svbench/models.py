@@ -220,7 +220,7 @@ def load_pair(pair_cfg, dtype: str = "float32", device: str = "cpu", drafter_cls
     """The target, its tokenizer and, when the method's drafter class declares a ``network``, that entry of
     the pair loaded by the class's own ``load_network`` (svbench.decoding.drafters: the registry).
     ``attention``: the target's (and a draft LM's) attention path, svbench.attention; ``linear``: the target's
-    linear layers, svbench.linear."""
+    and the draft network's linear layers, svbench.linear."""
     from svbench.attention import set_attention
     from svbench.linear import use_linear
 
@@ -242,6 +242,7 @@ def load_pair(pair_cfg, dtype: str = "float32", device: str = "cpu", drafter_cls
         network = network.to(device=torch_device, dtype=torch_dtype)
         if hasattr(network, "set_attn_implementation"):  # a transformers LM (the draft LM); the draft nets use svbench_sdpa
             set_attention(network, attention)
+        use_linear(network, linear, required=False)
     return ModelPair(pair_cfg.get("name", "?"), target, network, tokenizer, eos_ids_of(target, tokenizer), vocab_subset)
 
 

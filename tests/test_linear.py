@@ -120,3 +120,26 @@ def test_option_validates_and_keeps_old_hashes():
         validate(cfg_with("pair=tiny", "linear=fast"))
     with pytest.raises(SvbenchError, match="linear=onednn applies to bfloat16 on a CPU"):
         validate(cfg_with("pair=tiny", "linear=onednn", "dtype=float32"))
+
+
+@needs_onednn
+@pytest.mark.parametrize("method", ["vanilla_sd", "glide", "eagle2", "eagle3"])
+def test_option_reaches_the_draft_network(method):
+    """The draft network's bf16 linears run through oneDNN too (a layer it shares with the target keeps the
+    target's reordered copy), and SD's ids and per-round counts are plain's."""
+    from svbench.config import build_drafter
+    from svbench.decoding.drafters import drafter_class
+    from svbench.decoding.policies import FixedPolicy
+
+    method_cfg, pair_cfg = group_config("method", method), group_config("pair", "tiny")
+    runs = {}
+    for linear in ("plain", "onednn"):
+        pair = load_pair(pair_cfg, dtype="bfloat16", drafter_cls=drafter_class(method_cfg), linear=linear)
+        layers = [m for m in pair.network.modules() if isinstance(m, nn.Linear)]
+        assert layers and all((type(m) is OneDNNLinear) == (linear == "onednn") for m in layers)
+        drafter = build_drafter({"method": method_cfg}, pair)
+        with CountedCalls() as calls:
+            out = generate(pair.target, list(range(3, 40)), 24, drafter, FixedPolicy(3))
+        assert (calls.n > 0) == (linear == "onednn")
+        runs[linear] = (out.ids, [(r.drafted, r.accepted) for r in out.rounds])
+    assert runs["onednn"] == runs["plain"]
