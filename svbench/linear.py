@@ -9,8 +9,10 @@ The output bits are F.linear's (tests/test_linear.py). The reordered copy belong
 from: a module whose weight was replaced, cast, copied (``copy.deepcopy``) or written in place through the
 tensor itself runs F.linear. A write through ``weight.data`` bypasses the version counter and is NOT detected:
 call ``use_linear`` again after changing weights that way.
-The reordered copies are kept beside the weights (for SmolLM2-135M in bf16, ~270 MB more memory, plus the
-draft network's layers).
+Only nn.Linear modules are reordered: the drafters' reduced-vocabulary heads (``hidden @ head.T`` over a slice
+of the LM head) stay plain matmuls, and a draft LM's full LM head is reordered even when a reduced vocabulary
+leaves it unused. The reordered copies are kept beside the weights (for SmolLM2-135M in bf16, ~270 MB more
+memory for the target, ~70 MB for the 2-layer draft LM with its LM head, less for the heads).
 """
 from __future__ import annotations
 
@@ -54,16 +56,9 @@ def available() -> bool:
     return bool(supported()) if supported is not None else True
 
 
-def _is_current(module: nn.Module) -> bool:
-    """The module already holds a reordered copy of its present weight (e.g. a layer shared with the target)."""
-    entry = _REORDERED.get(module)
-    return entry is not None and entry[2]() is module.weight and entry[0] == _weight_key(module.weight)
-
-
-def use_linear(model: nn.Module, choice: str, required: bool = True) -> int:
-    """Put the model's bf16 CPU linear layers on the chosen path (after its dtype and device are set);
-    returns how many layers are on it. ``required``: a model with none is an error (the target) rather than
-    left as it is (a draft network). For inference only: the reordered weights carry no gradient."""
+def use_linear(model: nn.Module, choice: str) -> int:
+    """Put the model's bf16 CPU nn.Linear layers on the chosen path (after its dtype and device are set);
+    returns how many were reordered. For inference only: the reordered weights carry no gradient."""
     if choice not in CHOICES:
         raise SvbenchError(f"linear={choice!r} must be one of {CHOICES}")
     if choice == "plain":
@@ -75,13 +70,12 @@ def use_linear(model: nn.Module, choice: str, required: bool = True) -> int:
         w = getattr(module, "weight", None)
         if type(module) in (nn.Linear, OneDNNLinear) and w is not None and w.dtype == torch.bfloat16 \
                 and w.device.type == "cpu" and not w.is_inference():  # inference tensors have no version
-            if not _is_current(module):
-                with torch.no_grad():
-                    packed = torch.ops.mkldnn._reorder_linear_weight(w.detach(), 1)
-                _REORDERED[module] = (_weight_key(w), packed, weakref.ref(w))
-                module.__class__ = OneDNNLinear
+            with torch.no_grad():
+                packed = torch.ops.mkldnn._reorder_linear_weight(w.detach(), 1)
+            _REORDERED[module] = (_weight_key(w), packed, weakref.ref(w))
+            module.__class__ = OneDNNLinear
             n += 1
-    if n == 0 and required:
+    if n == 0:
         raise SvbenchError("linear=onednn: the model has no bfloat16 linear layer on the CPU to reorder "
                            "(it needs dtype=bfloat16 device=cpu); use linear=plain")
     return n

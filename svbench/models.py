@@ -242,7 +242,7 @@ def load_pair(pair_cfg, dtype: str = "float32", device: str = "cpu", drafter_cls
         network = network.to(device=torch_device, dtype=torch_dtype)
         if hasattr(network, "set_attn_implementation"):  # a transformers LM (the draft LM); the draft nets use svbench_sdpa
             set_attention(network, attention)
-        use_linear(network, linear, required=False)
+        use_linear(network, linear)
     return ModelPair(pair_cfg.get("name", "?"), target, network, tokenizer, eos_ids_of(target, tokenizer), vocab_subset)
 
 

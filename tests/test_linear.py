@@ -1,5 +1,6 @@
-"""linear=onednn: the target's bf16 linear layers through oneDNN with reordered weights give F.linear's bits, and
-fall back to F.linear when the weight they were reordered from changed (cast, written, copied)."""
+"""linear=onednn: the bf16 linear layers of the target and the draft network through oneDNN with reordered
+weights give F.linear's bits, and fall back to F.linear when the weight they were reordered from changed (cast,
+written, copied)."""
 import copy
 
 import pytest
@@ -125,21 +126,30 @@ def test_option_validates_and_keeps_old_hashes():
 @needs_onednn
 @pytest.mark.parametrize("method", ["vanilla_sd", "glide", "eagle2", "eagle3"])
 def test_option_reaches_the_draft_network(method):
-    """The draft network's bf16 linears run through oneDNN too (a layer it shares with the target keeps the
-    target's reordered copy), and SD's ids and per-round counts are plain's."""
+    """load_pair puts the draft network's bf16 linears on oneDNN too: every drafting forward goes through them
+    (counted against a pair with only the target reordered, which does the same rounds), and the drafts,
+    so the per-round counts, are plain's."""
     from svbench.config import build_drafter
     from svbench.decoding.drafters import drafter_class
     from svbench.decoding.policies import FixedPolicy
 
     method_cfg, pair_cfg = group_config("method", method), group_config("pair", "tiny")
     runs = {}
-    for linear in ("plain", "onednn"):
-        pair = load_pair(pair_cfg, dtype="bfloat16", drafter_cls=drafter_class(method_cfg), linear=linear)
+    for linear in ("plain", "target", "onednn"):
+        pair = load_pair(pair_cfg, dtype="bfloat16", drafter_cls=drafter_class(method_cfg),
+                         linear="plain" if linear == "target" else linear)
+        if linear == "target":
+            use_linear(pair.target, "onednn")
         layers = [m for m in pair.network.modules() if isinstance(m, nn.Linear)]
         assert layers and all((type(m) is OneDNNLinear) == (linear == "onednn") for m in layers)
         drafter = build_drafter({"method": method_cfg}, pair)
         with CountedCalls() as calls:
             out = generate(pair.target, list(range(3, 40)), 24, drafter, FixedPolicy(3))
-        assert (calls.n > 0) == (linear == "onednn")
-        runs[linear] = (out.ids, [(r.drafted, r.accepted) for r in out.rounds])
-    assert runs["onednn"] == runs["plain"]
+        runs[linear] = (out.ids, [(r.drafted, r.accepted) for r in out.rounds], calls.n)
+    assert runs["plain"][2] == 0 and runs["target"][2] > 0
+    draft_calls = runs["onednn"][2] - runs["target"][2]  # the same rounds: the target's calls are equal
+    drafted_steps = sum(r.steps for r in out.rounds)
+    # every drafting step ran all the network's linears on oneDNN but at most one (EAGLE-3's fc over the
+    # target's three layers runs once per round); measured: all of them for the others
+    assert draft_calls >= drafted_steps * (len(layers) - 1) and drafted_steps > 0
+    assert runs["onednn"][:2] == runs["target"][:2] == runs["plain"][:2]
