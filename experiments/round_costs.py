@@ -20,20 +20,21 @@ def mean_ms(records, key: str) -> float:
 def main(dirs: list[str]) -> None:
     if not dirs:
         sys.exit(__doc__.strip().splitlines()[-1].strip())
-    for d in dirs:  # every directory checked before the table starts
-        if not (Path(d) / "records.jsonl").exists():
-            sys.exit(f"{Path(d) / 'records.jsonl'}: no such file (give run directories holding records.jsonl)")
-    print("| run | AR step ms | SD verify ms/round | SD draft ms/round | verify / AR step |\n|---|---:|---:|---:|---:|")
-    for d in dirs:
+    runs = {}
+    for d in dirs:  # every directory read and checked before the table starts
         path = Path(d) / "records.jsonl"
+        if not path.exists():
+            sys.exit(f"{path}: no such file (give run directories holding records.jsonl)")
         records = [json.loads(line) for line in path.open()]
         ar = [r for r in records if r["method"] == "ar"]
         sd = [r for r in records if r["method"] != "ar"]
         if not ar or not sd:
             sys.exit(f"{path}: needs AR and SD records side by side (a run without baseline_records)")
+        runs[d] = ar, sd
+    print("| run | AR step ms | SD verify ms/round | SD draft ms/round | verify / AR step |\n|---|---:|---:|---:|---:|")
+    for d, (ar, sd) in runs.items():
         ar_ms, verify_ms = mean_ms(ar, "verify_s"), mean_ms(sd, "verify_s")
         print(f"| {d} | {ar_ms:.1f} | {verify_ms:.1f} | {mean_ms(sd, 'draft_s'):.1f} | {verify_ms / ar_ms:.3f} |")
-
 
 if __name__ == "__main__":
     main(sys.argv[1:])

@@ -641,3 +641,25 @@ def test_round_steps_counts_steps_per_round_by_method(tmp_path):
                          timeout=60)
     last = bad.stderr.strip().splitlines()[-1]
     assert bad.returncode == 2 and last.endswith(f"no such records file: {tmp_path / 'none.jsonl'}")
+
+
+def test_round_costs_averages_rounds_after_the_prefill(tmp_path):
+    """experiments/round_costs.py: AR's step and SD's verify/draft time per round, the prefill round left out,
+    and their ratio; a folder without records or without both sides is one error line."""
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [{"method": "ar", "rounds": {"verify_s": [0.5, 0.02, 0.04], "draft_s": [0.0, 0.0, 0.0]}},
+            {"method": "eagle2", "rounds": {"verify_s": [0.5, 0.045], "draft_s": [0.0, 0.004]}},
+            {"method": "eagle2", "rounds": {"verify_s": [0.7, 0.03, 0.03], "draft_s": [0.0, 0.002, 0.003]}}]
+    (run / "records.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    script = str(Path(__file__).resolve().parents[1] / "experiments" / "round_costs.py")
+    done = subprocess.run([sys.executable, script, str(run)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == f"| {run} | 30.0 | 35.0 | 3.0 | 1.167 |"
+    for bad_rows, message in (([], "no such file"), (rows[:1], "needs AR and SD records side by side")):
+        bad = tmp_path / f"bad{len(bad_rows)}"
+        bad.mkdir()
+        if bad_rows:
+            (bad / "records.jsonl").write_text(json.dumps(bad_rows[0]) + "\n")
+        out = subprocess.run([sys.executable, script, str(bad)], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 1 and message in out.stderr and out.stdout == ""
