@@ -3,7 +3,8 @@
 # out-of-vocabulary mask (sessions 21-23's run, results/eagle_candidate_s22_smollm2.md), then the ship rule
 # (experiments/draft_candidate.sh, FIXED=1) against the shipped head. Re-running it resumes: training from its
 # last save (every 50 steps, checkpoints/candidates/eagle-mask-train), the ship rule's runs where they stopped.
-# ~2,200 steps x 5-9 s alone on 2 cores (3-5.5 h; 11.4 s on session 25's Xeon, ~7 h), then ~30 min of ship rule; run nothing timed beside it.
+# ~2,200 steps x 5-9 s alone on 2 cores (3-5.5 h; 11.4 s on session 25's Xeon, ~7 h; 5.1 s on session 26's Zen 5 EPYC, ~3.1 h),
+# then ~30 min of ship rule; run nothing timed beside it.
 # Usage (detached, survives the shell): setsid nohup bash experiments/eagle_mask_chain.sh NAME > logs/NAME.log 2>&1 &
 #   NAME: the ship rule's results folder (results/experiments/NAME). PY (.venv/bin/python), STEPS (2200).
 set -euo pipefail
