@@ -17,9 +17,9 @@ from torch.profiler import ProfilerActivity, profile
 
 from svbench.config import group_config
 from svbench.decoding.target import TargetRunner
-from svbench.decoding.tree import DraftTree
 from svbench.linear import CHOICES as LINEAR_CHOICES
 from svbench.models import load_pair
+from svbench.tree_size import binary_tree
 
 
 def main() -> None:
@@ -40,8 +40,7 @@ def profile_forwards(target, tokens: list[int]) -> None:
     runner = TargetRunner(target)
     runner.prefill(torch.randint(0, target.config.vocab_size, (256,)).tolist())
     for n in tokens:
-        parents = [-1] + [max(0, (i - 1) // 2) for i in range(1, n)]  # a binary tree, as tree_verify_cost.py
-        tree = DraftTree.from_parents(torch.randint(0, target.config.vocab_size, (n,)).tolist(), parents)
+        tree = binary_tree(target.config.vocab_size, n)  # the tree tree_verify_cost.py times
         times = []
         for _ in range(12):
             start = time.perf_counter()

@@ -12,7 +12,9 @@ from pathlib import Path
 
 
 def mean_ms(records, key: str) -> float:
-    """Mean of rounds[key] over the rounds after each record's prefill round, in ms."""
+    """Mean of rounds[key] over the rounds after each record's prefill round, in ms. For SD's verify time this is
+    svbench.analysis.metrics.decode_costs's; that one needs draft counts and gives draft time per token, not
+    per round, and none for AR."""
     values = [x for r in records for x in r["rounds"][key][1:]]
     return 1000 * sum(values) / len(values)
 
@@ -35,6 +37,7 @@ def main(dirs: list[str]) -> None:
     for d, (ar, sd) in runs.items():
         ar_ms, verify_ms = mean_ms(ar, "verify_s"), mean_ms(sd, "verify_s")
         print(f"| {d} | {ar_ms:.1f} | {verify_ms:.1f} | {mean_ms(sd, 'draft_s'):.1f} | {verify_ms / ar_ms:.3f} |")
+
 
 if __name__ == "__main__":
     main(sys.argv[1:])

@@ -34,14 +34,19 @@ CALIBRATION_TOPICS = ("Explain how a hash map works.", "Write a short story abou
                       "What are the health benefits of walking every day?", "Summarize the causes of inflation.")
 
 
+def binary_tree(vocab_size: int, n: int) -> DraftTree:
+    """An n-node binary tree of random tokens (node i's parent (i - 1) // 2): never the chain fast path."""
+    parents = [-1] + [max(0, (i - 1) // 2) for i in range(1, n)]
+    return DraftTree.from_parents(torch.randint(0, vocab_size, (n,)).tolist(), parents)
+
+
 @torch.inference_mode()
 def verify_ms(model, n: int, prefix: int = 256, reps: int = 5) -> float:
     """Median ms of one target forward over an n-node (non-chain) tree after `prefix` cached tokens."""
     device = model.device
     cache = TargetRunner(model)
     cache.prefill(torch.randint(0, model.config.vocab_size, (prefix,)).tolist())
-    parents = [-1] + [max(0, (i - 1) // 2) for i in range(1, n)]  # a binary tree: never the chain fast path
-    tree = DraftTree.from_parents(torch.randint(0, model.config.vocab_size, (n,)).tolist(), parents)
+    tree = binary_tree(model.config.vocab_size, n)
     times = []
     for _ in range(reps + 1):
         start = clock(device)
