@@ -698,7 +698,7 @@ def test_mask_outside_vocab_drops_the_soft_ce_where_the_target_top1_is_outside(n
 @pytest.mark.parametrize("name", ["eagle", "eagle3", "draft_lm", "glide"])
 def test_mask_outside_vocab_keeps_exactly_the_positions_whose_target_top1_is_inside(name, monkeypatch):
     """With a vocabulary holding the target's top-1 at some positions and not others, the soft CE of each
-    (unrolled) step sees exactly the rows of the unmasked run whose target top-1 is in the vocabulary: position
+    (unrolled) step keeps exactly the rows of the unmasked run whose target top-1 is in the vocabulary: position
     t for the draft LM and GliDe (predicting t + 1), position t + j + 1 at step j for the EAGLE heads."""
     import svbench.train.recipes as recipes
     cfg, target, ids, attention, answer, top1 = mask_case(name, ttt_steps=3)
@@ -709,9 +709,9 @@ def test_mask_outside_vocab_keeps_exactly_the_positions_whose_target_top1_is_ins
     calls = {}
     real = recipes.soft_cross_entropy
 
-    def recording(draft_logits, target_logits):
-        calls[mask].append(target_logits.detach().clone())
-        return real(draft_logits, target_logits)
+    def recording(draft_logits, target_probs, keep=None):
+        calls[mask].append((target_probs.detach().clone(), keep))
+        return real(draft_logits, target_probs, keep)
     monkeypatch.setattr(recipes, "soft_cross_entropy", recording)
     start = RECIPES[name](cfg, target, vocab).module.state_dict()
     for mask in (False, True):
@@ -721,13 +721,36 @@ def test_mask_outside_vocab_keeps_exactly_the_positions_whose_target_top1_is_ins
         recipe.module.eval()
         recipe.loss(ids, attention, answer, keys=["a", "b"])
     assert len(calls[True]) == len(calls[False]) == (3 if "eagle" in name else 1)
-    for j, (full, kept) in enumerate(zip(calls[False], calls[True])):
+    for j, ((full, no_keep), (probs, keep)) in enumerate(zip(calls[False], calls[True])):
         if "eagle" in name:  # step j: rows are positions t < T - 1 - j, their target is position t + j + 1
             where = recipes.shifted(answer[:, 1:], j)
             expected = recipes.shifted(inside[:, 1:], j)[where]
         else:  # rows are positions t < T - 1, their target is position t's distribution over t + 1
             expected = inside[:, :-1][answer[:, 1:]]
-        assert full.shape[0] == expected.numel() and torch.equal(kept, full[expected]), j
+        assert no_keep is None and full.shape[0] == expected.numel(), j
+        assert torch.equal(probs, full) and torch.equal(keep, expected), j
+
+
+def test_soft_cross_entropy_is_the_mean_over_kept_rows_of_the_cross_entropy_to_the_target():
+    """-sum_v p(v) log q(v) per row, averaged over the kept rows only (weights, not a gather); no kept row: 0
+    with a gradient path; its gradient is softmax(d) - p per kept row / kept count."""
+    from svbench.train.recipes import soft_cross_entropy
+    g = torch.Generator().manual_seed(0)
+    d, p = torch.randn(6, 40, generator=g) * 3, torch.softmax(torch.randn(6, 40, generator=g) * 2, -1)
+    keep = torch.tensor([True, False, True, True, False, True])
+    per_row = -(p * torch.log_softmax(d, -1)).sum(-1)  # (6,)
+    assert float(soft_cross_entropy(d, p)) == pytest.approx(float(per_row.mean()), rel=1e-5)
+    logits = d.clone().requires_grad_()
+    loss = soft_cross_entropy(logits, p, keep)
+    assert float(loss.detach()) == pytest.approx(float(per_row[keep].mean()), rel=1e-5)
+    loss.backward()
+    expected = (torch.softmax(d, -1) - p) * keep[:, None] / int(keep.sum())
+    assert torch.allclose(logits.grad, expected, atol=1e-6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # float32 inside, whatever the caller's autocast
+        assert float(soft_cross_entropy(d, p, keep)) == pytest.approx(float(per_row[keep].mean()), rel=1e-5)
+    none = soft_cross_entropy(logits, p, torch.zeros(6, dtype=torch.bool))
+    assert float(none.detach()) == 0.0 and none.requires_grad
+    assert float(soft_cross_entropy(logits[:0], p[:0])) == 0.0
 
 
 def test_mask_outside_vocab_must_be_a_boolean():

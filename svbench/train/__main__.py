@@ -13,6 +13,7 @@ svbench.train.eval remakes the card).
 from __future__ import annotations
 
 import collections
+import ctypes
 import json
 import math
 import random
@@ -35,6 +36,20 @@ REPO = Path(__file__).resolve().parents[2]
 # settings that decide the trained module's shape or starting point: a resumed run must keep them
 MODEL_KEYS = ("pair", "num_layers", "init_layers", "init_layer", "init_from", "train_only_cross_attention",
               "reduced_vocab")
+
+
+def keep_freed_memory() -> bool:
+    """Keep freed blocks in the process heap (glibc mallopt) instead of returning them to the OS. By default
+    glibc maps every block over 32 MB with mmap and unmaps it on free, so a training step page-faults its
+    ~1.3 GB of fresh (M, N) logits and activations anew each time (~330k faults and 0.2-0.7 s of a ~3 s
+    EAGLE step on session 27's Xeon; results/train_step_speed_s27.md). Memory stays at the peak instead.
+    False where glibc is not there (the defaults stay)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, 1 << 30) and libc.mallopt(M_TRIM_THRESHOLD, 2 ** 31 - 1))  # int args
 
 
 def top_tokens(rows: list[dict], n: int, always: tuple[int, ...]) -> list[int]:
@@ -82,6 +97,7 @@ def train(cfg) -> None:
         raise SvbenchError(f"autocast={cfg.autocast!r}: expected bfloat16 or float32")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    keep_freed_memory()
     torch.manual_seed(cfg.seed)
     pair_cfg = group_config("pair", cfg.pair)
     pair = load_pair(pair_cfg, "float32", "cpu", drafter_cls=None)
