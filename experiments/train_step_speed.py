@@ -3,13 +3,17 @@ version runs as its own process on the same batches (same seed), the versions al
 (ABCABC...), and every step is paired across versions.
 
     python experiments/train_step_speed.py --code NAME=DIR [--code NAME=DIR ...] [--rounds 3] [--steps 8]
-        [--warmup 2] [--config eagle] [--override key=value ...] [--out results/train_step_speed]
+        [--warmup 2] [--config eagle] [--override key=value ...] [--version-override NAME=key=value ...]
+        [--out results/train_step_speed]
 
 DIR: a checkout whose svbench package is imported (e.g. `git worktree add /tmp/base HEAD~1`); `.` is this
 one. NAME=DIR:heap runs that code without svbench.train's keep_freed_memory (glibc's default heap). The
 default overrides are the masked EAGLE chain's (experiments/eagle_mask_chain.sh): all the data, seq_len 512,
-ttt_steps 3, mask_outside_vocab. A step here is the loop's: a fresh batch (so the target's pass is computed,
-as in a first epoch), loss, backward, clip, AdamW. Writes OUT.json and OUT.md; run nothing else meanwhile.
+ttt_steps 3, mask_outside_vocab; --version-override adds one for one version (e.g. length_group=16). A step
+here is the loop's: its next batch (svbench.train's draw_batches where the code has it, else a random
+batch), so the target's pass is computed as in a first epoch; loss, backward, clip, AdamW. Steps are paired
+across versions (same batches) only where the versions draw the same batches; the table also gives seconds
+per 1,000 real (unpadded) tokens. Writes OUT.json and OUT.md; run nothing else meanwhile.
 """
 from __future__ import annotations
 
@@ -38,8 +42,8 @@ def worker(args) -> None:
     from svbench.train.data import read_shards
     from svbench.train.recipes import RECIPES
 
-    heap = os.environ.get("SVBENCH_STEP_HEAP") == "default"
-    if not heap and hasattr(train_main, "keep_freed_memory"):
+    kept = os.environ.get("SVBENCH_STEP_HEAP") != "default" and hasattr(train_main, "keep_freed_memory")
+    if kept:
         train_main.keep_freed_memory()
     with initialize_config_dir(config_dir=str(REPO / "conf" / "train"), version_base="1.3"):
         cfg = compose(config_name=args.config, overrides=args.override)
@@ -54,9 +58,12 @@ def worker(args) -> None:
     recipe.module.train()
     random.seed(cfg.seed)
     pad = pair.tokenizer.pad_token_id or 0
-    seconds = []
+    seconds, real, padded, drawn, pending = [], [], 0, [], []
     for step in range(args.warmup + args.steps):
-        batch = random.sample(range(len(rows)), cfg.batch_size)
+        if not pending:
+            pending = train_main.draw_batches(rows, cfg.batch_size, cfg.length_group) \
+                if hasattr(train_main, "draw_batches") else [random.sample(range(len(rows)), cfg.batch_size)]
+        batch = pending.pop()
         start = time.perf_counter()
         ids, attention, answer = train_main.make_batch([rows[i] for i in batch], cfg.seq_len, pad)
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -67,7 +74,11 @@ def worker(args) -> None:
         optimiser.step()
         if step >= args.warmup:
             seconds.append(time.perf_counter() - start)
-    print(json.dumps({"seconds": seconds, "threads": torch.get_num_threads()}))
+            real.append(int(attention.sum()))
+            padded += attention.numel()
+            drawn.append(sorted(batch))
+    print(json.dumps({"seconds": seconds, "real_tokens": real, "padded_tokens": padded, "batches": drawn,
+                      "kept_freed_memory": kept}))
 
 
 def bootstrap_ci(values: list[float], n: int = 2000, seed: int = 0) -> tuple[float, float]:
@@ -75,6 +86,17 @@ def bootstrap_ci(values: list[float], n: int = 2000, seed: int = 0) -> tuple[flo
     rng = random.Random(seed)
     medians = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(n))
     return medians[int(0.025 * n)], medians[int(0.975 * n) - 1]
+
+
+def rate_ratio_ci(base: list[tuple[float, int]], other: list[tuple[float, int]], n: int = 2000,
+                  seed: int = 0) -> tuple[float, float, float]:
+    """(seconds per real token of base) / (that of other), steps (seconds, real tokens) resampled within each
+    version (unpaired): the ratio and its 95% percentile-bootstrap interval."""
+    def rate(steps):
+        return sum(s for s, _ in steps) / sum(t for _, t in steps)
+    rng = random.Random(seed)
+    ratios = sorted(rate(rng.choices(base, k=len(base))) / rate(rng.choices(other, k=len(other))) for _ in range(n))
+    return rate(base) / rate(other), ratios[int(0.025 * n)], ratios[int(0.975 * n) - 1]
 
 
 def main() -> None:
@@ -85,6 +107,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--config", default="eagle")
     ap.add_argument("--override", action="append", default=None, help="a training key=value (default: the chain's)")
+    ap.add_argument("--version-override", action="append", default=[], help="NAME=key=value: for one version")
     ap.add_argument("--out", default=str(REPO / "results" / "train_step_speed"))
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -100,35 +123,62 @@ def main() -> None:
         versions[name] = (str(Path(folder).resolve()), mode)
     if len(versions) < 2 or min(args.rounds, args.steps) < 1:
         sys.exit("give two or more --code versions, --rounds and --steps >= 1")
+    extra = {name: [] for name in versions}
+    for spec in args.version_override:
+        name, sep, override = spec.partition("=")
+        if name not in versions or "=" not in override:
+            sys.exit(f"--version-override {spec!r}: expected NAME=key=value with NAME one of {sorted(versions)}")
+        extra[name].append(override)
     steps = {name: [] for name in versions}  # per version: seconds of step k of round r, in order
+    real = {name: [] for name in versions}  # per step
+    padded = {name: 0 for name in versions}
+    kept, batches = {}, {name: [] for name in versions}
     for r in range(args.rounds):
         for name, (folder, mode) in versions.items():
             env = {**os.environ, "PYTHONPATH": folder, "SVBENCH_STEP_HEAP": "default" if mode == "heap" else ""}
             cmd = [sys.executable, __file__, "--worker", "--steps", str(args.steps), "--warmup", str(args.warmup),
-                   "--config", args.config] + [f"--override={o}" for o in args.override]
+                   "--config", args.config] + [f"--override={o}" for o in args.override + extra[name]]
             done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
             if done.returncode != 0:
                 sys.exit(f"{name} (round {r + 1}) failed: {done.stderr.strip().splitlines()[-1]}")
-            seconds = json.loads(done.stdout.strip().splitlines()[-1])["seconds"]
-            steps[name].extend(seconds)
-            print(f"round {r + 1} {name}: median {statistics.median(seconds):.2f} s/step", file=sys.stderr)
+            out = json.loads(done.stdout.strip().splitlines()[-1])
+            steps[name].extend(out["seconds"])
+            real[name].extend(out["real_tokens"])
+            padded[name] += out["padded_tokens"]
+            batches[name].extend(out["batches"])
+            kept[name] = out["kept_freed_memory"]
+            print(f"round {r + 1} {name}: median {statistics.median(out['seconds']):.2f} s/step", file=sys.stderr)
     base = next(iter(versions))
     rows = []
     for name in versions:
-        ratios = [b / s for b, s in zip(steps[base], steps[name])]  # the same batch, base time / this time
-        lo, hi = bootstrap_ci(ratios)
-        rows.append({"version": name, "code": versions[name][0], "heap": versions[name][1] or "kept",
-                     "median_s": statistics.median(steps[name]), "speedup_vs_base": statistics.median(ratios),
-                     "ci95": [lo, hi], "steps": len(steps[name]), "seconds": steps[name]})
+        paired = batches[name] == batches[base]  # the same batches: step k's times are comparable
+        ratios = [b / s for b, s in zip(steps[base], steps[name])]  # base time / this time, per step
+        rate = rate_ratio_ci(list(zip(steps[base], real[base])), list(zip(steps[name], real[name])))
+        rows.append({"version": name, "code": versions[name][0], "overrides": extra[name],
+                     "heap": "kept" if kept[name] else "glibc default", "median_s": statistics.median(steps[name]),
+                     "paired_speedup_vs_base": statistics.median(ratios) if paired else None,
+                     "paired_ci95": list(bootstrap_ci(ratios)) if paired else None,
+                     "token_rate_speedup_vs_base": rate[0], "token_rate_ci95": list(rate[1:]),
+                     "steps": len(steps[name]), "real_token_fraction": sum(real[name]) / padded[name],
+                     "s_per_1k_real_tokens": 1000 * sum(steps[name]) / sum(real[name]), "seconds": steps[name],
+                     "real_tokens": real[name]})
     from svbench.environment import write_result
     command = "python experiments/train_step_speed.py " + " ".join(sys.argv[1:])
     lines = [f"# Training step time ({args.config}; {', '.join(args.override)})", "",
              f"`{command}`: {args.rounds} rounds x {args.steps} steps (after {args.warmup} warm-up) per version, "
              f"versions alternating, the same batches in every version.", "",
-             f"| version | heap | median s/step | speedup vs {base} (median of paired steps) | 95% CI |",
-             "|---|---|---|---|---|"]
-    lines += [f"| {r['version']} | {r['heap']} | {r['median_s']:.2f} | {r['speedup_vs_base']:.2f}x | "
-              f"[{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}] |" for r in rows]
+             f"| version | overrides | heap | median s/step | speedup vs {base}, paired steps (median, 95% CI) | "
+             f"real tokens / padded batch | s per 1,000 real tokens | speedup vs {base} in real tokens/s (95% CI) |",
+             "|---|---|---|---|---|---|---|---|"]
+
+    def paired(r):
+        if r["paired_speedup_vs_base"] is None:
+            return "— (other batches)"
+        return f"{r['paired_speedup_vs_base']:.2f}x [{r['paired_ci95'][0]:.2f}, {r['paired_ci95'][1]:.2f}]"
+    lines += [f"| {r['version']} | {' '.join(r['overrides']) or '—'} | {r['heap']} | {r['median_s']:.2f} | "
+              f"{paired(r)} | {r['real_token_fraction']:.3f} | {r['s_per_1k_real_tokens']:.3f} | "
+              f"{r['token_rate_speedup_vs_base']:.2f}x [{r['token_rate_ci95'][0]:.2f}, {r['token_rate_ci95'][1]:.2f}] |"
+              for r in rows]
     write_result(args.out, lines, command, rows)
 
 

@@ -3,6 +3,7 @@ export, loading as a pair, held-out evaluation; and the train/eval prompt separa
 import gzip
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -827,3 +828,60 @@ def test_profiling_experiments_refuse_bad_arguments_with_one_line(script, args, 
                           capture_output=True, text=True, timeout=120)
     last = done.stderr.strip().splitlines()[-1]
     assert done.returncode == 2 and message in last and "Traceback" not in done.stderr, done.stderr
+
+
+def test_train_step_speed_pairs_versions_only_on_the_same_batches(tiny_data, tmp_path):
+    """experiments/train_step_speed.py runs each version in its own process on the loop's batches: versions
+    that draw the same batches are paired step by step, a version drawing others (length_group) is compared
+    by real tokens per second only; the heap column says whether keep_freed_memory ran."""
+    out = tmp_path / "speed"
+    done = subprocess.run([sys.executable, "experiments/train_step_speed.py", "--code", f"a={REPO}",
+                           "--code", f"b={REPO}:heap", "--code", f"c={REPO}", "--version-override", "c=length_group=2",
+                           "--override", "pair=tiny", "--override", f"data={tiny_data}", "--override", "batch_size=2",
+                           "--override", "ttt_steps=2", "--rounds", "1", "--steps", "3", "--warmup", "0",
+                           "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = {r["version"]: r for r in json.loads(out.with_suffix(".json").read_text())["rows"]}
+    assert [rows[v]["heap"] for v in "abc"] == ["kept", "glibc default", "kept"]
+    assert rows["a"]["paired_speedup_vs_base"] == 1.0 and rows["b"]["paired_speedup_vs_base"] > 0
+    assert rows["c"]["paired_speedup_vs_base"] is None and rows["c"]["overrides"] == ["length_group=2"]
+    assert all(len(r["seconds"]) == 3 and 0 < r["real_token_fraction"] <= 1 for r in rows.values())
+    assert "— (other batches)" in out.with_suffix(".md").read_text()
+    bad = subprocess.run([sys.executable, "experiments/train_step_speed.py", "--code", f"a={REPO}", "--code",
+                          f"b={tmp_path}"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and bad.stderr.strip().splitlines() == [f"--code 'b={tmp_path}': expected NAME=DIR[:heap] "
+                                                                       f"with DIR holding svbench/"]
+
+
+def test_length_group_draws_batches_of_neighbouring_lengths_and_resumes_them(tiny_data, tmp_path):
+    """draw_batches: length_group 1 is the old sampler (random.sample of batch_size rows); g > 1 draws g
+    batches of distinct rows, each a run of neighbours in length order. A resumed run trains on the batches
+    still pending at its save, in order: the same batches as an uninterrupted run."""
+    from svbench.train.__main__ import draw_batches
+    rows = [{"ids": [0] * n} for n in random.Random(0).sample(range(1, 200), 40)]
+    random.seed(3)
+    expected = random.sample(range(len(rows)), 4)
+    random.seed(3)
+    assert draw_batches(rows, 4, 1) == [expected]
+    batches = draw_batches(rows, 4, 5)
+    flat = [i for b in batches for i in b]
+    assert len(batches) == 5 and all(len(b) == 4 for b in batches) and len(set(flat)) == 20
+    lengths = sorted(len(rows[i]["ids"]) for i in flat)
+    for b in batches:  # each batch is 4 consecutive lengths of the 20 drawn
+        own = sorted(len(rows[i]["ids"]) for i in b)
+        assert own == lengths[lengths.index(own[0]): lengths.index(own[0]) + 4]
+    # a run stopped at step 2 and resumed to step 4 ends with the batches and RNG of one 4-step run
+    cmd = [sys.executable, "-m", "svbench.train", "pair=tiny", f"data={tiny_data}", "batch_size=2", "length_group=3",
+           "num_layers=1", "init_layers=[0]", "reduced_vocab=128", "save_every=2", "seq_len=64", "warmup_steps=1"]
+    ends = []
+    for name, parts in (("once", [4]), ("resumed", [2, 4])):
+        for steps in parts:
+            done = subprocess.run(cmd + [f"out={tmp_path / name}", f"steps={steps}"], cwd=REPO, capture_output=True,
+                                  text=True, timeout=300)
+            assert done.returncode == 0, done.stderr
+        state = torch.load(tmp_path / name / "state.pt", weights_only=False)
+        ends.append((state["pending_batches"], state["python_rng"]))
+    assert ends[0] == ends[1] and len(ends[0][0]) == 2  # 3 drawn at step 0, 3 at step 3: 2 still pending
+    bad = subprocess.run(cmd + [f"out={tmp_path / 'bad'}", "steps=1", "length_group=0"], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].endswith("length_group=0: expected an integer >= 1")
