@@ -3,14 +3,16 @@
 # out-of-vocabulary mask (sessions 21-23's run, results/eagle_candidate_s22_smollm2.md), then the ship rule
 # (experiments/draft_candidate.sh, FIXED=1) against the shipped head. Re-running it resumes: training from its
 # last save (every 50 steps, checkpoints/candidates/eagle-mask-train), the ship rule's runs where they stopped.
-# ~2,200 steps x 5-9 s alone on 2 cores (3-5.5 h; 11.4 s on session 25's Xeon, ~7 h; 5.1 s on session 26's Zen 5 EPYC, ~3.1 h),
-# then ~30 min of ship rule; run nothing timed beside it.
+# Before session 27 a step took 5-9 s alone on 2 cores (11.4 s on session 25's Xeon, 5.1 s on session 26's Zen 5
+# EPYC); session 27's training changes and length_group=16 made it 1.5 s on its Xeon against 3.5 s for the old code
+# (results/train_step_speed_s27.md): 2,600 steps ~1.1 h, then ~30-40 min of ship rule; run nothing timed beside it.
 # Usage (detached, survives the shell): setsid nohup bash experiments/eagle_mask_chain.sh NAME > logs/NAME.log 2>&1 &
-#   NAME: the ship rule's results folder (results/experiments/NAME). PY (.venv/bin/python), STEPS (2200).
+#   NAME: the ship rule's results folder (results/experiments/NAME). PY (.venv/bin/python), STEPS (2600),
+#   LENGTH_GROUP (16; 1 = session 22's random batches).
 set -euo pipefail
 NAME=${1:?usage: bash experiments/eagle_mask_chain.sh NAME}
 PY=${PY:-.venv/bin/python}
 nice -n 10 $PY -m svbench.train --config-name eagle 'data=[train_data/smollm2,train_data/smollm2_fixed]' \
-  out=checkpoints/candidates/eagle-mask-train export=checkpoints/candidates/eagle-mask steps=${STEPS:-2200} \
-  seq_len=512 ttt_steps=3 save_every=50 mask_outside_vocab=true
+  out=checkpoints/candidates/eagle-mask-train export=checkpoints/candidates/eagle-mask steps=${STEPS:-2600} \
+  seq_len=512 ttt_steps=3 save_every=50 mask_outside_vocab=true length_group=${LENGTH_GROUP:-16}
 FIXED=1 PY=$PY bash experiments/draft_candidate.sh eagle checkpoints/candidates/eagle-mask "$NAME"

@@ -166,7 +166,7 @@ def main() -> None:
     command = "python experiments/train_step_speed.py " + " ".join(sys.argv[1:])
     lines = [f"# Training step time ({args.config}; {', '.join(args.override)})", "",
              f"`{command}`: {args.rounds} rounds x {args.steps} steps (after {args.warmup} warm-up) per version, "
-             f"versions alternating, the same batches in every version.", "",
+             f"versions alternating; versions that draw the same batches are paired step by step.", "",
              f"| version | overrides | heap | median s/step | speedup vs {base}, paired steps (median, 95% CI) | "
              f"real tokens / padded batch | s per 1,000 real tokens | speedup vs {base} in real tokens/s (95% CI) |",
              "|---|---|---|---|---|---|---|---|"]
