@@ -9,10 +9,11 @@
 # Usage (detached, survives the shell): setsid nohup bash experiments/eagle_mask_chain.sh NAME > logs/NAME.log 2>&1 &
 #   NAME: the ship rule's results folder (results/experiments/NAME). PY (.venv/bin/python), STEPS (2600),
 #   LENGTH_GROUP (16; 1 = session 22's random batches).
+#   TRAIN_ARGS: more key=value for the training run.
 set -euo pipefail
 NAME=${1:?usage: bash experiments/eagle_mask_chain.sh NAME}
 PY=${PY:-.venv/bin/python}
 nice -n 10 $PY -m svbench.train --config-name eagle 'data=[train_data/smollm2,train_data/smollm2_fixed]' \
   out=checkpoints/candidates/eagle-mask-train export=checkpoints/candidates/eagle-mask steps=${STEPS:-2600} \
-  seq_len=512 ttt_steps=3 save_every=50 mask_outside_vocab=true length_group=${LENGTH_GROUP:-16}
+  seq_len=512 ttt_steps=3 save_every=50 mask_outside_vocab=true length_group=${LENGTH_GROUP:-16} ${TRAIN_ARGS:-}
 FIXED=1 PY=$PY bash experiments/draft_candidate.sh eagle checkpoints/candidates/eagle-mask "$NAME"

@@ -7,7 +7,8 @@ version runs as its own process on the same batches (same seed), the versions al
         [--out results/train_step_speed]
 
 DIR: a checkout whose svbench package is imported (e.g. `git worktree add /tmp/base HEAD~1`); `.` is this
-one. NAME=DIR:heap runs that code without svbench.train's keep_freed_memory (glibc's default heap). The
+one. NAME=DIR:heap runs that code without svbench.train's keep_freed_memory (glibc's default heap; the
+training loop's default since it was found to grow the heap in long runs). The
 default overrides are the masked EAGLE chain's (experiments/eagle_mask_chain.sh): all the data, seq_len 512,
 ttt_steps 3, mask_outside_vocab; --version-override adds one for one version (e.g. length_group=16). A step
 here is the loop's: its next batch (svbench.train's draw_batches where the code has it, else a random

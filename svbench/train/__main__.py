@@ -42,8 +42,10 @@ def keep_freed_memory() -> bool:
     """Keep freed blocks in the process heap (glibc mallopt) instead of returning them to the OS. By default
     glibc maps every block over 32 MB with mmap and unmaps it on free, so a training step page-faults its
     ~1.3 GB of fresh (M, N) logits and activations anew each time (~330k faults a step). On session 27's Xeon
-    this alone took an EAGLE step from 2.68 to 2.16 s (median; results/train_step_speed_s27_heap.md). Memory
-    stays at the peak instead. False where glibc is not there (the defaults stay)."""
+    this alone took an EAGLE step from 2.68 to 2.16 s (median; results/train_step_speed_s27_heap.md). But the
+    heap then grew ~14 MB a step in a long run with length_group=16 (7.2 GB of heap at step 465, on course to
+    exhaust 24 GB), so it is opt-in (keep_freed_memory=true) until that is understood. False where glibc is not
+    there (the defaults stay)."""
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
@@ -113,7 +115,8 @@ def train(cfg) -> None:
         raise SvbenchError(f"autocast={cfg.autocast!r}: expected bfloat16 or float32")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    keep_freed_memory()
+    if cfg.get("keep_freed_memory", False):
+        keep_freed_memory()
     torch.manual_seed(cfg.seed)
     pair_cfg = group_config("pair", cfg.pair)
     pair = load_pair(pair_cfg, "float32", "cpu", drafter_cls=None)
