@@ -4,8 +4,9 @@
 # (experiments/draft_candidate.sh, FIXED=1) against the shipped head. Re-running it resumes: training from its
 # last save (every 50 steps, checkpoints/candidates/eagle-mask-train), the ship rule's runs where they stopped.
 # Before session 27 a step took 5-9 s alone on 2 cores (11.4 s on session 25's Xeon, 5.1 s on session 26's Zen 5
-# EPYC); session 27's training changes and length_group=16 made it 1.5 s on its Xeon against 3.5 s for the old code
-# (results/train_step_speed_s27.md): 2,600 steps ~1.1 h, then ~30-40 min of ship rule; run nothing timed beside it.
+# EPYC); session 27's training changes and length_group=16 made it ~2.3 s in a long run on its Xeon (1.5 s with
+# TRAIN_ARGS=keep_freed_memory=true, whose heap grew ~14 MB a step; 3.5 s for the old code, results/train_step_speed_s27.md):
+# 2,600 steps ~1.7 h, then ~30-40 min of ship rule; run nothing timed beside it.
 # Usage (detached, survives the shell): setsid nohup bash experiments/eagle_mask_chain.sh NAME > logs/NAME.log 2>&1 &
 #   NAME: the ship rule's results folder (results/experiments/NAME). PY (.venv/bin/python), STEPS (2600),
 #   LENGTH_GROUP (16; 1 = session 22's random batches).

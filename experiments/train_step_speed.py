@@ -7,8 +7,10 @@ version runs as its own process on the same batches (same seed), the versions al
         [--out results/train_step_speed]
 
 DIR: a checkout whose svbench package is imported (e.g. `git worktree add /tmp/base HEAD~1`); `.` is this
-one. NAME=DIR:heap runs that code without svbench.train's keep_freed_memory (glibc's default heap; the
-training loop's default since it was found to grow the heap in long runs). The
+one (every version reads this checkout's conf/ and data). A version runs with svbench.train's
+keep_freed_memory where its code has it (the table says whether it took effect); NAME=DIR:heap keeps glibc's
+default heap, which is the training loop's default (keep_freed_memory=false) since the kept heap was found to
+grow in long runs; the key itself is not an --override here. The
 default overrides are the masked EAGLE chain's (experiments/eagle_mask_chain.sh): all the data, seq_len 512,
 ttt_steps 3, mask_outside_vocab; --version-override adds one for one version (e.g. length_group=16). A step
 here is the loop's: its next batch (svbench.train's draw_batches where the code has it, else a random
@@ -43,11 +45,14 @@ def worker(args) -> None:
     from svbench.train.data import read_shards
     from svbench.train.recipes import RECIPES
 
-    kept = os.environ.get("SVBENCH_STEP_HEAP") != "default" and hasattr(train_main, "keep_freed_memory")
-    if kept:
-        train_main.keep_freed_memory()
+    kept = os.environ.get("SVBENCH_STEP_HEAP") != "default" and hasattr(train_main, "keep_freed_memory") \
+        and train_main.keep_freed_memory()
     with initialize_config_dir(config_dir=str(REPO / "conf" / "train"), version_base="1.3"):
         cfg = compose(config_name=args.config, overrides=args.override)
+    if cfg.length_group > 1 and not hasattr(train_main, "draw_batches"):
+        sys.exit(f"length_group={cfg.length_group}: this version's code has no draw_batches")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     pair = load_pair(group_config("pair", cfg.pair), "float32", "cpu", drafter_cls=None)
     data = [cfg.data] if isinstance(cfg.data, str) else list(cfg.data)
@@ -67,7 +72,7 @@ def worker(args) -> None:
         batch = pending.pop()
         start = time.perf_counter()
         ids, attention, answer = train_main.make_batch([rows[i] for i in batch], cfg.seq_len, pad)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.autocast == "bfloat16"):
             loss, _, _ = recipe.loss(ids, attention, answer, keys=batch)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
@@ -113,6 +118,9 @@ def main() -> None:
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.override = CHAIN if args.override is None else args.override
+    if any(o.startswith("keep_freed_memory=") for o in args.override + [v.partition("=")[2] for v in
+                                                                          args.version_override]):
+        sys.exit("keep_freed_memory is not an override here: a version keeps the heap unless given as NAME=DIR:heap")
     if args.worker:
         return worker(args)
     versions = {}
@@ -141,7 +149,8 @@ def main() -> None:
                    "--config", args.config] + [f"--override={o}" for o in args.override + extra[name]]
             done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
             if done.returncode != 0:
-                sys.exit(f"{name} (round {r + 1}) failed: {done.stderr.strip().splitlines()[-1]}")
+                last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+                sys.exit(f"{name} (round {r + 1}) failed: {last}")
             out = json.loads(done.stdout.strip().splitlines()[-1])
             steps[name].extend(out["seconds"])
             real[name].extend(out["real_tokens"])

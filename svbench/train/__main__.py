@@ -40,7 +40,8 @@ MODEL_KEYS = ("pair", "num_layers", "init_layers", "init_layer", "init_from", "t
 
 def keep_freed_memory() -> bool:
     """Keep freed blocks in the process heap (glibc mallopt) instead of returning them to the OS. By default
-    glibc maps every block over 32 MB with mmap and unmaps it on free, so a training step page-faults its
+    glibc maps every block over its mmap threshold (128 KiB, raised as blocks are freed, to at most 32 MiB)
+    with mmap and unmaps it on free, so a training step page-faults its
     ~1.3 GB of fresh (M, N) logits and activations anew each time (~330k faults a step). On session 27's Xeon
     this alone took an EAGLE step from 2.68 to 2.16 s (median; results/train_step_speed_s27_heap.md). But the
     heap then grew ~14 MB a step in a long run with length_group=16 (7.2 GB of heap at step 465, on course to
@@ -64,7 +65,8 @@ def top_tokens(rows: list[dict], n: int, always: tuple[int, ...]) -> list[int]:
 def draw_batches(rows: list[dict], batch_size: int, length_group: int) -> list[list[int]]:
     """The next batches of row indices, drawn with `random` (whose state a run saves). length_group 1: one
     batch of batch_size distinct random rows. length_group g > 1: g x batch_size distinct random rows sorted
-    by length and cut into g batches of neighbours, in random order (Hugging Face's group_by_length), so a
+    by length and cut into g batches of neighbours (fewer, the last one short, when the data holds fewer
+    rows), in random order (Hugging Face's group_by_length), so a
     batch pads far less: on the chain's data 62% of a random batch of 8's positions are real tokens, 92% with
     length_group 16, and an EAGLE step ran 1.27x more real tokens/s (results/train_step_speed_s27.md)."""
     n = min(batch_size * length_group, len(rows))
@@ -115,8 +117,9 @@ def train(cfg) -> None:
         raise SvbenchError(f"autocast={cfg.autocast!r}: expected bfloat16 or float32")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    if cfg.get("keep_freed_memory", False):
-        keep_freed_memory()
+    if cfg.get("keep_freed_memory", False) and not keep_freed_memory():
+        print("keep_freed_memory=true: glibc's mallopt is not available here; the heap keeps its defaults",
+              file=sys.stderr)
     torch.manual_seed(cfg.seed)
     pair_cfg = group_config("pair", cfg.pair)
     pair = load_pair(pair_cfg, "float32", "cpu", drafter_cls=None)
@@ -196,7 +199,8 @@ def train(cfg) -> None:
                     "elapsed_s": elapsed + time.perf_counter() - start,
                     "python_rng": random.getstate(), "torch_rng": torch.get_rng_state(),
                     "config": OmegaConf.to_container(cfg), "vocab": vocab, "data_manifest_hashes": data_hashes,
-                    "schedule": schedule, "ema": (ema_loss, ema_acc), "pending_batches": pending}, tmp)
+                    "schedule": schedule, "ema": (ema_loss, ema_acc), "pending_batches": pending,
+                    "pending_drawn_with": drawn_with}, tmp)
         tmp.replace(state_path)
 
     module.train()
@@ -205,9 +209,11 @@ def train(cfg) -> None:
     ema_loss, ema_acc = (state or {}).get("ema", (None, None))
     tokens, start = 0, time.perf_counter()
     empty_batches = 0
-    # batches drawn, not yet trained on (length_group > 1); row indices, so only on the data they were drawn from
-    same_data = state is not None and (state.get("data_manifest_hashes") or [None])[-1] == manifest_hash
-    pending = list(state.get("pending_batches", [])) if same_data else []
+    # batches drawn, not yet trained on (length_group > 1): row indices, so kept only on the data and with the
+    # batch settings they were drawn with
+    drawn_with = {"data": manifest_hash, "batch_size": cfg.batch_size, "length_group": cfg.length_group}
+    pending = list(state.get("pending_batches", [])) \
+        if state is not None and state.get("pending_drawn_with") == drawn_with else []
     while step < cfg.steps:
         if not pending:
             pending = draw_batches(rows, cfg.batch_size, cfg.length_group)

@@ -12,6 +12,7 @@ draft's own forward/backward.
 from __future__ import annotations
 
 import torch
+from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
 from svbench.decoding.verify import row_argmax
@@ -41,6 +42,7 @@ class _RowCrossEntropy(torch.autograd.Function):
         return -(target_probs * log_q).sum(-1)  # (M,)
 
     @staticmethod
+    @once_differentiable  # no second-order graph through the in-place backward
     def backward(ctx, grad_rows):
         log_q, target_probs = ctx.saved_tensors
         grad = log_q.exp_().sub_(target_probs).mul_(grad_rows[:, None])  # (q - p) * g: (M, N), in place
@@ -51,16 +53,15 @@ def soft_cross_entropy(draft_logits: torch.Tensor, target_probs: torch.Tensor,
                        keep: torch.Tensor | None = None) -> torch.Tensor:
     """-sum_v p(v) log q(v) per row (KL(p || q) + H(p)), averaged over the rows where keep (M,) is True (all
     rows when None). draft_logits (M, N), target_probs p (M, N) float32 (no gradient). Float32 whatever the
-    autocast; rows weighted rather than gathered (no copy of the (M, N) logits). No kept row gives 0, still
-    in the graph."""
+    autocast; rows selected with torch.where rather than gathered (no copy of the (M, N) logits; a non-finite
+    dropped row stays out). No kept row gives 0, still in the graph."""
     if draft_logits.shape[0] == 0:
         return draft_logits.float().sum()  # 0, still in the graph
     with torch.autocast(draft_logits.device.type, enabled=False):
         rows = _RowCrossEntropy.apply(draft_logits, target_probs.float())  # (M,)
     if keep is None:
         return rows.mean()
-    weight = keep.to(rows.dtype)  # (M,)
-    return (rows * weight).sum() / weight.sum().clamp(min=1)
+    return torch.where(keep, rows, 0.0).sum() / keep.sum().clamp(min=1)
 
 
 def vocab_membership(cfg, target, vocab) -> torch.Tensor | None:
