@@ -767,6 +767,15 @@ def test_mask_outside_vocab_must_be_a_boolean():
         train(cfg)  # refused before any model or data is read
 
 
+def test_keep_freed_memory_must_be_a_boolean():
+    from svbench.errors import SvbenchError
+    from svbench.train.__main__ import train
+    with initialize_config_dir(str(REPO / "conf" / "train"), version_base="1.3"):
+        cfg = compose(config_name="eagle", overrides=["pair=tiny", "keep_freed_memory=sometimes"])
+    with pytest.raises(SvbenchError, match=r"^keep_freed_memory='sometimes': expected true or false$"):
+        train(cfg)  # refused before any model or data is read
+
+
 def test_eval_spec_bench_starts_do_not_depend_on_the_heldout_count(tiny_data, tmp_path):
     """Each eval set draws its starts from its own generator: more held-out answers leave the Spec-Bench
     starts (and so the paired comparison of two drafts on them) unchanged."""

@@ -111,8 +111,9 @@ def train(cfg) -> None:
     for key in ("steps", "batch_size", "save_every", "seq_len", "length_group"):
         if not isinstance(cfg[key], int) or cfg[key] < 1:
             raise SvbenchError(f"{key}={cfg[key]!r}: expected an integer >= 1")
-    if not isinstance(cfg.get("mask_outside_vocab", False), bool):
-        raise SvbenchError(f"mask_outside_vocab={cfg.mask_outside_vocab!r}: expected true or false")
+    for key in ("mask_outside_vocab", "keep_freed_memory"):
+        if not isinstance(cfg.get(key, False), bool):
+            raise SvbenchError(f"{key}={cfg[key]!r}: expected true or false")
     if cfg.autocast not in ("bfloat16", "float32"):
         raise SvbenchError(f"autocast={cfg.autocast!r}: expected bfloat16 or float32")
     if cfg.threads:
