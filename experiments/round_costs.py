@@ -10,12 +10,13 @@ import json
 import sys
 from pathlib import Path
 
+from svbench.analysis.metrics import after_prefill
+
 
 def mean_ms(records, key: str) -> float:
-    """Mean of rounds[key] over the rounds after each record's prefill round, in ms. For SD's verify time this is
-    svbench.analysis.metrics.decode_costs's; that one needs draft counts and gives draft time per token, not
-    per round, and none for AR."""
-    values = [x for r in records for x in r["rounds"][key][1:]]
+    """Mean of rounds[key] over the rounds after each record's prefill round, in ms (for SD's verify time the
+    mean in svbench.analysis.metrics.decode_costs, which needs draft counts and has none for AR)."""
+    values = after_prefill(records, key)
     return 1000 * sum(values) / len(values)
 
 

@@ -7,14 +7,15 @@ version runs as its own process on the same batches (same seed), the versions al
         [--out results/train_step_speed]
 
 DIR: a checkout whose svbench package is imported (e.g. `git worktree add /tmp/base HEAD~1`); `.` is this
-one (every version reads this checkout's conf/ and data). A version runs with svbench.train's
+one (every version reads this checkout's conf/ and data). Its svbench.train must have train_step (session 28
+on); older code was timed by the session 27 version of this script (`git show 5963aac:experiments/train_step_speed.py`). A version runs with svbench.train's
 keep_freed_memory where its code has it (the table says whether it took effect); NAME=DIR:heap keeps glibc's
 default heap, which is the training loop's default (keep_freed_memory=false) since the kept heap was found to
 grow in long runs; the key itself is not an --override here. The
 default overrides are the masked EAGLE chain's (experiments/eagle_mask_chain.sh): all the data, seq_len 512,
 ttt_steps 3, mask_outside_vocab; --version-override adds one for one version (e.g. length_group=16). A step
-here is the loop's: its next batch (svbench.train's draw_batches where the code has it, else a random
-batch), so the target's pass is computed as in a first epoch; loss, backward, clip, AdamW. Steps are paired
+here is the loop's (svbench.train's draw_batches, then train_step: loss, backward, clip, AdamW), so the
+target's pass is computed as in a first epoch. Steps are paired
 across versions (same batches) only where the versions draw the same batches; the table also gives seconds
 per 1,000 real (unpadded) tokens. Writes OUT.json and OUT.md; run nothing else meanwhile.
 """
@@ -49,8 +50,9 @@ def worker(args) -> None:
         and train_main.keep_freed_memory()
     with initialize_config_dir(config_dir=str(REPO / "conf" / "train"), version_base="1.3"):
         cfg = compose(config_name=args.config, overrides=args.override)
-    if cfg.length_group > 1 and not hasattr(train_main, "draw_batches"):
-        sys.exit(f"length_group={cfg.length_group}: this version's code has no draw_batches")
+    if not hasattr(train_main, "train_step"):
+        sys.exit("this version's svbench.train has no train_step (added in session 28): time older code with the "
+                 "session 27 version of this script (git show 5963aac:experiments/train_step_speed.py)")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -67,21 +69,14 @@ def worker(args) -> None:
     seconds, real, padded, drawn, pending = [], [], 0, [], []
     for step in range(args.warmup + args.steps):
         if not pending:
-            pending = train_main.draw_batches(rows, cfg.batch_size, cfg.length_group) \
-                if hasattr(train_main, "draw_batches") else [random.sample(range(len(rows)), cfg.batch_size)]
+            pending = train_main.draw_batches(rows, cfg.batch_size, cfg.length_group)
         batch = pending.pop()
         start = time.perf_counter()
-        ids, attention, answer = train_main.make_batch([rows[i] for i in batch], cfg.seq_len, pad)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.autocast == "bfloat16"):
-            loss, _, _ = recipe.loss(ids, attention, answer, keys=batch)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
-        optimiser.step()
-        if step >= args.warmup:
+        done = train_main.train_step(recipe, optimiser, trainable, rows, batch, cfg, pad, cfg.lr)
+        if step >= args.warmup and done is not None:
             seconds.append(time.perf_counter() - start)
-            real.append(int(attention.sum()))
-            padded += attention.numel()
+            real.append(int(done[3].sum()))
+            padded += done[3].numel()
             drawn.append(sorted(batch))
     print(json.dumps({"seconds": seconds, "real_tokens": real, "padded_tokens": padded, "batches": drawn,
                       "kept_freed_memory": kept}))

@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -19,6 +20,26 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def cpu_bf16_native() -> bool:
+    """Whether this CPU multiplies bf16 matrices through oneDNN (AVX512, AVX512-BF16 or AMX: the check
+    torch.compile makes). Without it (AVX2 only) F.linear in bf16 took a slow fallback whose cost grows with
+    every row on session 28's Zen 3 EPYC: ~14 GFLOP/s at 1, 8 and 512 rows against fp32's 15, 42 and 94
+    (576 -> 1,536), so a target forward over 12 tree tokens cost 3.8x a one-token forward in bf16
+    (results/bf16_without_native_cpu_s28.md, results/cpu_avx2_s28_smollm2.md)."""
+    supported = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return bool(torch.backends.mkldnn.is_available() and supported is not None and supported())
+
+
+@functools.cache
+def warn_if_bf16_is_slow(setting: str) -> None:
+    """One stderr line (once per setting) when a bf16 setting runs on a CPU without native bf16 matmuls."""
+    if not cpu_bf16_native():
+        print(f"{setting} on a CPU without native bf16 matmuls ({torch.backends.cpu.get_cpu_capability()}): bf16 "
+              f"linear layers take a slow fallback whose cost grows with every row (a verified tree, a training "
+              f"batch), so SD speedups and training times here are not those of a bf16-capable CPU "
+              f"(results/cpu_avx2_s28_smollm2.md)", file=sys.stderr)
 
 
 def _git_sha() -> str | None:
@@ -44,6 +65,8 @@ def _environment(device: str) -> dict:
 
     env = {
         "cpu": _cpu_name(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_bf16_native": cpu_bf16_native(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else None,

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from svbench.environment import cpu_bf16_native
 from svbench.errors import SvbenchError
 
 CHOICES = ("plain", "onednn")
@@ -49,11 +50,7 @@ class OneDNNLinear(nn.Linear):
 def available() -> bool:
     """oneDNN is built in, has the two ops, and supports bf16 on this CPU (the check torch.compile makes)."""
     ops = torch.ops.mkldnn
-    if not (torch.backends.mkldnn.is_available() and hasattr(ops, "_reorder_linear_weight")
-            and hasattr(ops, "_linear_pointwise")):
-        return False
-    supported = getattr(ops, "_is_mkldnn_bf16_supported", None)
-    return bool(supported()) if supported is not None else True
+    return hasattr(ops, "_reorder_linear_weight") and hasattr(ops, "_linear_pointwise") and cpu_bf16_native()
 
 
 def use_linear(model: nn.Module, choice: str) -> int:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from svbench.environment import warn_if_bf16_is_slow
 from svbench.errors import SvbenchError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -225,6 +226,8 @@ def load_pair(pair_cfg, dtype: str = "float32", device: str = "cpu", drafter_cls
     from svbench.linear import use_linear
 
     torch_dtype, torch_device = resolve_dtype(dtype), resolve_device(device)
+    if torch_dtype == torch.bfloat16 and torch_device.type == "cpu":
+        warn_if_bf16_is_slow("dtype=bfloat16")
     target, tok_source = load_model(pair_cfg["target"], "target")
     tokenizer = tiny_tokenizer(target.config.vocab_size) if tok_source == "tiny" else _load_tokenizer(tok_source)
     network, vocab_subset = None, None

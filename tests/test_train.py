@@ -968,3 +968,28 @@ def test_unrolled_losses_and_gradients_match_the_per_step_reference(name):
         assert (got is None) == (want is None)
         if got is not None:
             assert torch.allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_train_step_updates_on_answer_tokens_and_leaves_an_empty_batch_alone():
+    """train_step (the loop's step, also timed by experiments/train_step_speed.py): a batch with answer tokens
+    sets the learning rate and moves the trainable weights; a batch of empty answers returns None and changes
+    nothing (the loop counts it and draws the next)."""
+    from svbench.models import tiny_llama
+    from svbench.train.__main__ import train_step
+
+    target = tiny_llama(num_layers=2, seed=0)
+    with initialize_config_dir(config_dir=str(REPO / "conf" / "train"), version_base="1.3"):
+        cfg = compose(config_name="eagle", overrides=["seq_len=32", "autocast=float32"])
+    torch.manual_seed(0)
+    recipe = RECIPES["eagle"](cfg, target, None)
+    trainable = [p for p in recipe.module.parameters() if p.requires_grad]
+    optimiser = torch.optim.AdamW(trainable, lr=1.0)
+    rows = [{"ids": list(range(10, 30)), "prompt_len": 6}, {"ids": list(range(40, 52)), "prompt_len": 4},
+            {"ids": list(range(5, 12)), "prompt_len": 7}]  # the last: an empty answer
+    before = [p.detach().clone() for p in trainable]
+    assert train_step(recipe, optimiser, trainable, rows, [2], cfg, 0, 1e-3) is None
+    assert all(torch.equal(a, p) for a, p in zip(before, trainable)) and optimiser.param_groups[0]["lr"] == 1.0
+    loss, top1, n_tokens, attention = train_step(recipe, optimiser, trainable, rows, [0, 1], cfg, 0, 1e-3)
+    assert loss > 0 and 0 <= top1 <= 1 and n_tokens > 0 and optimiser.param_groups[0]["lr"] == 1e-3
+    assert attention.shape == (2, 20) and int(attention.sum()) == 32
+    assert any(not torch.equal(a, p) for a, p in zip(before, trainable))

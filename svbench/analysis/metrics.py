@@ -150,9 +150,14 @@ def per_position_acceptance(sd: list[dict]) -> pd.DataFrame:
     return with_labels(groups, rows)
 
 
+def after_prefill(records: list[dict], key: str) -> list:
+    """rounds[key] of every round after each record's prefill round (drafted counts, draft or verify seconds)."""
+    return [x for r in records for x in r["rounds"][key][1:]]
+
+
 def draft_lengths(records: list[dict]) -> list[int]:
     """Drafted count of every round after the prefill."""
-    return [d for r in records for d in r["rounds"]["drafted"][1:]]
+    return after_prefill(records, "drafted")
 
 
 def chain_token_outcomes(records: list[dict]) -> pd.DataFrame:
@@ -184,9 +189,9 @@ def decode_costs(records: list[dict]) -> tuple[float | None, float | None]:
     (None, None) for records without round times (imported answers)."""
     if not has_drafts(records) or any("verify_s" not in r["rounds"] for r in records):
         return None, None
-    draft_s = sum(s for r in records for s in r["rounds"]["draft_s"][1:])
+    draft_s = sum(after_prefill(records, "draft_s"))
     drafted = sum(draft_lengths(records))
-    verify = [s for r in records for s in r["rounds"]["verify_s"][1:]]
+    verify = after_prefill(records, "verify_s")
     return (draft_s / drafted if drafted else None), (statistics.fmean(verify) if verify else None)
 
 

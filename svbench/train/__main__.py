@@ -27,6 +27,7 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from svbench.config import group_config
+from svbench.environment import warn_if_bf16_is_slow
 from svbench.errors import SvbenchError, report_user_errors
 from svbench.models import load_pair
 from svbench.train.data import check_manifest, read_shards
@@ -95,6 +96,24 @@ def make_batch(rows: list[dict], seq_len: int, pad: int):
     return ids, attention, answer
 
 
+def train_step(recipe, optimiser, trainable: list, rows: list[dict], batch: list[int], cfg, pad: int, lr: float):
+    """One step of the loop on rows[batch]: padded batch, the recipe's loss under cfg.autocast, backward, clip
+    to cfg.grad_clip, AdamW at lr. Returns (loss, top-1 agreement, answer tokens, attention mask (B, T)), or
+    None when the batch has no answer tokens (then nothing is updated)."""
+    ids, attention, answer = make_batch([rows[i] for i in batch], cfg.seq_len, pad)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.autocast == "bfloat16"):
+        loss, acc, n_tokens = recipe.loss(ids, attention, answer, keys=batch)
+    if n_tokens == 0:
+        return None
+    for group in optimiser.param_groups:
+        group["lr"] = lr
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
+    optimiser.step()
+    return loss.detach().item(), acc, n_tokens, attention
+
+
 def lr_at(step: int, cfg, steps: int | None = None) -> float:
     """Linear warm-up, then cosine to 0 at `steps` (default cfg.steps)."""
     steps = cfg.steps if steps is None else steps
@@ -116,6 +135,8 @@ def train(cfg) -> None:
             raise SvbenchError(f"{key}={cfg[key]!r}: expected true or false")
     if cfg.autocast not in ("bfloat16", "float32"):
         raise SvbenchError(f"autocast={cfg.autocast!r}: expected bfloat16 or float32")
+    if cfg.autocast == "bfloat16":
+        warn_if_bf16_is_slow("autocast=bfloat16")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.get("keep_freed_memory", False) and not keep_freed_memory():
@@ -181,7 +202,6 @@ def train(cfg) -> None:
               f"lr {lr_at(step, cfg, schedule[-1]['steps']):.3g} -> {lr_at(step, cfg):.3g}", file=sys.stderr)
     if (not schedule or schedule[-1]["steps"] != cfg.steps) and not export_only:
         schedule = [*schedule, {"from_step": step, "steps": cfg.steps}]
-    autocast = cfg.autocast == "bfloat16"
     pad = pair.tokenizer.pad_token_id or 0
     coverage = None
     if vocab is not None:
@@ -219,23 +239,15 @@ def train(cfg) -> None:
         if not pending:
             pending = draw_batches(rows, cfg.batch_size, cfg.length_group)
         batch = pending.pop()
-        ids, attention, answer = make_batch([rows[i] for i in batch], cfg.seq_len, pad)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            loss, acc, n_tokens = recipe.loss(ids, attention, answer, keys=batch)
-        if n_tokens == 0:  # only empty answers in this batch: nothing to learn from it
+        done = train_step(recipe, optimiser, trainable, rows, batch, cfg, pad, lr_at(step, cfg))
+        if done is None:  # only empty answers in this batch: nothing to learn from it
             empty_batches += 1
             if empty_batches > 100:
                 raise SvbenchError("100 batches in a row had no answer tokens: the data's answers are empty")
             continue
         empty_batches = 0
-        for group in optimiser.param_groups:
-            group["lr"] = lr_at(step, cfg)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
-        optimiser.step()
+        loss_value, acc, n_tokens, _ = done
         step += 1
-        loss_value = loss.detach().item()
         ema_loss = loss_value if ema_loss is None else 0.98 * ema_loss + 0.02 * loss_value
         ema_acc = acc if ema_acc is None else 0.98 * ema_acc + 0.02 * acc
         tokens += n_tokens
