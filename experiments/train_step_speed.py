@@ -6,18 +6,18 @@ version runs as its own process on the same batches (same seed), the versions al
         [--warmup 2] [--config eagle] [--override key=value ...] [--version-override NAME=key=value ...]
         [--out results/train_step_speed]
 
-DIR: a checkout whose svbench package is imported (e.g. `git worktree add /tmp/base HEAD~1`); `.` is this
-one (every version reads this checkout's conf/ and data). Its svbench.train must have train_step (session 28
-on); older code was timed by the session 27 version of this script (`git show 5963aac:experiments/train_step_speed.py`). A version runs with svbench.train's
-keep_freed_memory where its code has it (the table says whether it took effect); NAME=DIR:heap keeps glibc's
-default heap, which is the training loop's default (keep_freed_memory=false) since the kept heap was found to
-grow in long runs; the key itself is not an --override here. The
-default overrides are the masked EAGLE chain's (experiments/eagle_mask_chain.sh): all the data, seq_len 512,
-ttt_steps 3, mask_outside_vocab; --version-override adds one for one version (e.g. length_group=16). A step
-here is the loop's (svbench.train's draw_batches, then train_step: loss, backward, clip, AdamW), so the
-target's pass is computed as in a first epoch. Steps are paired
-across versions (same batches) only where the versions draw the same batches; the table also gives seconds
-per 1,000 real (unpadded) tokens. Writes OUT.json and OUT.md; run nothing else meanwhile.
+DIR: a checkout whose svbench package is imported (e.g. `git worktree add /tmp/base 97a8bea`); `.` is this one
+(every version reads this checkout's conf/ and data). Its svbench.train must have train_step (session 28 on); older
+code was timed by the session 27 version of this script (`git show 5963aac:experiments/train_step_speed.py`). A
+version runs with svbench.train's keep_freed_memory (the table says whether it took effect);
+NAME=DIR:heap keeps glibc's default heap, which is the training loop's default (keep_freed_memory=false) since the
+kept heap was found to grow in long runs; the key itself is not an --override here. The default overrides are the
+masked EAGLE chain's (experiments/eagle_mask_chain.sh): all the data, seq_len 512, ttt_steps 3, mask_outside_vocab;
+--version-override adds one for one version (e.g. length_group=16). A step here is the loop's (svbench.train's
+draw_batches, then train_step: loss, backward, clip, AdamW), so the target's pass is computed as in a first epoch; a batch without answer tokens is skipped, so a version may
+time fewer than --steps steps.
+Steps are paired across versions (same batches) only where the versions draw the same batches; the table also gives
+seconds per 1,000 real (unpadded) tokens. Writes OUT.json and OUT.md; run nothing else meanwhile.
 """
 from __future__ import annotations
 
@@ -46,13 +46,12 @@ def worker(args) -> None:
     from svbench.train.data import read_shards
     from svbench.train.recipes import RECIPES
 
-    kept = os.environ.get("SVBENCH_STEP_HEAP") != "default" and hasattr(train_main, "keep_freed_memory") \
-        and train_main.keep_freed_memory()
-    with initialize_config_dir(config_dir=str(REPO / "conf" / "train"), version_base="1.3"):
-        cfg = compose(config_name=args.config, overrides=args.override)
     if not hasattr(train_main, "train_step"):
         sys.exit("this version's svbench.train has no train_step (added in session 28): time older code with the "
                  "session 27 version of this script (git show 5963aac:experiments/train_step_speed.py)")
+    kept = os.environ.get("SVBENCH_STEP_HEAP") != "default" and train_main.keep_freed_memory()
+    with initialize_config_dir(config_dir=str(REPO / "conf" / "train"), version_base="1.3"):
+        cfg = compose(config_name=args.config, overrides=args.override)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -62,7 +61,7 @@ def worker(args) -> None:
     vocab = train_main.top_tokens(rows, cfg.reduced_vocab, pair.eos_token_ids) if cfg.reduced_vocab else None
     recipe = RECIPES[cfg.recipe](cfg, pair.target, vocab)
     trainable = [p for p in recipe.module.parameters() if p.requires_grad]
-    optimiser = torch.optim.AdamW(trainable, lr=cfg.lr)
+    optimiser = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     recipe.module.train()
     random.seed(cfg.seed)
     pad = pair.tokenizer.pad_token_id or 0

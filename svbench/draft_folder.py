@@ -1,8 +1,8 @@
-"""A draft folder on disk: ``config.json``, ``model.safetensors`` (the draft's own tensors; floating ones in
-bf16) and ``vocab_subset.json`` (the token ids of a reduced drafting vocabulary, only when reduced) are written
-here for every draft kind, and the tensors and the vocabulary are read here; each kind's loader reads its
-config (svbench.draft_lm, svbench.nets). svbench.train adds ``train_meta.json``, svbench.train.eval ``eval.json`` and
-``README.md`` (the model card)."""
+"""A draft folder on disk: ``config.json``, ``model.safetensors`` (the draft's own tensors; floating ones in bf16) and
+``vocab_subset.json`` (the token ids of a reduced drafting vocabulary, only when reduced) are written here for
+every draft kind, and the config, the tensors and the vocabulary are read here; each kind's loader builds its
+network from them (svbench.draft_lm, svbench.nets). svbench.train adds ``train_meta.json``, svbench.train.eval
+``eval.json`` and ``README.md`` (the model card)."""
 from __future__ import annotations
 
 import json
@@ -29,6 +29,17 @@ def write_draft_folder(folder, config: dict, state: dict[str, torch.Tensor], fmt
     save_file(tensors, folder / "model.safetensors", metadata={"format": "svbench-" + fmt})
     if vocab_ids is not None:
         (folder / VOCAB_SUBSET).write_text(json.dumps(list(vocab_ids)))
+
+
+def read_config(folder, kind: str) -> dict:
+    """The folder's config.json as a dict, without svbench's format tag; kind names the draft in the error
+    (e.g. "an EAGLE head")."""
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        raise SvbenchError(f"{folder}: not {kind} folder (no config.json)")
+    raw = json.loads(path.read_text())
+    raw.pop("svbench_format", None)
+    return raw
 
 
 def read_vocab_subset(folder) -> list[int] | None:

@@ -15,7 +15,6 @@ function.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -24,7 +23,7 @@ from transformers import LlamaConfig
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRotaryEmbedding
 
 from svbench.attention import GROUPED_SDPA
-from svbench.draft_folder import read_state
+from svbench.draft_folder import read_config, read_state
 from svbench.errors import SvbenchError
 from svbench.nets.common import attach_frozen, load_weights, save_net
 
@@ -98,11 +97,8 @@ def save_head(head: EagleHead, folder: Path) -> None:
 def load_head(folder: Path, target, use_vocab_subset: bool = True) -> EagleHead:
     """Load an svbench or an official EAGLE-1/2 head folder for this target (float32, eval mode)."""
     folder = Path(folder)
-    if not (folder / "config.json").is_file():
-        raise SvbenchError(f"{folder}: not an EAGLE head folder (no config.json)")
-    raw = json.loads((folder / "config.json").read_text())
+    raw = read_config(folder, "an EAGLE head")
     bias = bool(raw.pop("bias", True))  # official: a missing "bias" key means fc has a bias
-    raw.pop("svbench_format", None)
     config = LlamaConfig(**raw)
     if config.hidden_size != target.config.hidden_size or config.vocab_size != target.config.vocab_size:
         raise SvbenchError(f"EAGLE head {folder} does not fit this target: hidden/vocab "

@@ -21,7 +21,6 @@ the target's RoPE configuration.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -30,7 +29,7 @@ from transformers import LlamaConfig
 from transformers.models.llama.modeling_llama import LlamaAttention, LlamaMLP, LlamaRMSNorm, LlamaRotaryEmbedding
 
 from svbench.attention import GROUPED_SDPA
-from svbench.draft_folder import read_state, write_draft_folder
+from svbench.draft_folder import read_config, read_state, write_draft_folder
 from svbench.errors import SvbenchError
 from svbench.nets.common import vocab_mask, vocab_rows
 
@@ -153,10 +152,7 @@ def load_eagle3(folder: Path, target, use_vocab_subset: bool = True) -> Eagle3He
     """Load an svbench or an official EAGLE-3 head folder for this target (float32, eval mode). A file
     without d2t/t2d (draft vocabulary = the target's) gets the identity mapping."""
     folder = Path(folder)
-    if not (folder / "config.json").is_file():
-        raise SvbenchError(f"{folder}: not an EAGLE-3 head folder (no config.json)")
-    raw = json.loads((folder / "config.json").read_text())
-    raw.pop("svbench_format", None)
+    raw = read_config(folder, "an EAGLE-3 head")
     layers = raw.pop("feature_layers", None) or feature_layers(target.config.num_hidden_layers)
     config = LlamaConfig(**raw)
     if config.hidden_size != target.config.hidden_size or config.vocab_size != target.config.vocab_size \

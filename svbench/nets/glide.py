@@ -22,7 +22,6 @@ target's (frozen, not saved). Either way they live in the non-persistent buffers
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -32,7 +31,7 @@ from transformers.models.llama.modeling_llama import (LlamaAttention, LlamaMLP, 
                                                       LlamaRotaryEmbedding, apply_rotary_pos_emb)
 
 from svbench.attention import GROUPED_SDPA
-from svbench.draft_folder import read_state
+from svbench.draft_folder import read_config, read_state
 from svbench.errors import SvbenchError
 from svbench.nets.common import additive_mask, attach_frozen, load_weights, save_net, vocab_rows
 
@@ -189,10 +188,7 @@ def save_glide(draft: GlideDraft, folder: Path) -> None:
 def load_glide(folder: Path, target, use_vocab_subset: bool = True) -> GlideDraft:
     """Load an svbench or official GliDe draft folder for this target (float32, eval mode)."""
     folder = Path(folder)
-    if not (folder / "config.json").is_file():
-        raise SvbenchError(f"{folder}: not a GliDe draft folder (no config.json)")
-    raw = json.loads((folder / "config.json").read_text())
-    raw.pop("svbench_format", None)
+    raw = read_config(folder, "a GliDe draft")
     need = ("large_hidden_size", "large_num_attention_heads", "large_head_dim")
     if any(k not in raw for k in need):
         raise SvbenchError(f"{folder}/config.json lacks {[k for k in need if k not in raw]}: not a GliDe draft")

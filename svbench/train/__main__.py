@@ -135,8 +135,6 @@ def train(cfg) -> None:
             raise SvbenchError(f"{key}={cfg[key]!r}: expected true or false")
     if cfg.autocast not in ("bfloat16", "float32"):
         raise SvbenchError(f"autocast={cfg.autocast!r}: expected bfloat16 or float32")
-    if cfg.autocast == "bfloat16":
-        warn_if_bf16_is_slow("autocast=bfloat16")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.get("keep_freed_memory", False) and not keep_freed_memory():
@@ -168,6 +166,8 @@ def train(cfg) -> None:
     if export_only:
         print(f"{state_path} is at step {state['step']}, past steps={cfg.steps}: exporting it without training",
               file=sys.stderr)
+    if cfg.autocast == "bfloat16" and not (finished or export_only):
+        warn_if_bf16_is_slow("autocast=bfloat16")
     data_hashes = (state or {}).get("data_manifest_hashes", [])
     if manifest_hash not in data_hashes and not (finished or export_only):
         if data_hashes:
