@@ -531,9 +531,11 @@ def test_recipes_memorise_a_tiny_set(name):
     assert top1 >= min_top1, top1
 
 
-def test_training_time_test_unroll_equals_drafting_a_chain():
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_training_time_test_unroll_equals_drafting_a_chain(num_layers):
     """Step j of the unrolled head at position t equals drafting j tokens past x_{t+1} with a KV cache, as the
-    drafter does: context f_0..f_t from the target, then the head's own outputs (one query per step)."""
+    drafter does: context f_0..f_t from the target, then the head's own outputs (one query per step); for the
+    official 1-layer head and a 2-layer one."""
     import torch
     from transformers import DynamicCache
 
@@ -542,7 +544,7 @@ def test_training_time_test_unroll_equals_drafting_a_chain():
     from svbench.train.recipes import training_time_test_mask, unrolled_head
 
     target = tiny_llama(num_layers=2)
-    head = head_from_target(target)
+    head = head_from_target(target, num_layers=num_layers)
     torch.manual_seed(1)
     with torch.no_grad():
         for p in head.parameters():  # leave the identity start: every part of the head must matter

@@ -25,7 +25,7 @@ from svbench.decoding.tree import DraftTree
 from svbench.decoding.verify import Sampling
 from svbench.errors import SvbenchError
 from svbench.models import layercut, tiny_llama
-from svbench.nets.eagle import head_from_target, load_head
+from svbench.nets.eagle import head_from_target, load_head, save_head
 from svbench.nets.glide import glide_from_target, keys_before, load_glide
 from svbench.train.__main__ import make_batch
 from svbench.train.eval import lengths_at, round_roots
@@ -44,6 +44,7 @@ METHODS = {
     "eagle2": lambda nets: EagleDrafter(nets["eagle"], top_k=4, depth=4, total_token=16),
     "eagle2_wide": lambda nets: EagleDrafter(nets["eagle"], top_k=10, depth=5, total_token=60),
     "eagle2_max": lambda nets: EagleDrafter(nets["eagle"], top_k=3, depth=3, total_token=8, entropy_aggregate="max"),
+    "eagle2_two_layers": lambda nets: EagleDrafter(nets["eagle_two_layers"], top_k=4, depth=4, total_token=16),
     "eagle3": lambda nets: Eagle3Drafter(nets["eagle3"], top_k=4, depth=4, total_token=16),
     "eagle3_wide": lambda nets: Eagle3Drafter(nets["eagle3"], top_k=10, depth=7, total_token=60),
 }
@@ -87,6 +88,7 @@ def nets(target):
     return {"glide": train_quickly(GlideRecipe(cfg, target, None), target),
             "glide2": train_quickly(GlideRecipe(OmegaConf.merge(cfg, {"num_layers": 2}), target, None), target),
             "eagle": train_quickly(EagleRecipe(cfg, target, None), target),
+            "eagle_two_layers": train_quickly(EagleRecipe(OmegaConf.merge(cfg, {"num_layers": 2}), target, None), target),
             "eagle3": train_quickly(Eagle3Recipe(OmegaConf.merge(cfg, {"ttt_steps": 3}), target, list(range(0, 512, 2))
                                                  + [1, 3, 5]), target)}
 
@@ -415,6 +417,32 @@ def test_tree_mask_and_positions_on_a_hand_built_tree():
     assert torch.equal(mask[0, 0, :, 4:], torch.where(expected, 0.0, low).to(torch.bfloat16))
     assert tree.position_ids(4).tolist() == [[4, 5, 6, 5, 7, 6, 6]]
     assert tree.depths == [0, 1, 2, 1, 3, 2, 2] and not tree.is_chain
+
+
+def test_a_two_layer_eagle_head_starts_as_the_identity_drafts_with_two_cached_layers_and_keeps_the_official_names(
+        target, nets, tmp_path):
+    """num_layers=2: a fresh head maps f_t to f_t (every residual branch silent); the drafter caches both layers;
+    layer 1 keeps its input norm and layer 0 has none, under the official EAGLE-1/2 names, through save and load."""
+    fresh = head_from_target(target, num_layers=2)
+    features = torch.randn(1, 5, target.config.hidden_size)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(torch.arange(5)[None], features, torch.arange(5)[None]), features)
+    head = nets["eagle_two_layers"]
+    names = set(head.state_dict())
+    assert "layers.1.input_layernorm.weight" in names and not any(n.startswith("layers.0.input_layernorm") for n in names)
+    cache, ids = TargetRunner(target), prompt_for(7) + [9]
+    cache.prefill(ids[:-1])
+    drafter = EagleDrafter(head, top_k=4, depth=4, total_token=16)
+    drafter.reset(cache)
+    drafter.get_candidates(ids, FixedPolicy(4), 4, Sampling())
+    assert len(drafter.cache.layers) == 2 and drafter.cache.get_seq_length() == len(ids) - 1
+    save_head(head, tmp_path / "two")
+    loaded = load_head(tmp_path / "two", target)
+    assert len(loaded.layers) == 2 and loaded.config.num_hidden_layers == 2
+    saved, kept = head.state_dict(), loaded.state_dict()  # the folder holds bf16 weights
+    assert set(saved) == set(kept) and all(torch.equal(kept[k], saved[k].to(torch.bfloat16).float()) for k in saved)
+    with pytest.raises(SvbenchError, match="num_layers=0"):
+        head_from_target(target, num_layers=0)
 
 
 def test_eagle_bad_options(target):

@@ -1,14 +1,16 @@
 """The EAGLE head (ALGORITHMS.md §5): a feature-level draft that extrapolates the target's last hidden state.
 
     h_t      = FC_{2d->d}([embed(x_{t+1}); f_t])       embedding first, as the official head
-    f^_{t+1} = DecoderLayer(h_t)                      one Llama layer without its input norm
+    f^_{t+1} = DecoderLayers(h_t)                     num_hidden_layers Llama layers (official: 1), layer 0
+                                                       without its input norm
     q_{t+2}  = softmax(lm_head(f^_{t+1}))             the target's frozen lm_head (optionally a row subset)
 
 f_t is the target's final-normed last hidden state at position t. Parameter names equal the official
-EAGLE-1/2 checkpoints' (``fc.*``, ``layers.0.*``), so their state dicts load after dropping
-``embed_tokens.weight`` (svbench takes the embedding from the target instead).
+EAGLE-1/2 checkpoints' (``fc.*``, ``layers.0.*``; a head of more layers has ``layers.i.*`` with an input norm,
+as the official code builds layer i > 0), so their state dicts load after dropping ``embed_tokens.weight``
+(svbench takes the embedding from the target instead).
 
-A head folder (svbench format): ``config.json`` (a LlamaConfig with num_hidden_layers=1 plus ``bias`` and
+A head folder (svbench format): ``config.json`` (a LlamaConfig, num_hidden_layers=1 by default, plus ``bias`` and
 ``svbench_format: eagle-head``), ``model.safetensors`` (bf16), optional ``vocab_subset.json`` and README.md.
 Official folders (``pytorch_model.bin`` or ``model.safetensors`` + config.json) load through the same
 function.
@@ -38,9 +40,8 @@ class EagleHead(nn.Module):
         self.config = config
         d = config.hidden_size
         self.fc = nn.Linear(2 * d, d, bias=bias)
-        layer = LlamaDecoderLayer(config, layer_idx=0)
-        layer.input_layernorm = nn.Identity()  # layer 0 of the official head has no input norm
-        self.layers = nn.ModuleList([layer])
+        self.layers = nn.ModuleList(LlamaDecoderLayer(config, layer_idx=i) for i in range(config.num_hidden_layers))
+        self.layers[0].input_layernorm = nn.Identity()  # the official head's layer 0 has no input norm (i > 0 do)
         self.rotary_emb = LlamaRotaryEmbedding(config)
 
     def forward(self, input_ids, features, position_ids, attention_mask=None, cache=None) -> torch.Tensor:
@@ -60,7 +61,7 @@ class EagleHead(nn.Module):
 
 
 def eagle_config_from_target(target_config, **overrides) -> LlamaConfig:
-    """A 1-layer LlamaConfig at the target's width (heads, MLP size, RoPE as the target)."""
+    """A LlamaConfig at the target's width (heads, MLP size, RoPE as the target), 1 layer unless overridden."""
     keys = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads", "head_dim",
             "rms_norm_eps", "rope_theta", "rope_scaling", "rope_parameters", "max_position_embeddings",
             "vocab_size", "hidden_act")
@@ -68,23 +69,29 @@ def eagle_config_from_target(target_config, **overrides) -> LlamaConfig:
     return LlamaConfig(**{**base, "num_hidden_layers": 1, **overrides})
 
 
-def head_from_target(target, init_layer: int | None = None, vocab_ids=None, bias: bool = True) -> EagleHead:
-    """A fresh head for this target that starts as the identity f^_{t+1} = f_t: fc = [0 | I] and the
-    layer's output projections (o_proj, down_proj) zero, so both residual branches start silent.
-    init_layer: copy that target layer's other weights (else PyTorch's default init)."""
-    head = EagleHead(eagle_config_from_target(target.config), bias=bias).to(target.dtype)
-    layer = head.layers[0]
+def head_from_target(target, init_layer: int | None = None, vocab_ids=None, bias: bool = True,
+                     num_layers: int = 1) -> EagleHead:
+    """A fresh head of num_layers decoder layers for this target that starts as the identity f^_{t+1} = f_t:
+    fc = [0 | I] and every layer's output projections (o_proj, down_proj) zero, so all residual branches start
+    silent. init_layer: copy that target layer's other weights into every layer (else PyTorch's default init)."""
+    if not isinstance(num_layers, int) or num_layers < 1:
+        raise SvbenchError(f"num_layers={num_layers!r}: an EAGLE head needs an integer >= 1 decoder layers")
+    config = eagle_config_from_target(target.config, num_hidden_layers=num_layers)
+    head = EagleHead(config, bias=bias).to(target.dtype)
     if init_layer is not None:
         source = target.model.layers[init_layer].state_dict()
-        layer.load_state_dict({k: v for k, v in source.items() if not k.startswith("input_layernorm")}, strict=False)
+        for i, layer in enumerate(head.layers):  # layer 0 has no input norm to copy
+            layer.load_state_dict({k: v for k, v in source.items() if i or not k.startswith("input_layernorm")},
+                                  strict=False)
     d = head.config.hidden_size
     with torch.no_grad():
         head.fc.weight.zero_()
         head.fc.weight[:, d:] = torch.eye(d)
         if head.fc.bias is not None:
             head.fc.bias.zero_()
-        layer.self_attn.o_proj.weight.zero_()
-        layer.mlp.down_proj.weight.zero_()
+        for layer in head.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
     attach_frozen(head, target, vocab_ids)
     return head.eval()
 

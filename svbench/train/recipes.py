@@ -17,6 +17,7 @@ from torch.nn import functional as F
 
 from svbench.decoding.verify import row_argmax
 from svbench.draft_lm import draft_from_target, save_draft
+from svbench.errors import SvbenchError
 from svbench.nets.common import additive_mask, vocab_mask, vocab_rows
 from svbench.nets.eagle import head_from_target, save_head
 from svbench.nets.eagle3 import eagle3_from_target, save_eagle3
@@ -299,7 +300,7 @@ class EagleRecipe:
     def __init__(self, cfg, target, vocab):
         init = cfg.init_layer if cfg.init_layer is None or cfg.init_layer >= 0 else \
             target.config.num_hidden_layers + cfg.init_layer
-        self.module = head_from_target(target, init_layer=init, vocab_ids=vocab)
+        self.module = head_from_target(target, init_layer=init, vocab_ids=vocab, num_layers=cfg.num_layers)
         self.noise, self.ce_weight = float(cfg.feature_noise), float(cfg.ce_weight)
         self.steps, self.decay = int(cfg.get("ttt_steps", 1)), float(cfg.get("ttt_decay", 0.8))
         self.target_pass = TargetPass(target, max_tokens=cfg.get("feature_cache_tokens"),
@@ -336,6 +337,8 @@ class Eagle3Recipe:
     (off by default, as the shipped heads were trained; TargetPass finds the target's top-1 once per row)."""
 
     def __init__(self, cfg, target, vocab):
+        if cfg.get("num_layers", 1) != 1:
+            raise SvbenchError(f"num_layers={cfg.num_layers!r}: the EAGLE-3 head has one decoder layer (num_layers=1)")
         self.module = eagle3_from_target(target, vocab)
         self.steps, self.decay = int(cfg.get("ttt_steps", 1)), float(cfg.get("ttt_decay", 0.8))
         self.target_pass = TargetPass(target, max_tokens=cfg.get("feature_cache_tokens"),
