@@ -3,6 +3,7 @@
 # out-of-vocabulary mask (sessions 21-23's run, results/eagle_candidate_s22_smollm2.md), then the ship rule
 # (experiments/draft_candidate.sh, FIXED=1) against the shipped head. Re-running it resumes: training from its
 # last save (every 50 steps, checkpoints/candidates/NAME-train), the ship rule's runs where they stopped.
+# (Before session 28 every NAME trained into checkpoints/candidates/eagle-mask-train.)
 # Before session 27 a step took 5-9 s alone on 2 cores (11.4 s on session 25's Xeon, 5.1 s on session 26's Zen 5
 # EPYC); session 27's training changes and length_group=16 made it ~2.3 s in a long run on its Xeon (1.5 s with
 # TRAIN_ARGS=keep_freed_memory=true, whose heap grew ~14 MB a step; 3.5 s for the old code, results/train_step_speed_s27.md):

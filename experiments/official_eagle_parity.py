@@ -74,7 +74,7 @@ def official_model(ea_model, EConfig, target, head, dtype):
     missing, unexpected = base.load_state_dict(target.state_dict(), strict=False)
     assert not unexpected and all("rotary" in k for k in missing), (missing, unexpected)
     base = base.to(dtype).eval()
-    head_config = EConfig(**{**config.to_dict(), "num_hidden_layers": 1})
+    head_config = EConfig(**{**config.to_dict(), "num_hidden_layers": head.config.num_hidden_layers})
     head_config.rope_theta, head_config.rope_scaling = config.rope_theta, None
     layer = ea_model.Model1(head_config, bias=head.fc.bias is not None, total_tokens=TREE["total_token"],
                             depth=TREE["depth"], top_k=TREE["top_k"], threshold=1.0, load_emb=False)

@@ -14,10 +14,10 @@ NAME=DIR:heap keeps glibc's default heap, which is the training loop's default (
 kept heap was found to grow in long runs; the key itself is not an --override here. The default overrides are the
 masked EAGLE chain's (experiments/eagle_mask_chain.sh): all the data, seq_len 512, ttt_steps 3, mask_outside_vocab;
 --version-override adds one for one version (e.g. length_group=16). A step here is the loop's (svbench.train's
-draw_batches, then train_step: loss, backward, clip, AdamW), so the target's pass is computed as in a first epoch; a batch without answer tokens is skipped, so a version may
-time fewer than --steps steps.
-Steps are paired across versions (same batches) only where the versions draw the same batches; the table also gives
-seconds per 1,000 real (unpadded) tokens. Writes OUT.json and OUT.md; run nothing else meanwhile.
+draw_batches, then train_step: loss, backward, clip, AdamW), so the target's pass is computed as in a first epoch;
+a batch without answer tokens is skipped, so a version may time fewer than --steps steps. Steps are paired across
+versions (same batches) only where the versions draw the same batches; the table also gives seconds per 1,000 real
+(unpadded) tokens. Writes OUT.json and OUT.md; run nothing else meanwhile.
 """
 from __future__ import annotations
 

@@ -79,7 +79,8 @@ def tuned_total_token(pair, top_k: int, depth: int, prompts: list[list[int]] | N
     env = environment(str(pair.target.device))
     key = "|".join(str(x) for x in (env["gpu"] or env["cpu"], env["torch_threads"], pair.name,
                                     pair.target.config.num_hidden_layers, pair.target.dtype,
-                                    pair.target.device, top_k, depth))
+                                    pair.target.device, top_k, depth)) \
+        + (f"|head layers {len(pair.network.layers)}" if len(pair.network.layers) != 1 else "")  # 1: the old keys
     path = cache_root() / "tree_size.json"
     table = json.loads(path.read_text()) if path.is_file() else {}
     if key in table:

@@ -433,6 +433,15 @@ def test_glide_and_eagle_recipes_train_resume_export_and_load(tiny_data, tmp_pat
     assert "resumed from" in second.stderr
     trainable = {n for n, p in build_recipe(recipe).module.named_parameters() if p.requires_grad}
     assert trainable <= set(torch.load(out / "state.pt", weights_only=False)["draft"])  # a resume loses no weight
+    if recipe in ("eagle", "eagle3"):  # a state from before session 28, whose config carried an unused num_layers: 2
+        state = torch.load(out / "state.pt", weights_only=False)
+        state["config"]["num_layers"] = 2
+        torch.save(state, out / "state.pt")
+        old = subprocess.run(cmd + ["steps=4"], cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert old.returncode == 0 and "resumed from" in old.stderr, old.stderr  # its weights say 1 layer
+        deeper = subprocess.run(cmd + ["steps=5", "num_layers=2"], cwd=REPO, capture_output=True, text=True,
+                                timeout=300)
+        assert deeper.returncode == 2 and "'num_layers': (1, 2)" in deeper.stderr.strip().splitlines()[-1]
     assert json.loads((export / "train_meta.json").read_text())["recipe"] == recipe
     config = json.loads((export / "config.json").read_text())
     assert config["svbench_format"] == {"glide": "glide-draft", "eagle": "eagle-head", "eagle3": "eagle3-head"}[recipe]

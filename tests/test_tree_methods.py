@@ -88,7 +88,8 @@ def nets(target):
     return {"glide": train_quickly(GlideRecipe(cfg, target, None), target),
             "glide2": train_quickly(GlideRecipe(OmegaConf.merge(cfg, {"num_layers": 2}), target, None), target),
             "eagle": train_quickly(EagleRecipe(cfg, target, None), target),
-            "eagle_two_layers": train_quickly(EagleRecipe(OmegaConf.merge(cfg, {"num_layers": 2}), target, None), target),
+            "eagle_two_layers": train_quickly(EagleRecipe(OmegaConf.merge(cfg, {"num_layers": 2}), target, None),
+                                              target),
             "eagle3": train_quickly(Eagle3Recipe(OmegaConf.merge(cfg, {"ttt_steps": 3}), target, list(range(0, 512, 2))
                                                  + [1, 3, 5]), target)}
 
@@ -105,7 +106,7 @@ def test_greedy_equals_ar(target, nets, method, policy, seed):
     assert all(r.accepted <= r.drafted for r in sd.rounds)
 
 
-@pytest.mark.parametrize("method", ["vanilla_sd", "eagle2", "eagle2_wide", "eagle3"])
+@pytest.mark.parametrize("method", ["vanilla_sd", "eagle2", "eagle2_wide", "eagle2_two_layers", "eagle3"])
 def test_eval_at_the_engine_round_roots_gives_its_accepted_lengths(target, nets, method):
     """svbench.train.eval's drafting from each engine round's root (a fresh drafter, the target prefilled up to
     the root) accepts what the engine accepted in that round, capped at the round's steps: the engine's
@@ -429,7 +430,8 @@ def test_a_two_layer_eagle_head_starts_as_the_identity_drafts_with_two_cached_la
         torch.testing.assert_close(fresh(torch.arange(5)[None], features, torch.arange(5)[None]), features)
     head = nets["eagle_two_layers"]
     names = set(head.state_dict())
-    assert "layers.1.input_layernorm.weight" in names and not any(n.startswith("layers.0.input_layernorm") for n in names)
+    assert "layers.1.input_layernorm.weight" in names
+    assert not any(n.startswith("layers.0.input_layernorm") for n in names)
     cache, ids = TargetRunner(target), prompt_for(7) + [9]
     cache.prefill(ids[:-1])
     drafter = EagleDrafter(head, top_k=4, depth=4, total_token=16)

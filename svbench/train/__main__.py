@@ -56,6 +56,11 @@ def keep_freed_memory() -> bool:
     return bool(libc.mallopt(M_MMAP_THRESHOLD, 1 << 30) and libc.mallopt(M_TRIM_THRESHOLD, 2 ** 31 - 1))  # int args
 
 
+def head_layers(draft_state: dict) -> int:
+    """Decoder layers of an EAGLE head's saved weights (layers.i.*); 1 for an EAGLE-3 head (its midlayer)."""
+    return 1 + max((int(k.split(".")[1]) for k in draft_state if k.startswith("layers.")), default=0)
+
+
 def top_tokens(rows: list[dict], n: int, always: tuple[int, ...]) -> list[int]:
     """The n most frequent answer tokens of the training data (plus `always`, e.g. EOS)."""
     counts = collections.Counter(t for r in rows for t in r["ids"][r["prompt_len"]:])
@@ -153,7 +158,9 @@ def train(cfg) -> None:
         raise SvbenchError(f"{state_path} was written by recipe {state['config']['recipe']!r}, not {cfg.recipe!r}; "
                            f"use another out=")
     if state is not None:
-        saved, given = state["config"], OmegaConf.to_container(cfg)
+        saved, given = dict(state["config"]), OmegaConf.to_container(cfg)
+        if cfg.recipe in ("eagle", "eagle3"):  # their configs before session 28 carried the draft LM's unused
+            saved["num_layers"] = head_layers(state["draft"])  # num_layers: 2; the weights say how many there are
         changed = {k: (saved[k], given[k]) for k in MODEL_KEYS if k in saved and k in given and saved[k] != given[k]}
         if changed:
             raise SvbenchError(f"{state_path} was trained with other model settings (saved, given): {changed}; "
@@ -184,7 +191,12 @@ def train(cfg) -> None:
     optimiser = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     out.mkdir(parents=True, exist_ok=True)
     if state is not None:
-        module.load_state_dict(state["draft"], strict=False)
+        missing, unexpected = module.load_state_dict(state["draft"], strict=False)  # frozen tensors are not saved
+        trained_missing = [k for k in missing if k in dict(module.named_parameters()) and
+                           module.get_parameter(k).requires_grad]
+        if unexpected or trained_missing:
+            raise SvbenchError(f"{state_path} does not fit this model: missing {trained_missing[:3]}, unexpected "
+                               f"{unexpected[:3]}; use another out=")
         optimiser.load_state_dict(state["optimiser"])
         step = state["step"]
         elapsed = state.get("elapsed_s", 0.0)

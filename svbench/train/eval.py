@@ -41,6 +41,7 @@ from svbench.decoding.target import TargetRunner
 from svbench.decoding.policies import FixedPolicy
 from svbench.decoding.verify import Sampling
 from svbench.config import group_config
+from svbench.draft_folder import read_config
 from svbench.errors import SvbenchError, report_user_errors
 from svbench.models import load_pair
 from svbench.train.data import generate_all, read_shards
@@ -345,6 +346,8 @@ def write_card(folder: Path, results: dict, command: str) -> None:
         return ", ".join(f"{a:.2f}" if a is not None else "-" for a in results[section]["per_position_acceptance"])
 
     recipe = meta["recipe"]
+    # the exported head's own layer count (train_meta.json configs before session 28 carry an unused num_layers: 2)
+    layers = read_config(folder, "an EAGLE head").get("num_hidden_layers", 1) if recipe == "eagle" else None
     what = {
         "draft_lm": (f"draft LM ({cfg['num_layers']} layers)", "A vanilla-SD draft (`method=vanilla_sd`)",
                      f"{cfg['num_layers']} decoder layers at width 576, initialised from target layers "
@@ -358,7 +361,8 @@ def write_card(folder: Path, results: dict, command: str) -> None:
                   f"with a silent cross-attention; loss: soft cross-entropy to the target's distribution, stale-cache "
                   f"block mask of {cfg.get('block_size')}"),
         "eagle": ("EAGLE head", "An EAGLE-1/2 head (`method=eagle2`) over the target's final-normed features",
-                  f"FC(2d->d) + 1 decoder layer, starts as the identity; loss: SmoothL1 on the next feature + "
+                  f"FC(2d->d) + {layers} decoder layer{'s' if layers != 1 else ''}, starts as the identity; "
+                  f"loss: SmoothL1 on the next feature + "
                   f"{cfg.get('ce_weight')} x soft cross-entropy, U(+-{cfg.get('feature_noise')}) feature noise, "
                   f"{cfg.get('ttt_steps', 1)} unrolled steps weighted {cfg.get('ttt_decay', 0.8)}^j"),
         "eagle3": ("EAGLE-3 head", "An EAGLE-3 head (`method=eagle3`) over the target's layers 2, L//2, L-3",
