@@ -11,13 +11,13 @@ tokens cost 3.8x one token). Random weights, warm caches (one layer called again
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 
 import torch
 import torch.nn.functional as F
 
+from linear_kernels_cpu import ms_per_call as linear_ms_per_call  # noqa: E402  (one timing loop for linear layers)
 from svbench.environment import cpu_bf16_native, write_result
 
 SHAPES = {"576 -> 1,536 (MLP up)": (576, 1536), "1,536 -> 576 (MLP down)": (1536, 576),
@@ -25,18 +25,12 @@ SHAPES = {"576 -> 1,536 (MLP up)": (576, 1536), "1,536 -> 576 (MLP down)": (1536
 
 
 def ms_per_call(w: torch.Tensor, x: torch.Tensor, budget_s: float = 0.3) -> float:
-    """Median over 5 repeats of the mean time of N calls, N sized to ~budget_s per repeat."""
+    """linear_kernels_cpu's timing (median of 5 x N calls) of F.linear(x, w), N sized to ~budget_s per repeat."""
     F.linear(x, w)
     start = time.perf_counter()
     F.linear(x, w)
     calls = max(1, int(budget_s / max(time.perf_counter() - start, 1e-6)))
-    times = []
-    for _ in range(5):
-        start = time.perf_counter()
-        for _ in range(calls):
-            F.linear(x, w)
-        times.append((time.perf_counter() - start) / calls * 1e3)
-    return statistics.median(times)
+    return linear_ms_per_call(lambda rows: F.linear(rows, w), x, calls)
 
 
 @torch.inference_mode()

@@ -96,6 +96,11 @@ def head_from_target(target, init_layer: int | None = None, vocab_ids=None, bias
     return head.eval()
 
 
+def head_layers(state: dict) -> int:
+    """Decoder layers in a head's saved weights (``layers.i.*``); 1 for an EAGLE-3 head (its ``midlayer``)."""
+    return 1 + max((int(k.split(".")[1]) for k in state if k.startswith("layers.")), default=0)
+
+
 def save_head(head: EagleHead, folder: Path) -> None:
     config = {**head.config.to_dict(), "bias": head.fc.bias is not None}
     save_net(head, folder, config, FORMAT)

@@ -30,6 +30,7 @@ from svbench.config import group_config
 from svbench.environment import warn_if_bf16_is_slow
 from svbench.errors import SvbenchError, report_user_errors
 from svbench.models import load_pair
+from svbench.nets.eagle import head_layers
 from svbench.train.data import check_manifest, read_shards
 from svbench.train.recipes import RECIPES
 
@@ -54,11 +55,6 @@ def keep_freed_memory() -> bool:
         return False
     M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
     return bool(libc.mallopt(M_MMAP_THRESHOLD, 1 << 30) and libc.mallopt(M_TRIM_THRESHOLD, 2 ** 31 - 1))  # int args
-
-
-def head_layers(draft_state: dict) -> int:
-    """Decoder layers of an EAGLE head's saved weights (layers.i.*); 1 for an EAGLE-3 head (its midlayer)."""
-    return 1 + max((int(k.split(".")[1]) for k in draft_state if k.startswith("layers.")), default=0)
 
 
 def top_tokens(rows: list[dict], n: int, always: tuple[int, ...]) -> list[int]:
@@ -188,12 +184,14 @@ def train(cfg) -> None:
     recipe = RECIPES[cfg.recipe](cfg, pair.target, vocab)
     module = recipe.module
     trainable = [p for p in module.parameters() if p.requires_grad]
+    # not trained, so left out of state.pt and rebuilt on load: the target's tensors, or init_from's under
+    # train_only_cross_attention
+    frozen = {name for name, p in module.named_parameters() if not p.requires_grad}
     optimiser = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     out.mkdir(parents=True, exist_ok=True)
     if state is not None:
         missing, unexpected = module.load_state_dict(state["draft"], strict=False)  # frozen tensors are not saved
-        trained_missing = [k for k in missing if k in dict(module.named_parameters()) and
-                           module.get_parameter(k).requires_grad]
+        trained_missing = [k for k in missing if k not in frozen]
         if unexpected or trained_missing:
             raise SvbenchError(f"{state_path} does not fit this model: missing {trained_missing[:3]}, unexpected "
                                f"{unexpected[:3]}; use another out=")
@@ -221,10 +219,6 @@ def train(cfg) -> None:
         answer_tokens = [t for r in rows for t in r["ids"][r["prompt_len"]:]]
         coverage = sum(t in vocab_set for t in answer_tokens) / len(answer_tokens)
         print(f"reduced vocabulary: {len(vocab)} tokens cover {coverage:.4f} of answer tokens", file=sys.stderr)
-    # not trained, so left out of state.pt and rebuilt on load: the target's tensors, or init_from's under
-    # train_only_cross_attention
-    frozen = {name for name, p in module.named_parameters() if not p.requires_grad}
-
     def save():
         trainable_state = {k: v for k, v in module.state_dict().items() if k not in frozen}
         tmp = state_path.with_suffix(".tmp")
