@@ -47,19 +47,25 @@ EAGLE_DIR ?= drafts/smollm2-135m-eagle
 EAGLE3_DIR ?= drafts/smollm2-135m-eagle3
 DATA ?= [train_data/smollm2,train_data/smollm2_fixed]
 DATA_ARGS ?=
+# TRAIN_ARGS: key=value for every training run; EAGLE_ARGS / DRAFT_LM_ARGS / GLIDE_ARGS / EAGLE3_ARGS: one recipe's
+# (e.g. EAGLE_ARGS=num_layers=2: EAGLE-3 refuses a head of more than one layer)
 TRAIN_ARGS ?=
+EAGLE_ARGS ?=
+DRAFT_LM_ARGS ?=
+GLIDE_ARGS ?=
+EAGLE3_ARGS ?=
 EVAL = $(PY) -m svbench.train.eval --pair smollm2 --data train_data/smollm2 --spec-bench 24 --write-card
 
 drafts: install
 	$(PY) -m svbench.train.data --out train_data/smollm2 --max-prompt-tokens 512 --max-new-tokens 256 --shard-size 512 $(DATA_ARGS)
 	$(PY) -m svbench.train.data --out train_data/smollm2_fixed --fixed --max-prompt-tokens 512 --max-new-tokens 384 --shard-size 2048
 	# the shipped EAGLE head (session 27, its card): a cosine planned over 2,600 steps, re-stretched to 2,000 at step 500
-	$(PY) -m svbench.train --config-name eagle 'data=$(DATA)' out=checkpoints/eagle export=$(EAGLE_DIR) steps=2000 seq_len=512 ttt_steps=3 mask_outside_vocab=true length_group=16 $(TRAIN_ARGS)
+	$(PY) -m svbench.train --config-name eagle 'data=$(DATA)' out=checkpoints/eagle export=$(EAGLE_DIR) steps=2000 seq_len=512 ttt_steps=3 mask_outside_vocab=true length_group=16 $(TRAIN_ARGS) $(EAGLE_ARGS)
 	$(EVAL) --method eagle2 --draft $(EAGLE_DIR)
-	$(PY) -m svbench.train 'data=[train_data/smollm2]' out=checkpoints/draft_lm export=$(DRAFT_DIR) lr=1e-3 warmup_steps=30 seq_len=512 steps=1500 $(TRAIN_ARGS)
+	$(PY) -m svbench.train 'data=[train_data/smollm2]' out=checkpoints/draft_lm export=$(DRAFT_DIR) lr=1e-3 warmup_steps=30 seq_len=512 steps=1500 $(TRAIN_ARGS) $(DRAFT_LM_ARGS)
 	$(EVAL) --method vanilla_sd --draft $(DRAFT_DIR)
-	$(PY) -m svbench.train --config-name glide 'data=[train_data/smollm2]' out=checkpoints/glide export=$(GLIDE_DIR) num_layers=2 init_from=$(DRAFT_DIR) lr=5e-5 warmup_steps=20 seq_len=512 steps=600 $(TRAIN_ARGS)
+	$(PY) -m svbench.train --config-name glide 'data=[train_data/smollm2]' out=checkpoints/glide export=$(GLIDE_DIR) num_layers=2 init_from=$(DRAFT_DIR) lr=5e-5 warmup_steps=20 seq_len=512 steps=600 $(TRAIN_ARGS) $(GLIDE_ARGS)
 	$(EVAL) --method glide --draft $(GLIDE_DIR)
 	# the shipped EAGLE-3 head ran these 2,400 steps in two parts (1,200 on 7 of the 21 answer shards, then 1,200 on all; its card)
-	$(PY) -m svbench.train --config-name eagle3 'data=$(DATA)' out=checkpoints/eagle3 export=$(EAGLE3_DIR) steps=2400 seq_len=512 feature_cache_tokens=2600000 $(TRAIN_ARGS)
+	$(PY) -m svbench.train --config-name eagle3 'data=$(DATA)' out=checkpoints/eagle3 export=$(EAGLE3_DIR) steps=2400 seq_len=512 feature_cache_tokens=2600000 $(TRAIN_ARGS) $(EAGLE3_ARGS)
 	$(EVAL) --method eagle3 --draft $(EAGLE3_DIR)
