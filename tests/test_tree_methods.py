@@ -604,12 +604,17 @@ def test_eagle3_head_cache_stays_in_step_with_the_target(target, nets):
         seen.append((self.cached_len, drafter.fed + pending, drafter.cache.layers[0].get_seq_length() + pending,
                      tuple(self.new_features.shape), path != list(range(1, len(path) + 1))))
 
+    # svip alone may keep every round on the spine where the few-second training lands differently (session
+    # 30's Zen 5 EPYC); fixed 4-level rounds on more prompts make sibling paths likely on any CPU
+    runs = [(prompt_for(2) * 3, SVIPPolicy()), (prompt_for(2) * 3, FixedPolicy(4))]
+    runs += [(prompt_for(seed), FixedPolicy(4)) for seed in range(6)]
     TargetRunner.keep_path = spy
     try:
-        out = generate(target, prompt_for(2) * 3, 80, drafter, SVIPPolicy())
+        outs = [generate(target, prompt, 80, drafter, policy) for prompt, policy in runs]
     finally:
         TargetRunner.keep_path = original
-    assert len(seen) > 10 and out.ids == generate(target, prompt_for(2) * 3, 80).ids
+    assert len(seen) > 10
+    assert all(out.ids == generate(target, prompt, 80).ids for out, (prompt, _) in zip(outs, runs))
     d = target.config.hidden_size
     for cached, fed, head_cache, (new, width), _ in seen:
         assert head_cache == fed  # the tree's nodes were dropped from the head's cache
