@@ -55,6 +55,11 @@ def target():
     return tiny_llama(num_layers=3, seed=0)
 
 
+def off_spine(path) -> bool:
+    """An accepted tree path that leaves the first-child chain (node ids 1, 2, 3, ...): the cache gather path."""
+    return path != list(range(1, len(path) + 1))
+
+
 def prompt_for(seed):
     """One of 16 fixed prompts of 1..15 tokens."""
     gen = torch.Generator().manual_seed(100 + seed % 16)
@@ -171,12 +176,12 @@ def test_target_only_rounds_keep_every_drafter_in_step(target, nets, method, pol
 def test_trained_drafts_exercise_multi_token_and_sibling_paths(target, nets, method):
     """Not a speed claim: the test drafts must be good enough that accepted paths are long and, for trees,
     sometimes leave the first-child chain (the cache gather path)."""
-    drafter, accepted, rounds, off_spine = METHODS[method](nets), 0, 0, 0
+    drafter, accepted, rounds, sibling_paths = METHODS[method](nets), 0, 0, 0
     original_keep = TargetRunner.keep_path
 
     def spy(self, tree, path):
-        nonlocal off_spine
-        off_spine += path != list(range(1, len(path) + 1))
+        nonlocal sibling_paths
+        sibling_paths += off_spine(path)
         return original_keep(self, tree, path)
 
     TargetRunner.keep_path = spy
@@ -189,7 +194,7 @@ def test_trained_drafts_exercise_multi_token_and_sibling_paths(target, nets, met
         TargetRunner.keep_path = original_keep
     assert accepted / rounds > 0.5  # mean accepted draft tokens per round
     if method not in ("glide", "glide2_reencode"):  # chains never leave the spine
-        assert off_spine > 0
+        assert sibling_paths > 0
 
 
 def test_eos_and_budget(target, nets):
@@ -602,7 +607,7 @@ def test_eagle3_head_cache_stays_in_step_with_the_target(target, nets):
         original(self, tree, path)
         pending = 0 if drafter.pending is None else len(drafter.pending)  # a round that drafted nothing keeps them
         seen.append((self.cached_len, drafter.fed + pending, drafter.cache.layers[0].get_seq_length() + pending,
-                     tuple(self.new_features.shape), path != list(range(1, len(path) + 1))))
+                     tuple(self.new_features.shape), off_spine(path)))
 
     # svip alone may keep every round on the spine where the few-second training lands differently (session
     # 30's Zen 5 EPYC); fixed 4-level rounds on more prompts make sibling paths likely on any CPU
@@ -619,7 +624,7 @@ def test_eagle3_head_cache_stays_in_step_with_the_target(target, nets):
     for cached, fed, head_cache, (new, width), _ in seen:
         assert head_cache == fed  # the tree's nodes were dropped from the head's cache
         assert fed + new == cached and width == 3 * d  # fed + not yet fed: exactly the target's positions
-    assert any(off_spine for *_, off_spine in seen)
+    assert any(left_spine for *_, left_spine in seen)
 
 
 def test_official_eagle3_head_for_another_target_is_refused(target, nets, tmp_path):
