@@ -181,3 +181,34 @@ def test_paper_tables_time_one_shared_ar_baseline_and_resume(tmp_path):
     claims = (tmp_path / "analysis" / "claims" / "tiny.md").read_text()
     assert "| SVIP > fixed length, vanilla SD |" in claims and "not run: glide + fixed" in claims
     assert "| SVIP's gain over fixed grows with length (8 -> 16 tokens) |" in claims
+
+
+@pytest.mark.slow
+def test_goal_check_times_an_ar_beside_every_configuration_and_repeats(tmp_path):
+    """experiments/goal_check.sh: each configuration's folder holds its own AR record for every question-turn and
+    run, each SD record's speedup is against the AR of its own folder and run; a re-run adds nothing; a bad
+    CONFIGS entry or RUNS stops before any model loads with one line and exit status 2."""
+    env = {**os.environ, "PY": sys.executable, "PAIR": "tiny", "LIMIT": "1", "TOKENS": "8", "RUNS": "2",
+           "CONFIGS": "vanilla_sd svip,eagle2 fixed", "OUT": str(tmp_path / "exp"),
+           "ANALYSIS": str(tmp_path / "analysis"), "EXTRA": "threads=1"}
+    script = ["bash", "experiments/goal_check.sh"]
+    result = subprocess.run(script, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    files = sorted((tmp_path / "exp").glob("*/records.jsonl"))
+    assert [f.parent.name for f in files] == ["eagle2-fixed", "vanilla_sd-svip"]
+    for f in files:
+        rows = records(f.parent)
+        ar = {(r["question_id"], r["turn"], r["run"]): r for r in rows if r["method"] == "ar"}
+        sd = [r for r in rows if r["method"] != "ar"]
+        assert len(ar) == len(sd) > 0 and {r["run"] for r in sd} == {0, 1}
+        for r in sd:
+            own = ar[(r["question_id"], r["turn"], r["run"])]
+            assert r["ar_wall_time"] == own["wall_time"] and r["ar_new_tokens"] == own["new_tokens"]
+    assert (tmp_path / "analysis" / "summary.md").is_file()
+    before = {f: f.read_text() for f in files}
+    result = subprocess.run(script, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0 and {f: f.read_text() for f in files} == before
+    for bad, message in (({"CONFIGS": "eagle2_cpu"}, "CONFIGS entry 'eagle2_cpu'"), ({"RUNS": "0"}, "RUNS '0'")):
+        result = subprocess.run(script, cwd=REPO, env={**env, **bad}, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2 and result.stderr.strip().splitlines() == [result.stderr.strip()]
+        assert message in result.stderr and not (tmp_path / "exp" / "eagle2_cpu-svip").exists()

@@ -173,7 +173,7 @@ def test_target_only_rounds_keep_every_drafter_in_step(target, nets, method, pol
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
-def test_trained_drafts_exercise_multi_token_and_sibling_paths(target, nets, method):
+def test_trained_drafts_exercise_multi_token_and_sibling_paths(target, nets, method, monkeypatch):
     """Not a speed claim: the test drafts must be good enough that accepted paths are long and, for trees,
     sometimes leave the first-child chain (the cache gather path)."""
     drafter, accepted, rounds, sibling_paths = METHODS[method](nets), 0, 0, 0
@@ -184,14 +184,11 @@ def test_trained_drafts_exercise_multi_token_and_sibling_paths(target, nets, met
         sibling_paths += off_spine(path)
         return original_keep(self, tree, path)
 
-    TargetRunner.keep_path = spy
-    try:
-        for seed in range(6):
-            out = generate(target, prompt_for(seed), 40, drafter, FixedPolicy(4))
-            accepted += sum(r.accepted for r in out.rounds)
-            rounds += len(out.rounds) - 1
-    finally:
-        TargetRunner.keep_path = original_keep
+    monkeypatch.setattr(TargetRunner, "keep_path", spy)
+    for seed in range(6):
+        out = generate(target, prompt_for(seed), 40, drafter, FixedPolicy(4))
+        accepted += sum(r.accepted for r in out.rounds)
+        rounds += len(out.rounds) - 1
     assert accepted / rounds > 0.5  # mean accepted draft tokens per round
     if method not in ("glide", "glide2_reencode"):  # chains never leave the spine
         assert sibling_paths > 0
@@ -597,7 +594,7 @@ def test_official_eagle3_head_loads_and_drafts_the_same(target, nets, tmp_path):
         load_eagle3(tmp_path / "no_maps", target)
 
 
-def test_eagle3_head_cache_stays_in_step_with_the_target(target, nets):
+def test_eagle3_head_cache_stays_in_step_with_the_target(target, nets, monkeypatch):
     """Over many rounds (off-spine paths included) the head's cache holds exactly the verified positions the
     target's cache holds, and the target hands the head its three layers' states (3d wide)."""
     drafter = Eagle3Drafter(nets["eagle3"], top_k=4, depth=4, total_token=16)
@@ -613,11 +610,9 @@ def test_eagle3_head_cache_stays_in_step_with_the_target(target, nets):
     # 30's Zen 5 EPYC); fixed 4-level rounds on more prompts make sibling paths likely on any CPU
     runs = [(prompt_for(2) * 3, SVIPPolicy()), (prompt_for(2) * 3, FixedPolicy(4))]
     runs += [(prompt_for(seed), FixedPolicy(4)) for seed in range(6)]
-    TargetRunner.keep_path = spy
-    try:
-        outs = [generate(target, prompt, 80, drafter, policy) for prompt, policy in runs]
-    finally:
-        TargetRunner.keep_path = original
+    monkeypatch.setattr(TargetRunner, "keep_path", spy)
+    outs = [generate(target, prompt, 80, drafter, policy) for prompt, policy in runs]
+    monkeypatch.undo()  # the AR references below run unspied
     assert len(seen) > 10
     assert all(out.ids == generate(target, prompt, 80).ids for out, (prompt, _) in zip(outs, runs))
     d = target.config.hidden_size
