@@ -415,6 +415,34 @@ def build_recipe(name: str):
     return RECIPES[name](cfg, load_pair(group_config("pair", "tiny"), drafter_cls=None).target, list(range(128)))
 
 
+def test_eagle_init_from_goes_on_from_a_trained_head_and_refuses_a_misfit(tmp_path):
+    """init_from loads a head folder's weights as the start (not the identity init), and refuses a head whose
+    layer count or drafting vocabulary differs from the run's, with one error line."""
+    from svbench.errors import SvbenchError
+    from svbench.nets.eagle import save_head
+    trained = build_recipe("eagle").module
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(torch.randn_like(p) * 0.01)  # anything but the fresh head's identity start
+    save_head(trained, tmp_path / "head")
+    target = load_pair(group_config("pair", "tiny"), drafter_cls=None).target
+
+    def recipe(vocab, *overrides):
+        with initialize_config_dir(str(REPO / "conf" / "train"), version_base="1.3"):
+            cfg = compose(config_name="eagle", overrides=["pair=tiny", f"init_from={tmp_path / 'head'}", *overrides])
+        return RECIPES["eagle"](cfg, target, vocab)
+
+    resumed = recipe(list(range(128))).module.state_dict()
+    assert resumed.keys() == trained.state_dict().keys()
+    assert all(torch.equal(resumed[k], v.to(torch.bfloat16).to(v.dtype))  # draft folders store bf16
+               for k, v in trained.state_dict().items())
+    assert not torch.equal(build_recipe("eagle").module.fc.weight, resumed["fc.weight"])
+    with pytest.raises(SvbenchError, match="drafting vocabulary differs"):
+        recipe(list(range(1, 129)))
+    with pytest.raises(SvbenchError, match="has 1 layer"):
+        recipe(list(range(128)), "num_layers=2")
+
+
 recipe_title = {"glide": "GliDe draft", "eagle": "EAGLE head", "eagle3": "EAGLE-3 head"}
 
 

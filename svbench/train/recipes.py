@@ -19,7 +19,7 @@ from svbench.decoding.verify import row_argmax
 from svbench.draft_lm import draft_from_target, save_draft
 from svbench.errors import SvbenchError
 from svbench.nets.common import additive_mask, vocab_mask, vocab_rows
-from svbench.nets.eagle import head_from_target, save_head
+from svbench.nets.eagle import head_from_target, load_head, save_head
 from svbench.nets.eagle3 import eagle3_from_target, save_eagle3
 from svbench.nets.glide import glide_from_target, save_glide
 
@@ -289,6 +289,21 @@ def training_time_test_loss(head, next_tokens, inputs, answer, steps: int, decay
     return total, first[0], first[1]
 
 
+def eagle_head_from_folder(cfg, target, vocab):
+    """The EAGLE head in folder cfg.init_from, to train further: it must have cfg.num_layers layers and this
+    run's drafting vocabulary (the same data gives the same one), else one error line."""
+    from svbench.models import resolve_folder
+    folder = resolve_folder(cfg.init_from, key="init_from")
+    head = load_head(folder, target).to(target.dtype)
+    if head.config.num_hidden_layers != cfg.num_layers:
+        raise SvbenchError(f"init_from={cfg.init_from}: the head has {head.config.num_hidden_layers} layer(s), "
+                           f"num_layers={cfg.num_layers}")
+    if (None if vocab is None else list(vocab)) != head.vocab_ids:
+        raise SvbenchError(f"init_from={cfg.init_from}: its drafting vocabulary differs from this run's "
+                           f"(reduced_vocab={cfg.get('reduced_vocab')} over {list(cfg.data)})")
+    return head
+
+
 class EagleRecipe:
     """EAGLE head. Step 0 is EAGLE-1's recipe: SmoothL1(f^_{t+1}, f_{t+1}) + w * soft CE(lm_head), uniform
     noise on the input features (ALGORITHMS §5). Training-time test (ttt_steps > 1, HASS / EAGLE-3): the
@@ -298,9 +313,12 @@ class EagleRecipe:
     top-1 lies outside the draft vocabulary (EAGLE-3's rule; off by default, as the shipped head was trained)."""
 
     def __init__(self, cfg, target, vocab):
-        init = cfg.init_layer if cfg.init_layer is None or cfg.init_layer >= 0 else \
-            target.config.num_hidden_layers + cfg.init_layer
-        self.module = head_from_target(target, init_layer=init, vocab_ids=vocab, num_layers=cfg.num_layers)
+        if cfg.get("init_from"):  # a trained head folder: go on training it (a new cosine, this run's lr)
+            self.module = eagle_head_from_folder(cfg, target, vocab)
+        else:
+            init = cfg.init_layer if cfg.init_layer is None or cfg.init_layer >= 0 else \
+                target.config.num_hidden_layers + cfg.init_layer
+            self.module = head_from_target(target, init_layer=init, vocab_ids=vocab, num_layers=cfg.num_layers)
         self.noise, self.ce_weight = float(cfg.feature_noise), float(cfg.ce_weight)
         self.steps, self.decay = int(cfg.get("ttt_steps", 1)), float(cfg.get("ttt_decay", 0.8))
         self.target_pass = TargetPass(target, max_tokens=cfg.get("feature_cache_tokens"),
