@@ -34,7 +34,8 @@ case $KIND in  # eval method, pair entry, shipped folder, svip run method, fixed
 esac
 [[ "$NAME" =~ ^[A-Za-z0-9._-]+$ ]] || { echo "NAME '$NAME': letters, digits, . _ - only (a folder name)" >&2; exit 2; }
 LIMIT=${LIMIT:-4}
-[[ "$LIMIT" =~ ^[1-9][0-9]*$ ]] || { echo "LIMIT '$LIMIT': a positive integer (questions per Spec-Bench category)" >&2; exit 2; }
+source "$(dirname "$0")/checks.sh"
+positive_int LIMIT "$LIMIT" "questions per Spec-Bench category"
 FIXED=${FIXED:-0}
 [[ "$FIXED" =~ ^[01]$ ]] || { echo "FIXED '$FIXED': 0 or 1 (1: also the fixed-length goal configuration)" >&2; exit 2; }
 [ -f "$CANDIDATE/config.json" ] || { echo "no draft at '$CANDIDATE' (config.json missing)" >&2; exit 2; }

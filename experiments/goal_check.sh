@@ -14,8 +14,9 @@ PY=${PY:-python}
 LIMIT=${LIMIT:-4}
 TOKENS=${TOKENS:-128}
 RUNS=${RUNS:-2}
-[[ "$LIMIT" =~ ^[1-9][0-9]*$ ]] || { echo "LIMIT '$LIMIT': a positive integer (questions per Spec-Bench category)" >&2; exit 2; }
-[[ "$RUNS" =~ ^[1-9][0-9]*$ ]] || { echo "RUNS '$RUNS': a positive integer (repeats of every question-turn)" >&2; exit 2; }
+source "$(dirname "$0")/checks.sh"
+positive_int LIMIT "$LIMIT" "questions per Spec-Bench category"
+positive_int RUNS "$RUNS" "repeats of every question-turn"
 PAIR=${PAIR:-smollm2}
 OUT=${OUT:-results/experiments/goal_check/$PAIR}
 ANALYSIS=${ANALYSIS:-results/analysis/goal_check/$PAIR}

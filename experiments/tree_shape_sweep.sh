@@ -15,7 +15,8 @@ NAME=${1:?usage: bash experiments/tree_shape_sweep.sh NAME [POLICY:TOP_K:DEPTH:N
 shift
 CONFIGS=${*:-svip:4:3:12 svip:6:4:20 svip:8:4:32 svip:10:5:60 fixed:4:3:12 fixed:6:4:20 fixed:8:4:32 svip:4:3:12:0.45 svip:8:4:32:0.45}
 PY=${PY:-.venv/bin/python} SKIP=${SKIP:-4} LIMIT=${LIMIT:-4}
-[[ "$LIMIT" =~ ^[1-9][0-9]*$ ]] || { echo "LIMIT '$LIMIT': a positive integer" >&2; exit 2; }
+source "$(dirname "$0")/checks.sh"
+positive_int LIMIT "$LIMIT" "questions per Spec-Bench category"
 OUT=results/experiments/$NAME/smollm2
 COMMON="pair=smollm2 benchmark=spec_bench max_new_tokens=${TOKENS:-128} dtype=bfloat16 progress=false benchmark.skip=$SKIP ${EXTRA:-}"
 for c in $CONFIGS; do  # every CONFIG checked before anything runs

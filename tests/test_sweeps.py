@@ -212,3 +212,14 @@ def test_goal_check_times_an_ar_beside_every_configuration_and_repeats(tmp_path)
         result = subprocess.run(script, cwd=REPO, env={**env, **bad}, capture_output=True, text=True, timeout=60)
         assert result.returncode == 2 and result.stderr.strip().splitlines() == [result.stderr.strip()]
         assert message in result.stderr and not (tmp_path / "exp" / "eagle2_cpu-svip").exists()
+
+
+@pytest.mark.parametrize("script, args", [("goal_check.sh", []), ("tree_shape_sweep.sh", ["t"]),
+                                          ("draft_candidate.sh", ["eagle", "drafts/smollm2-135m-eagle", "t"])])
+def test_experiment_scripts_refuse_a_bad_limit_with_the_shared_check(script, args, tmp_path):
+    """experiments/checks.sh's positive_int: LIMIT=0 stops each script with the same one line, exit status 2."""
+    env = {**os.environ, "LIMIT": "0", "OUT": str(tmp_path / "out")}
+    result = subprocess.run(["bash", f"experiments/{script}", *args], cwd=REPO, env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "LIMIT '0': a positive integer (questions per Spec-Bench category)"
