@@ -59,8 +59,10 @@ EVAL = $(PY) -m svbench.train.eval --pair smollm2 --data train_data/smollm2 --sp
 drafts: install
 	$(PY) -m svbench.train.data --out train_data/smollm2 --max-prompt-tokens 512 --max-new-tokens 256 --shard-size 512 $(DATA_ARGS)
 	$(PY) -m svbench.train.data --out train_data/smollm2_fixed --fixed --max-prompt-tokens 512 --max-new-tokens 384 --shard-size 2048
-	# the shipped EAGLE head (session 27, its card): a cosine planned over 2,600 steps, re-stretched to 2,000 at step 500
-	$(PY) -m svbench.train --config-name eagle 'data=$(DATA)' out=checkpoints/eagle export=$(EAGLE_DIR) steps=2000 seq_len=512 ttt_steps=3 mask_outside_vocab=true length_group=16 $(TRAIN_ARGS) $(EAGLE_ARGS)
+	# the shipped EAGLE head, two stages (its card): session 27's 2,000 steps (a cosine planned over 2,600 steps,
+	# re-stretched to 2,000 at step 500), then session 32's 1,200 more from it (init_from, lr 2e-4, other batches)
+	$(PY) -m svbench.train --config-name eagle 'data=$(DATA)' out=checkpoints/eagle export=checkpoints/eagle-stage1 steps=2000 seq_len=512 ttt_steps=3 mask_outside_vocab=true length_group=16 $(TRAIN_ARGS) $(EAGLE_ARGS)
+	$(PY) -m svbench.train --config-name eagle 'data=$(DATA)' out=checkpoints/eagle-stage2 export=$(EAGLE_DIR) init_from=checkpoints/eagle-stage1 steps=1200 lr=2e-4 seed=1 seq_len=512 ttt_steps=3 mask_outside_vocab=true length_group=16 $(TRAIN_ARGS) $(EAGLE_ARGS)
 	$(EVAL) --method eagle2 --draft $(EAGLE_DIR)
 	$(PY) -m svbench.train 'data=[train_data/smollm2]' out=checkpoints/draft_lm export=$(DRAFT_DIR) lr=1e-3 warmup_steps=30 seq_len=512 steps=1500 $(TRAIN_ARGS) $(DRAFT_LM_ARGS)
 	$(EVAL) --method vanilla_sd --draft $(DRAFT_DIR)

@@ -361,7 +361,9 @@ def write_card(folder: Path, results: dict, command: str) -> None:
                   f"with a silent cross-attention; loss: soft cross-entropy to the target's distribution, stale-cache "
                   f"block mask of {cfg.get('block_size')}"),
         "eagle": ("EAGLE head", "An EAGLE-1/2 head (`method=eagle2`) over the target's final-normed features",
-                  f"FC(2d->d) + {layers} decoder layer{'s' if layers != 1 else ''}, starts as the identity; "
+                  f"FC(2d->d) + {layers} decoder layer{'s' if layers != 1 else ''}, "
+                  + (f"continues the trained head in `{cfg['init_from']}` (init_from; a new warm-up and cosine)"
+                     if cfg.get("init_from") else "starts as the identity") + "; "
                   f"loss: SmoothL1 on the next feature + "
                   f"{cfg.get('ce_weight')} x soft cross-entropy, U(+-{cfg.get('feature_noise')}) feature noise, "
                   f"{cfg.get('ttt_steps', 1)} unrolled steps weighted {cfg.get('ttt_decay', 0.8)}^j"),
