@@ -408,11 +408,12 @@ def check_eval_results(results, data, heldout_seqs, starts_per_seq):
     assert cost["ratio"] == pytest.approx(cost["draft_forward_ms"] / cost["target_forward_ms"])
 
 
-def build_recipe(name: str):
+def build_recipe(name: str, target=None):
     """A fresh recipe of conf/train/<name>.yaml on the tiny pair (the trainable parameters it starts with)."""
     with initialize_config_dir(str(REPO / "conf" / "train"), version_base="1.3"):
         cfg = compose(config_name=name, overrides=["pair=tiny"])
-    return RECIPES[name](cfg, load_pair(group_config("pair", "tiny"), drafter_cls=None).target, list(range(128)))
+    target = target or load_pair(group_config("pair", "tiny"), drafter_cls=None).target
+    return RECIPES[name](cfg, target, list(range(128)))
 
 
 def test_eagle_init_from_goes_on_from_a_trained_head_and_refuses_a_misfit(tmp_path):
@@ -420,12 +421,13 @@ def test_eagle_init_from_goes_on_from_a_trained_head_and_refuses_a_misfit(tmp_pa
     layer count or drafting vocabulary differs from the run's, with one error line."""
     from svbench.errors import SvbenchError
     from svbench.nets.eagle import save_head
-    trained = build_recipe("eagle").module
+    target = load_pair(group_config("pair", "tiny"), drafter_cls=None).target
+    fresh = build_recipe("eagle", target).module.state_dict()
+    trained = build_recipe("eagle", target).module
     with torch.no_grad():
         for p in trained.parameters():
             p.add_(torch.randn_like(p) * 0.01)  # anything but the fresh head's identity start
     save_head(trained, tmp_path / "head")
-    target = load_pair(group_config("pair", "tiny"), drafter_cls=None).target
 
     def recipe(vocab, *overrides):
         with initialize_config_dir(str(REPO / "conf" / "train"), version_base="1.3"):
@@ -436,11 +438,32 @@ def test_eagle_init_from_goes_on_from_a_trained_head_and_refuses_a_misfit(tmp_pa
     assert resumed.keys() == trained.state_dict().keys()
     assert all(torch.equal(resumed[k], v.to(torch.bfloat16).to(v.dtype))  # draft folders store bf16
                for k, v in trained.state_dict().items())
-    assert not torch.equal(build_recipe("eagle").module.fc.weight, resumed["fc.weight"])
+    assert not torch.equal(fresh["fc.weight"], resumed["fc.weight"])
     with pytest.raises(SvbenchError, match="drafting vocabulary differs"):
         recipe(list(range(1, 129)))
     with pytest.raises(SvbenchError, match="has 1 layer"):
         recipe(list(range(128)), "num_layers=2")
+
+
+def test_glide_init_from_starts_its_layers_from_a_draft_lm_folder(tmp_path):
+    """GliDe's init_from copies a trained draft LM's self-attention and MLP into the draft (not the target's
+    first layer); a missing folder is one error line."""
+    from svbench.draft_lm import draft_from_target, save_draft
+    from svbench.errors import SvbenchError
+    target = load_pair(group_config("pair", "tiny"), drafter_cls=None).target
+    lm = draft_from_target(target, 1, [2])  # the target's last layer, so it differs from the default start
+    save_draft(lm, tmp_path / "lm")
+
+    def glide(folder):
+        with initialize_config_dir(str(REPO / "conf" / "train"), version_base="1.3"):
+            cfg = compose(config_name="glide", overrides=["pair=tiny", f"init_from={folder}"])
+        return RECIPES["glide"](cfg, target, list(range(128))).module
+
+    mlp = glide(tmp_path / "lm").model.layers[0].mlp.down_proj.weight
+    assert torch.equal(mlp, lm.model.layers[0].mlp.down_proj.weight.to(torch.bfloat16).to(mlp.dtype))
+    assert not torch.equal(mlp, build_recipe("glide", target).module.model.layers[0].mlp.down_proj.weight)
+    with pytest.raises(SvbenchError, match="init_from=.*no such folder"):
+        glide(tmp_path / "missing")
 
 
 recipe_title = {"glide": "GliDe draft", "eagle": "EAGLE head", "eagle3": "EAGLE-3 head"}

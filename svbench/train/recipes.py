@@ -16,12 +16,19 @@ from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
 from svbench.decoding.verify import row_argmax
-from svbench.draft_lm import draft_from_target, save_draft
+from svbench.draft_lm import draft_from_target, load_draft, save_draft
 from svbench.errors import SvbenchError
 from svbench.nets.common import additive_mask, vocab_mask, vocab_rows
 from svbench.nets.eagle import head_from_target, load_head, save_head
 from svbench.nets.eagle3 import eagle3_from_target, save_eagle3
 from svbench.nets.glide import glide_from_target, save_glide
+
+
+def init_from_folder(cfg):
+    """The folder cfg.init_from names (a draft to start training from), None when unset; one error line when
+    it is not a folder."""
+    from svbench.models import resolve_folder
+    return resolve_folder(cfg.init_from, key="init_from") if cfg.get("init_from") else None
 
 
 def target_distribution(hidden: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
@@ -196,12 +203,9 @@ class GlideRecipe:
     mask_outside_vocab as for the draft LM."""
 
     def __init__(self, cfg, target, vocab):
-        init_from = None
-        if cfg.get("init_from"):  # a trained draft LM folder: start from its layers
-            from svbench.draft_lm import load_draft
-            from svbench.models import resolve_folder
-            init_from = load_draft(resolve_folder(cfg.init_from, key="init_from"), target)
-        self.module = glide_from_target(target, cfg.num_layers, vocab, init_from)
+        folder = init_from_folder(cfg)  # a trained draft LM folder: start from its layers
+        lm = None if folder is None else load_draft(folder, target)
+        self.module = glide_from_target(target, cfg.num_layers, vocab, lm)
         if cfg.get("train_only_cross_attention"):  # keep the (trained) LM part fixed; learn what to read
             for name, param in self.module.named_parameters():
                 param.requires_grad_(".cross_attn." in name)
@@ -289,11 +293,9 @@ def training_time_test_loss(head, next_tokens, inputs, answer, steps: int, decay
     return total, first[0], first[1]
 
 
-def eagle_head_from_folder(cfg, target, vocab):
-    """The EAGLE head in folder cfg.init_from, to train further: it must have cfg.num_layers layers and this
+def eagle_head_from_folder(cfg, folder, target, vocab):
+    """The EAGLE head in folder (cfg.init_from), to train further: it must have cfg.num_layers layers and this
     run's drafting vocabulary (the same data gives the same one), else one error line."""
-    from svbench.models import resolve_folder
-    folder = resolve_folder(cfg.init_from, key="init_from")
     head = load_head(folder, target).to(target.dtype)
     if head.config.num_hidden_layers != cfg.num_layers:
         raise SvbenchError(f"init_from={cfg.init_from}: the head has {head.config.num_hidden_layers} layer(s), "
@@ -313,8 +315,9 @@ class EagleRecipe:
     top-1 lies outside the draft vocabulary (EAGLE-3's rule; off by default, as the shipped head was trained)."""
 
     def __init__(self, cfg, target, vocab):
-        if cfg.get("init_from"):  # a trained head folder: go on training it (a new cosine, this run's lr)
-            self.module = eagle_head_from_folder(cfg, target, vocab)
+        folder = init_from_folder(cfg)
+        if folder is not None:  # a trained head folder: go on training it (a new cosine, this run's lr)
+            self.module = eagle_head_from_folder(cfg, folder, target, vocab)
         else:
             init = cfg.init_layer if cfg.init_layer is None or cfg.init_layer >= 0 else \
                 target.config.num_hidden_layers + cfg.init_layer
