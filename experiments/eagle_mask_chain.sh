@@ -11,7 +11,9 @@
 # Usage (detached, survives the shell): setsid nohup bash experiments/eagle_mask_chain.sh NAME > logs/NAME.log 2>&1 &
 #   NAME: the ship rule's results folder (results/experiments/NAME). PY (.venv/bin/python), STEPS (2600),
 #   LENGTH_GROUP (16; 1 = session 22's random batches).
-#   TRAIN_ARGS: more key=value for the training run (e.g. num_layers=2: a 2-layer head; its own NAME).
+#   TRAIN_ARGS: more key=value for the training run (e.g. num_layers=2: a 2-layer head; its own NAME; or
+#   "init_from=drafts/smollm2-135m-eagle lr=2e-4 seed=N": go on training the shipped head, sessions 32-33's stages).
+# A session's end stops the job but keeps its last save (seen in session 33): re-run the same command next session.
 set -euo pipefail
 NAME=${1:?usage: bash experiments/eagle_mask_chain.sh NAME}
 PY=${PY:-.venv/bin/python}
