@@ -54,7 +54,7 @@ EAGLE_ARGS ?=
 DRAFT_LM_ARGS ?=
 GLIDE_ARGS ?=
 EAGLE3_ARGS ?=
-# the shipped EAGLE head's settings, shared by its two stages
+# the shipped EAGLE head's settings, shared by its three stages
 EAGLE_RECIPE = seq_len=512 ttt_steps=3 mask_outside_vocab=true length_group=16 $(TRAIN_ARGS) $(EAGLE_ARGS)
 EVAL = $(PY) -m svbench.train.eval --pair smollm2 --data train_data/smollm2 --spec-bench 24 --write-card
 

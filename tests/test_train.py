@@ -408,12 +408,14 @@ def check_eval_results(results, data, heldout_seqs, starts_per_seq):
     assert cost["ratio"] == pytest.approx(cost["draft_forward_ms"] / cost["target_forward_ms"])
 
 
-def build_recipe(name: str, target=None):
-    """A fresh recipe of conf/train/<name>.yaml on the tiny pair (the trainable parameters it starts with)."""
+def build_recipe(name: str, target=None, *overrides: str, vocab=tuple(range(128))):
+    """A recipe of conf/train/<name>.yaml on the tiny pair (the trainable parameters it starts with), with
+    overrides; target: the tiny pair's target, loaded when not given."""
     with initialize_config_dir(str(REPO / "conf" / "train"), version_base="1.3"):
-        cfg = compose(config_name=name, overrides=["pair=tiny"])
-    target = target or load_pair(group_config("pair", "tiny"), drafter_cls=None).target
-    return RECIPES[name](cfg, target, list(range(128)))
+        cfg = compose(config_name=name, overrides=["pair=tiny", *overrides])
+    if target is None:
+        target = load_pair(group_config("pair", "tiny"), drafter_cls=None).target
+    return RECIPES[name](cfg, target, list(vocab))
 
 
 def test_eagle_init_from_goes_on_from_a_trained_head_and_refuses_a_misfit(tmp_path):
@@ -430,9 +432,7 @@ def test_eagle_init_from_goes_on_from_a_trained_head_and_refuses_a_misfit(tmp_pa
     save_head(trained, tmp_path / "head")
 
     def recipe(vocab, *overrides):
-        with initialize_config_dir(str(REPO / "conf" / "train"), version_base="1.3"):
-            cfg = compose(config_name="eagle", overrides=["pair=tiny", f"init_from={tmp_path / 'head'}", *overrides])
-        return RECIPES["eagle"](cfg, target, vocab)
+        return build_recipe("eagle", target, f"init_from={tmp_path / 'head'}", *overrides, vocab=vocab)
 
     resumed = recipe(list(range(128))).module.state_dict()
     assert resumed.keys() == trained.state_dict().keys()
@@ -455,9 +455,7 @@ def test_glide_init_from_starts_its_layers_from_a_draft_lm_folder(tmp_path):
     save_draft(lm, tmp_path / "lm")
 
     def glide(folder):
-        with initialize_config_dir(str(REPO / "conf" / "train"), version_base="1.3"):
-            cfg = compose(config_name="glide", overrides=["pair=tiny", f"init_from={folder}"])
-        return RECIPES["glide"](cfg, target, list(range(128))).module
+        return build_recipe("glide", target, f"init_from={folder}").module
 
     mlp = glide(tmp_path / "lm").model.layers[0].mlp.down_proj.weight
     assert torch.equal(mlp, lm.model.layers[0].mlp.down_proj.weight.to(torch.bfloat16).to(mlp.dtype))
