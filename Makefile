@@ -54,18 +54,20 @@ EAGLE_ARGS ?=
 DRAFT_LM_ARGS ?=
 GLIDE_ARGS ?=
 EAGLE3_ARGS ?=
-# the shipped EAGLE head's settings, shared by its three stages
+# the shipped EAGLE head's settings, shared by its four stages
 EAGLE_RECIPE = seq_len=512 ttt_steps=3 mask_outside_vocab=true length_group=16 $(TRAIN_ARGS) $(EAGLE_ARGS)
 EVAL = $(PY) -m svbench.train.eval --pair smollm2 --data train_data/smollm2 --spec-bench 24 --write-card
 
 drafts: install
 	$(PY) -m svbench.train.data --out train_data/smollm2 --max-prompt-tokens 512 --max-new-tokens 256 --shard-size 512 $(DATA_ARGS)
 	$(PY) -m svbench.train.data --out train_data/smollm2_fixed --fixed --max-prompt-tokens 512 --max-new-tokens 384 --shard-size 2048
-	# the shipped EAGLE head, three stages (its card): session 27's 2,000 steps (a cosine planned over 2,600 steps,
-	# re-stretched to 2,000 at step 500), then sessions 32's and 33's 1,200 more each (init_from, lr 2e-4, other batches)
+	# the shipped EAGLE head, four stages (its card): session 27's 2,000 steps (a cosine planned over 2,600 steps,
+	# re-stretched to 2,000 at step 500), then sessions 32's, 33's and 34's 1,200 more each (init_from, lr 2e-4, other
+	# batches; session 34's cosine was planned over 1,800 steps and re-stretched to 1,200 at step 250)
 	$(PY) -m svbench.train --config-name eagle 'data=$(DATA)' out=checkpoints/eagle-stage1-train export=checkpoints/eagle-stage1 steps=2000 $(EAGLE_RECIPE)
 	$(PY) -m svbench.train --config-name eagle 'data=$(DATA)' out=checkpoints/eagle-stage2-train export=checkpoints/eagle-stage2 init_from=checkpoints/eagle-stage1 steps=1200 lr=2e-4 seed=1 $(EAGLE_RECIPE)
-	$(PY) -m svbench.train --config-name eagle 'data=$(DATA)' out=checkpoints/eagle-stage3-train export=$(EAGLE_DIR) init_from=checkpoints/eagle-stage2 steps=1200 lr=2e-4 seed=2 $(EAGLE_RECIPE)
+	$(PY) -m svbench.train --config-name eagle 'data=$(DATA)' out=checkpoints/eagle-stage3-train export=checkpoints/eagle-stage3 init_from=checkpoints/eagle-stage2 steps=1200 lr=2e-4 seed=2 $(EAGLE_RECIPE)
+	$(PY) -m svbench.train --config-name eagle 'data=$(DATA)' out=checkpoints/eagle-stage4-train export=$(EAGLE_DIR) init_from=checkpoints/eagle-stage3 steps=1200 lr=2e-4 seed=3 $(EAGLE_RECIPE)
 	$(EVAL) --method eagle2 --draft $(EAGLE_DIR)
 	$(PY) -m svbench.train 'data=[train_data/smollm2]' out=checkpoints/draft_lm export=$(DRAFT_DIR) lr=1e-3 warmup_steps=30 seq_len=512 steps=1500 $(TRAIN_ARGS) $(DRAFT_LM_ARGS)
 	$(EVAL) --method vanilla_sd --draft $(DRAFT_DIR)
