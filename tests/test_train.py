@@ -1,5 +1,6 @@
 """The distillation pipeline end to end on pair=tiny, in seconds: data (resumable), training (resumable),
 export, loading as a pair, held-out evaluation; and the train/eval prompt separation."""
+import ast
 import gzip
 import json
 import os
@@ -960,6 +961,42 @@ def test_length_group_draws_batches_of_neighbouring_lengths_and_resumes_them(tin
     bad = subprocess.run(cmd + [f"out={tmp_path / 'bad'}", "steps=1", "length_group=0"], cwd=REPO,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].endswith("length_group=0: expected an integer >= 1")
+
+
+def test_source_weights_draw_a_dataset_more_often_and_name_bad_weights_in_one_line(tiny_data, tmp_path):
+    """row_weights + draw_batches: of two equal datasets, the one weighted 9 fills ~90% of the draws (50% when
+    the weights are ignored), rows distinct within a draw; no weights is None (the unweighted stream, tested
+    above); a dataset the data lacks or a weight <= 0 is one error line, from the CLI too."""
+    from svbench.errors import SvbenchError
+    from svbench.train.__main__ import draw_batches, row_weights
+    rows = [{"ids": [0] * (1 + i % 7), "source": "a/x.jsonl" if i % 2 else "b/y.json"} for i in range(400)]
+    assert row_weights(rows, {}) is None
+    weights = row_weights(rows, {"b": 9})
+    assert sorted(set(weights)) == [1.0, 9.0]
+    random.seed(0)
+    draws = [[i for batch in draw_batches(rows, 4, 5, weights) for i in batch] for _ in range(50)]
+    assert all(len(set(d)) == len(d) == 20 for d in draws)
+    share = sum(rows[i]["source"].startswith("b/") for d in draws for i in d) / 1000
+    assert 0.85 < share < 0.95, share
+    for bad, message in (({"c": 2}, "source_weights.c: no training row comes from it; the data's sources: ['a', 'b']"),
+                         ({"b": 0}, "source_weights.b=0: expected a number > 0"),
+                         ({"b": True}, "source_weights.b=True: expected a number > 0")):
+        with pytest.raises(SvbenchError) as caught:
+            row_weights(rows, bad)
+        assert str(caught.value) == message
+    done = subprocess.run([sys.executable, "-m", "svbench.train", "pair=tiny", f"data={tiny_data}", "steps=1",
+                           f"out={tmp_path / 'w'}", "source_weights={nowhere:2}"], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2 and "source_weights.nowhere: no training row comes from it" in \
+        done.stderr.strip().splitlines()[-1]
+    source = ast.literal_eval(done.stderr.strip().splitlines()[-1].split("the data's sources: ")[1])[0]
+    done = subprocess.run([sys.executable, "-m", "svbench.train", "pair=tiny", f"data={tiny_data}", "steps=1",
+                           "length_group=4", "batch_size=1", "num_layers=1", "init_layers=[0]", "reduced_vocab=128",
+                           "seq_len=64", "warmup_steps=1", f"out={tmp_path / 'w'}", f"source_weights={{{source}:2}}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    state = torch.load(tmp_path / "w" / "state.pt", weights_only=False)
+    assert state["pending_drawn_with"]["source_weights"] == {source: 2} and len(state["pending_batches"]) == 3
 
 
 def test_unrolled_soft_labels_are_the_targets_distribution_at_the_shifted_positions():

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import heapq
 import json
 import math
 import random
@@ -64,15 +65,35 @@ def top_tokens(rows: list[dict], n: int, always: tuple[int, ...]) -> list[int]:
     return sorted(chosen[:n])
 
 
-def draw_batches(rows: list[dict], batch_size: int, length_group: int) -> list[list[int]]:
+def row_weights(rows: list[dict], source_weights: dict) -> list[float] | None:
+    """Each row's sampling weight: source_weights[its dataset] (the row's source up to the first '/', e.g.
+    gsm8k), 1 for a dataset not named; None when nothing is named (uniform draws, the stream of every run before)."""
+    if not source_weights:
+        return None
+    names = {r["source"].split("/")[0] for r in rows}
+    for name, weight in source_weights.items():
+        if name not in names:
+            raise SvbenchError(f"source_weights.{name}: no training row comes from it; the data's sources: {sorted(names)}")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight < math.inf:
+            raise SvbenchError(f"source_weights.{name}={weight!r}: expected a number > 0")
+    return [float(source_weights.get(r["source"].split("/")[0], 1.0)) for r in rows]
+
+
+def draw_batches(rows: list[dict], batch_size: int, length_group: int,
+                 weights: list[float] | None = None) -> list[list[int]]:
     """The next batches of row indices, drawn with `random` (whose state a run saves). length_group 1: one
     batch of batch_size distinct random rows. length_group g > 1: g x batch_size distinct random rows sorted
     by length and cut into g batches of neighbours (fewer, the last one short, when the data holds fewer
     rows), in random order (Hugging Face's group_by_length), so a
     batch pads far less: on the chain's data 62% of a random batch of 8's positions are real tokens, 92% with
-    length_group 16, and an EAGLE step ran 1.27x more real tokens/s (results/train_step_speed_s27.md)."""
+    length_group 16, and an EAGLE step ran 1.27x more real tokens/s (results/train_step_speed_s27.md).
+    weights (row_weights): the distinct rows are drawn with those odds instead of uniformly."""
     n = min(batch_size * length_group, len(rows))
-    chosen = random.sample(range(len(rows)), n)
+    if weights is None:
+        chosen = random.sample(range(len(rows)), n)
+    else:  # weighted, without replacement (Efraimidis-Spirakis): the n rows with the largest u^(1/w), u ~ U(0, 1)
+        keys = [random.random() ** (1.0 / w) for w in weights]
+        chosen = heapq.nlargest(n, range(len(rows)), key=keys.__getitem__)
     if length_group == 1:
         return [chosen]
     chosen.sort(key=lambda i: len(rows[i]["ids"]))
@@ -147,6 +168,8 @@ def train(cfg) -> None:
     folders = [Path(d) for d in ([cfg.data] if isinstance(cfg.data, str) else cfg.data)]
     manifest_hash = "+".join(check_manifest(f)["hash"] for f in folders)
     rows = [r for folder in folders for r in read_shards(folder, split="train")]
+    source_weights = OmegaConf.to_container(cfg.source_weights) if cfg.get("source_weights") else {}
+    weights = row_weights(rows, source_weights)
     out = Path(cfg.out)
     state_path, step, elapsed = out / "state.pt", 0, 0.0  # elapsed: training wall seconds over all resumes
     state = torch.load(state_path, weights_only=False) if state_path.is_file() else None
@@ -239,11 +262,13 @@ def train(cfg) -> None:
     # batches drawn, not yet trained on (length_group > 1): row indices, so kept only on the data and with the
     # batch settings they were drawn with
     drawn_with = {"data": manifest_hash, "batch_size": cfg.batch_size, "length_group": cfg.length_group}
+    if weights is not None:  # (absent when unweighted: the saves of runs before source_weights stay valid)
+        drawn_with["source_weights"] = dict(sorted(source_weights.items()))
     pending = list(state.get("pending_batches", [])) \
         if state is not None and state.get("pending_drawn_with") == drawn_with else []
     while step < cfg.steps:
         if not pending:
-            pending = draw_batches(rows, cfg.batch_size, cfg.length_group)
+            pending = draw_batches(rows, cfg.batch_size, cfg.length_group, weights)
         batch = pending.pop()
         done = train_step(recipe, optimiser, trainable, rows, batch, cfg, pad, lr_at(step, cfg))
         if done is None:  # only empty answers in this batch: nothing to learn from it

@@ -383,6 +383,7 @@ def write_card(folder: Path, results: dict, command: str) -> None:
         f"- recipe `{recipe}`: {what[2]}",
         f"- data: {cfg['data']} (manifest hash {meta['data_manifest_hash']}), {meta['train_rows']} training "
         f"answers, {meta['train_answer_tokens']} answer tokens; held-out split by prompt hash"
+        + (f"; rows drawn with source_weights {dict(cfg['source_weights'])}" if cfg.get("source_weights") else "")
         + (f" (a resumed run: earlier steps saw the data of manifest(s) {', '.join(meta['data_manifest_hashes'][:-1])})"
            if len(meta.get("data_manifest_hashes", [])) > 1 else ""),
         f"- steps {meta['steps']}, batch {cfg['batch_size']} sequences, lr {cfg['lr']} (cosine), seq_len "
