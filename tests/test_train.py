@@ -990,6 +990,11 @@ def test_source_weights_draw_a_dataset_more_often_and_name_bad_weights_in_one_li
     assert done.returncode == 2 and "source_weights.nowhere: no training row comes from it" in \
         done.stderr.strip().splitlines()[-1]
     source = ast.literal_eval(done.stderr.strip().splitlines()[-1].split("the data's sources: ")[1])[0]
+    scalar = subprocess.run([sys.executable, "-m", "svbench.train", "pair=tiny", f"data={tiny_data}", "steps=1",
+                             f"out={tmp_path / 's'}", "source_weights=5"], cwd=REPO, capture_output=True, text=True,
+                            timeout=120)
+    assert scalar.returncode == 2 and scalar.stderr.strip().splitlines()[-1].endswith(
+        "source_weights=5: expected {dataset: weight}, e.g. 'source_weights={ud_german:4}'")
     done = subprocess.run([sys.executable, "-m", "svbench.train", "pair=tiny", f"data={tiny_data}", "steps=1",
                            "length_group=4", "batch_size=1", "num_layers=1", "init_layers=[0]", "reduced_vocab=128",
                            "seq_len=64", "warmup_steps=1", f"out={tmp_path / 'w'}", f"source_weights={{{source}:2}}"],

@@ -73,7 +73,8 @@ def row_weights(rows: list[dict], source_weights: dict) -> list[float] | None:
     names = {r["source"].split("/")[0] for r in rows}
     for name, weight in source_weights.items():
         if name not in names:
-            raise SvbenchError(f"source_weights.{name}: no training row comes from it; the data's sources: {sorted(names)}")
+            raise SvbenchError(f"source_weights.{name}: no training row comes from it; "
+                               f"the data's sources: {sorted(names)}")
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight < math.inf:
             raise SvbenchError(f"source_weights.{name}={weight!r}: expected a number > 0")
     return [float(source_weights.get(r["source"].split("/")[0], 1.0)) for r in rows]
@@ -168,6 +169,9 @@ def train(cfg) -> None:
     folders = [Path(d) for d in ([cfg.data] if isinstance(cfg.data, str) else cfg.data)]
     manifest_hash = "+".join(check_manifest(f)["hash"] for f in folders)
     rows = [r for folder in folders for r in read_shards(folder, split="train")]
+    if cfg.get("source_weights") is not None and not OmegaConf.is_dict(cfg.source_weights):
+        raise SvbenchError(f"source_weights={cfg.source_weights!r}: expected {{dataset: weight}}, "
+                           f"e.g. 'source_weights={{ud_german:4}}'")
     source_weights = OmegaConf.to_container(cfg.source_weights) if cfg.get("source_weights") else {}
     weights = row_weights(rows, source_weights)
     out = Path(cfg.out)
