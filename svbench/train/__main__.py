@@ -70,14 +70,15 @@ def row_weights(rows: list[dict], source_weights: dict) -> list[float] | None:
     gsm8k), 1 for a dataset not named; None when nothing is named (uniform draws, the stream of every run before)."""
     if not source_weights:
         return None
-    names = {r["source"].split("/")[0] for r in rows}
+    datasets = [r["source"].split("/")[0] for r in rows]  # gsm8k/train.jsonl -> gsm8k
+    known = set(datasets)
     for name, weight in source_weights.items():
-        if name not in names:
+        if name not in known:
             raise SvbenchError(f"source_weights.{name}: no training row comes from it; "
-                               f"the data's sources: {sorted(names)}")
+                               f"the data's sources: {sorted(known)}")
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight < math.inf:
             raise SvbenchError(f"source_weights.{name}={weight!r}: expected a number > 0")
-    return [float(source_weights.get(r["source"].split("/")[0], 1.0)) for r in rows]
+    return [float(source_weights.get(d, 1.0)) for d in datasets]
 
 
 def draw_batches(rows: list[dict], batch_size: int, length_group: int,
@@ -156,6 +157,9 @@ def train(cfg) -> None:
     for key in ("mask_outside_vocab", "keep_freed_memory"):
         if not isinstance(cfg.get(key, False), bool):
             raise SvbenchError(f"{key}={cfg[key]!r}: expected true or false")
+    if cfg.get("source_weights") is not None and not OmegaConf.is_dict(cfg.source_weights):
+        raise SvbenchError(f"source_weights={cfg.source_weights!r}: expected {{dataset: weight}}, "
+                           f"e.g. 'source_weights={{ud_german:4}}'")
     if cfg.autocast not in ("bfloat16", "float32"):
         raise SvbenchError(f"autocast={cfg.autocast!r}: expected bfloat16 or float32")
     if cfg.threads:
@@ -169,9 +173,6 @@ def train(cfg) -> None:
     folders = [Path(d) for d in ([cfg.data] if isinstance(cfg.data, str) else cfg.data)]
     manifest_hash = "+".join(check_manifest(f)["hash"] for f in folders)
     rows = [r for folder in folders for r in read_shards(folder, split="train")]
-    if cfg.get("source_weights") is not None and not OmegaConf.is_dict(cfg.source_weights):
-        raise SvbenchError(f"source_weights={cfg.source_weights!r}: expected {{dataset: weight}}, "
-                           f"e.g. 'source_weights={{ud_german:4}}'")
     source_weights = OmegaConf.to_container(cfg.source_weights) if cfg.get("source_weights") else {}
     weights = row_weights(rows, source_weights)
     out = Path(cfg.out)
