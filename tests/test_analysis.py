@@ -21,7 +21,7 @@ from svbench.results import bootstrap_ci, format_summary, ratio_of_means, read_r
 
 REPO = Path(__file__).resolve().parents[1]
 GROUP_LENGTH = metrics.GROUP_KEY.index("max_new_tokens")
-OUTPUTS = {"speedup_by_category.md", "speedup_by_category.tex", "per_position_acceptance.md",
+OUTPUTS = {"speedup_by_category.md", "speedup_by_category.tex", "tau_by_category.md", "per_position_acceptance.md",
            "per_position_acceptance.tex", "efficiency.md", "oracle.md", "summary.md", "comparisons.md",
            "draft_length_hist.png", "speedup.png",
            "entropy_vs_acceptance.png", "speedup_vs_length.png", "speedup_by_length.md", "speedup_by_length.tex"}
@@ -76,6 +76,12 @@ def test_tables_equal_summary_json(runs):
             assert row[f"{category}_ci"] == metrics_["speedup_ci"]  # seeded: the run's own process, the same interval
         assert row["tau"] == expected["overall"]["tau"] and row["tau_ci"] == expected["overall"]["tau_ci"]
         assert (row["method"], row["policy"]) == (saved["method"], saved["policy"])
+    for row, rs in zip(metrics.by_category(sd, "tau").to_dict("records"), groups.values()):
+        expected = json.loads((runs / rs[0]["policy"] / "summary.json").read_text())["summary"]
+        assert len(expected) > 2  # categories besides overall, each with its own tau
+        for category, metrics_ in expected.items():
+            assert (row[category], row[f"{category}_ci"]) == (metrics_["tau"], metrics_["tau_ci"])
+        assert "tau" not in row  # overall tau is the 'overall' column here
 
 
 def test_markdown_table_shows_summary_numbers(runs, tmp_path):

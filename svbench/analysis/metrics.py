@@ -108,21 +108,25 @@ def has_drafts(records: list[dict]) -> bool:
     return any(d for r in records for d in r["rounds"]["drafted"])
 
 
-def speedup_by_category(sd: list[dict]) -> pd.DataFrame:
-    """Speedup per category and overall, plus overall tau (the SVIP paper's Table 1 layout), each with its
-    95% interval (column X_ci)."""
+def by_category(sd: list[dict], metric: str = "speedup") -> pd.DataFrame:
+    """metric ('speedup' or 'tau') per category and overall, each with its 95% interval (column X_ci); the
+    speedup table adds overall tau (the SVIP paper's Table 1 layout)."""
     groups = group(sd)
     categories = list(dict.fromkeys(r["category"] for r in sd))
     rows = []
     for rs in groups.values():
         s = summarize(rs)
         row = {}
-        for c in categories:
-            row.update({c: s[c]["speedup"], f"{c}_ci": s[c]["speedup_ci"]} if c in s else {c: None, f"{c}_ci": None})
-        row.update(overall=s["overall"]["speedup"], overall_ci=s["overall"]["speedup_ci"],
-                   tau=s["overall"]["tau"], tau_ci=s["overall"]["tau_ci"])
+        for c in [*categories, "overall"]:
+            row.update({c: s[c][metric], f"{c}_ci": s[c][f"{metric}_ci"]} if c in s else {c: None, f"{c}_ci": None})
+        if metric == "speedup":
+            row.update(tau=s["overall"]["tau"], tau_ci=s["overall"]["tau_ci"])
         rows.append(row)
     return with_labels(groups, rows)
+
+
+def speedup_by_category(sd: list[dict]) -> pd.DataFrame:
+    return by_category(sd, "speedup")
 
 
 def round_depths(record: dict) -> list[int]:

@@ -23,6 +23,9 @@ CAPTIONS = {
     "speedup_by_category": "Speedup over AR (mean tokens/s of the method / mean tokens/s of AR, over question-turns) "
                            "per category and overall; tau = mean accepted draft tokens + 1 per round, overall. "
                            + INTERVALS,
+    "tau_by_category": "tau (mean accepted draft tokens + 1 per round, over the rounds of a category's "
+                       "question-turns) per category and overall: where a draft's acceptance differs by kind of "
+                       "prompt. " + INTERVALS,
     "per_position_acceptance": "P(draft position i accepted | positions < i accepted), over rounds that drafted at "
                                "least i deep (tree methods: depth = drafted steps, accepted = path length). "
                                "'-': no round reached that position.",
@@ -64,6 +67,8 @@ def analyze(paths, out) -> list[Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = write_table(metrics.speedup_by_category(sd), out, "speedup_by_category", CAPTIONS["speedup_by_category"])
+    written += write_table(metrics.by_category(sd, "tau"), out, "tau_by_category", CAPTIONS["tau_by_category"],
+                           tex=False)
     frame = metrics.per_position_acceptance(sd)
     written += write_table(frame, out, "per_position_acceptance",
                            CAPTIONS["per_position_acceptance"] + skipped_note(frame, sd, "no drafted counts recorded"))
